@@ -1,0 +1,515 @@
+//! Configuration: the trusted issuers and how the layer reads and answers requests.
+//!
+//! Nothing is checked while settings are given; [`ProvisioningLayerBuilder::build`] checks them
+//! all and returns a [`ConfigError`] naming the first bad one. Building does no I/O: keys are
+//! fetched on the first request that needs them (or by
+//! [`ProvisioningLayer::fetch_keys`](crate::ProvisioningLayer::fetch_keys)).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openidconnect::IssuerUrl;
+use url::Url;
+
+use crate::error::{ConfigError, DefaultErrorHandler};
+use crate::layer::{ProvisioningLayer, Shared};
+use crate::token::claims::ClaimRules;
+use crate::token::extract::TokenSource;
+use crate::token::fetch::{self, Fetcher, UrlPolicy, UrlRefusal};
+use crate::token::jwks::KeyTiming;
+use crate::token::verify::{IssuerRules, IssuerVerifier, TokenVerifier};
+use crate::token::{Algorithm, TokenKind};
+
+/// Default bound on a token's length: 16 KiB.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Largest clock leeway accepted by [`Issuer::leeway`].
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+/// Largest discovery document or key set read from an issuer.
+const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
+
+/// One trusted identity provider and what is accepted from it.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_jit_provisioning::{Algorithm, Issuer, TokenKind};
+///
+/// let entra = Issuer::new("https://login.microsoftonline.com/7c3e…/v2.0")
+///     .audience("api://orders")
+///     .token_kinds([TokenKind::Access])
+///     .algorithms([Algorithm::RS256])
+///     .leeway(Duration::from_secs(30));
+/// # drop(entra);
+/// ```
+///
+/// Defaults: ID tokens and access tokens, every asymmetric [`Algorithm`], 60 s leeway, groups
+/// from the `groups` claim, keys refreshed in the background after 10 minutes, no refresh
+/// closer than 10 s to the previous one, and held keys trusted for at most 24 hours without a
+/// successful refresh. There is no default audience: one is required.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Issuer {
+    url: String,
+    audiences: Vec<String>,
+    kinds: Vec<TokenKind>,
+    algorithms: Vec<Algorithm>,
+    leeway: Duration,
+    allow_http_loopback: bool,
+    accept_string_booleans: bool,
+    authorized_parties: Option<Vec<String>>,
+    groups_claim: String,
+    max_token_age: Option<Duration>,
+    timing: KeyTiming,
+}
+
+impl Issuer {
+    /// An issuer identified by `url`, exactly as its tokens' `iss` and its discovery document's
+    /// `issuer` spell it (a trailing slash matters).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            audiences: Vec::new(),
+            kinds: vec![TokenKind::Id, TokenKind::Access],
+            algorithms: Algorithm::ALL.to_vec(),
+            leeway: Duration::from_secs(60),
+            allow_http_loopback: false,
+            accept_string_booleans: false,
+            authorized_parties: None,
+            groups_claim: "groups".to_owned(),
+            max_token_age: None,
+            timing: KeyTiming {
+                min_refresh_interval: Duration::from_secs(10),
+                refresh_interval: Duration::from_secs(600),
+                max_staleness: Duration::from_secs(24 * 3600),
+            },
+        }
+    }
+
+    /// The issuer as configured.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Adds an accepted audience: this application's client ID for ID tokens, this resource
+    /// server's identifier for access tokens. A token is accepted when its `aud` contains an
+    /// accepted audience and every other audience it names is accepted too.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Replaces the accepted audiences.
+    pub fn audiences<I, A>(mut self, audiences: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<String>,
+    {
+        self.audiences = audiences.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Which kinds of token are accepted from this issuer.
+    pub fn token_kinds(mut self, kinds: impl IntoIterator<Item = TokenKind>) -> Self {
+        self.kinds = kinds.into_iter().collect();
+        self.kinds.dedup();
+        self
+    }
+
+    /// The signature algorithms accepted from this issuer.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` alike. At most [`MAX_LEEWAY`].
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Allows a plain-http issuer URL when its host is a loopback address (`127.0.0.0/8`,
+    /// `::1`, `localhost`): for tests and local development only.
+    pub fn allow_http_loopback(mut self, allow: bool) -> Self {
+        self.allow_http_loopback = allow;
+        self
+    }
+
+    /// Counts `"email_verified": "true"` (a string) as verified. Off by default: only a JSON
+    /// `true` counts. Turn it on only for an issuer known to send strings.
+    pub fn accept_string_booleans(mut self, accept: bool) -> Self {
+        self.accept_string_booleans = accept;
+        self
+    }
+
+    /// The clients tokens may have been issued to (`azp`, and an access token's `client_id`).
+    ///
+    /// Without a list, an ID token's `azp` must be one of the accepted audiences and access
+    /// tokens are accepted from any client of the issuer.
+    pub fn authorized_parties<I, A>(mut self, parties: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<String>,
+    {
+        self.authorized_parties = Some(parties.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The claim that holds group names: a name or a dotted path (`realm_access.roles`).
+    pub fn groups_claim(mut self, claim: impl Into<String>) -> Self {
+        self.groups_claim = claim.into();
+        self
+    }
+
+    /// Refuses tokens issued (`iat`) longer ago than this, whatever their `exp`.
+    pub fn max_token_age(mut self, age: Duration) -> Self {
+        self.max_token_age = Some(age);
+        self
+    }
+
+    /// The cool-down between two key-set fetches: an unknown `kid` triggers at most one fetch
+    /// per interval, however many requests carry it.
+    pub fn min_key_refresh_interval(mut self, interval: Duration) -> Self {
+        self.timing.min_refresh_interval = interval;
+        self
+    }
+
+    /// The age after which keys are refreshed in the background, while still in use.
+    pub fn key_refresh_interval(mut self, interval: Duration) -> Self {
+        self.timing.refresh_interval = interval;
+        self
+    }
+
+    /// The age after which held keys are no longer trusted if no refresh has succeeded since:
+    /// requests are then answered 503 until the issuer can be reached again.
+    pub fn max_key_staleness(mut self, staleness: Duration) -> Self {
+        self.timing.max_staleness = staleness;
+        self
+    }
+
+    fn validate(self) -> Result<(IssuerRules, UrlPolicy, KeyTiming), ConfigError> {
+        let issuer = || self.url.clone();
+        let url = Url::parse(&self.url)
+            .map_err(|_| ConfigError::InvalidIssuerUrl { issuer: issuer() })?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(ConfigError::InvalidIssuerUrl { issuer: issuer() });
+        }
+        let policy = UrlPolicy {
+            allow_http_loopback: self.allow_http_loopback,
+        };
+        policy.check(&url).map_err(|refusal| match refusal {
+            UrlRefusal::NotAbsolute | UrlRefusal::Credentials => {
+                ConfigError::InvalidIssuerUrl { issuer: issuer() }
+            }
+            UrlRefusal::NotHttps => ConfigError::InsecureIssuerUrl { issuer: issuer() },
+            UrlRefusal::HttpNotLoopback => ConfigError::HttpIssuerNotLoopback { issuer: issuer() },
+        })?;
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+            return Err(ConfigError::NoAudience { issuer: issuer() });
+        }
+        if self.algorithms.is_empty() {
+            return Err(ConfigError::NoAlgorithm { issuer: issuer() });
+        }
+        if self.kinds.is_empty() {
+            return Err(ConfigError::NoTokenKind { issuer: issuer() });
+        }
+        let setting = |name: &str| format!("issuer `{}`: {name}", self.url);
+        if self.leeway > MAX_LEEWAY {
+            return Err(ConfigError::InvalidDuration {
+                setting: setting("leeway"),
+                reason: "must be at most 5 minutes",
+            });
+        }
+        if self.timing.max_staleness < self.timing.refresh_interval {
+            return Err(ConfigError::InvalidDuration {
+                setting: setting("max_key_staleness"),
+                reason: "must be at least the key refresh interval",
+            });
+        }
+        if self.groups_claim.is_empty() {
+            return Err(ConfigError::InvalidSetting {
+                setting: setting("groups_claim"),
+                reason: "must not be empty",
+            });
+        }
+        let issuer_url = IssuerUrl::new(self.url.clone())
+            .map_err(|_| ConfigError::InvalidIssuerUrl { issuer: issuer() })?;
+        let rules = IssuerRules {
+            issuer: Arc::from(self.url.as_str()),
+            issuer_url,
+            kinds: self.kinds,
+            algorithms: self.algorithms,
+            audiences: self.audiences.into(),
+            authorized_parties: self.authorized_parties,
+            leeway: self.leeway,
+            max_token_age: self.max_token_age,
+            claims: ClaimRules {
+                groups_claim: self.groups_claim,
+                accept_string_booleans: self.accept_string_booleans,
+            },
+        };
+        Ok((rules, policy, self.timing))
+    }
+}
+
+/// Builds a [`ProvisioningLayer`]. Start with [`ProvisioningLayer::builder`].
+///
+/// ```
+/// use tower_jit_provisioning::{Issuer, ProvisioningLayer, TokenSource};
+///
+/// let layer = ProvisioningLayer::builder()
+///     .issuer(Issuer::new("https://accounts.google.com").audience("1234.apps.googleusercontent.com"))
+///     .issuer(Issuer::new("https://idp.example.com/realms/staff").audience("orders-api"))
+///     .token_source(TokenSource::cookie("id_token"))
+///     .optional(true)
+///     .build()?;
+/// # drop(layer);
+/// # Ok::<(), tower_jit_provisioning::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ProvisioningLayerBuilder<H = DefaultErrorHandler> {
+    issuers: Vec<Issuer>,
+    optional: bool,
+    token_source: TokenSource,
+    max_token_bytes: usize,
+    http_timeout: Duration,
+    error_handler: H,
+}
+
+impl ProvisioningLayerBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            issuers: Vec::new(),
+            optional: false,
+            token_source: TokenSource::default(),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            http_timeout: Duration::from_secs(10),
+            error_handler: DefaultErrorHandler,
+        }
+    }
+}
+
+impl<H> ProvisioningLayerBuilder<H> {
+    /// Trusts one more issuer. Tokens are routed to an issuer by their `iss`.
+    pub fn issuer(mut self, issuer: Issuer) -> Self {
+        self.issuers.push(issuer);
+        self
+    }
+
+    /// In optional mode a request without any token goes through with no claims (handlers
+    /// extract `Option<VerifiedClaims>`); a request with a bad token is still refused.
+    pub fn optional(mut self, optional: bool) -> Self {
+        self.optional = optional;
+        self
+    }
+
+    /// Where the token is read from. Default: the `Authorization: Bearer` header.
+    pub fn token_source(mut self, source: TokenSource) -> Self {
+        self.token_source = source;
+        self
+    }
+
+    /// Longest token accepted, in bytes; longer ones are refused before parsing.
+    /// Default [`DEFAULT_MAX_TOKEN_BYTES`].
+    pub fn max_token_size(mut self, bytes: usize) -> Self {
+        self.max_token_bytes = bytes;
+        self
+    }
+
+    /// Deadline for each discovery or key-set request to an issuer (connect and whole
+    /// response). Default 10 s.
+    pub fn http_timeout(mut self, timeout: Duration) -> Self {
+        self.http_timeout = timeout;
+        self
+    }
+
+    /// Replaces the responses given to refused requests.
+    pub fn error_handler<H2>(self, handler: H2) -> ProvisioningLayerBuilder<H2> {
+        ProvisioningLayerBuilder {
+            issuers: self.issuers,
+            optional: self.optional,
+            token_source: self.token_source,
+            max_token_bytes: self.max_token_bytes,
+            http_timeout: self.http_timeout,
+            error_handler: handler,
+        }
+    }
+
+    /// Checks every setting and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first setting that cannot work.
+    pub fn build(self) -> Result<ProvisioningLayer<H>, ConfigError> {
+        if self.issuers.is_empty() {
+            return Err(ConfigError::NoIssuer);
+        }
+        if let TokenSource::Cookie(name) = &self.token_source
+            && !is_cookie_name(name)
+        {
+            return Err(ConfigError::InvalidSetting {
+                setting: "token_source".to_owned(),
+                reason: "cookie name must be a non-empty RFC 6265 token",
+            });
+        }
+        if self.max_token_bytes == 0 {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_token_size".to_owned(),
+                reason: "must be positive",
+            });
+        }
+        if self.http_timeout.is_zero() {
+            return Err(ConfigError::InvalidDuration {
+                setting: "http_timeout".to_owned(),
+                reason: "must be positive",
+            });
+        }
+        let client = fetch::client(self.http_timeout)
+            .map_err(|err| ConfigError::HttpClient(Box::new(err)))?;
+        let mut issuers: Vec<IssuerVerifier> = Vec::with_capacity(self.issuers.len());
+        for issuer in self.issuers {
+            let (rules, policy, timing) = issuer.validate()?;
+            if issuers.iter().any(|i| i.rules.issuer == rules.issuer) {
+                return Err(ConfigError::DuplicateIssuer {
+                    issuer: rules.issuer.to_string(),
+                });
+            }
+            let fetcher = Fetcher::new(client.clone(), policy, MAX_DOCUMENT_BYTES);
+            issuers.push(IssuerVerifier::new(rules, fetcher, timing));
+        }
+        let shared = Shared {
+            verifier: TokenVerifier::new(issuers),
+            token_source: self.token_source,
+            max_token_bytes: self.max_token_bytes,
+            optional: self.optional,
+        };
+        Ok(ProvisioningLayer::from_parts(
+            Arc::new(shared),
+            self.error_handler,
+        ))
+    }
+}
+
+/// An RFC 6265 cookie name: an RFC 2616 token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(issuer: Issuer) -> Result<(), String> {
+        ProvisioningLayer::builder()
+            .issuer(issuer)
+            .build()
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn build_names_the_bad_setting() {
+        let ok = || Issuer::new("https://idp.example.com").audience("api");
+        assert_eq!(build(ok()), Ok(()));
+        let cases: Vec<(&str, Issuer, &str)> = vec![
+            (
+                "relative",
+                Issuer::new("idp.example.com").audience("a"),
+                "not an absolute URL",
+            ),
+            (
+                "not a url",
+                Issuer::new("https://").audience("a"),
+                "not an absolute URL",
+            ),
+            (
+                "query",
+                Issuer::new("https://idp.example.com/?x=1").audience("a"),
+                "not an absolute URL",
+            ),
+            (
+                "fragment",
+                Issuer::new("https://idp.example.com/#x").audience("a"),
+                "not an absolute URL",
+            ),
+            (
+                "credentials",
+                Issuer::new("https://u:p@idp.example.com").audience("a"),
+                "not an absolute URL",
+            ),
+            (
+                "http",
+                Issuer::new("http://idp.example.com").audience("a"),
+                "must be https",
+            ),
+            (
+                "http loopback not allowed",
+                Issuer::new("http://127.0.0.1:8080").audience("a"),
+                "must be https",
+            ),
+            (
+                "http allowed but remote",
+                Issuer::new("http://idp.example.com")
+                    .audience("a")
+                    .allow_http_loopback(true),
+                "only allowed for loopback",
+            ),
+            (
+                "no audience",
+                Issuer::new("https://idp.example.com"),
+                "no audience",
+            ),
+            (
+                "empty audience",
+                Issuer::new("https://idp.example.com").audience(""),
+                "no audience",
+            ),
+            (
+                "no algorithm",
+                ok().algorithms([]),
+                "algorithm list is empty",
+            ),
+            ("no kind", ok().token_kinds([]), "no token kind"),
+            ("leeway", ok().leeway(Duration::from_secs(301)), "leeway"),
+            (
+                "staleness",
+                ok().key_refresh_interval(Duration::from_secs(60))
+                    .max_key_staleness(Duration::from_secs(30)),
+                "max_key_staleness",
+            ),
+        ];
+        for (name, issuer, expected) in cases {
+            let err = build(issuer).unwrap_err();
+            assert!(err.contains(expected), "{name}: {err}");
+        }
+        assert_eq!(
+            build(
+                Issuer::new("http://127.0.0.1:8080")
+                    .audience("a")
+                    .allow_http_loopback(true)
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn build_refuses_layer_wide_mistakes() {
+        let err = ProvisioningLayer::builder().build().unwrap_err();
+        assert!(matches!(err, ConfigError::NoIssuer));
+        let issuer = || Issuer::new("https://idp.example.com").audience("api");
+        let err = ProvisioningLayer::builder()
+            .issuer(issuer())
+            .issuer(issuer())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::DuplicateIssuer { .. }), "{err}");
+        let err = ProvisioningLayer::builder()
+            .issuer(issuer())
+            .token_source(TokenSource::cookie("bad name"))
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("token_source"), "{err}");
+    }
+}

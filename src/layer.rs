@@ -1,0 +1,324 @@
+//! [`ProvisioningLayer`], [`ProvisioningService`] and their [`ResponseFuture`].
+//!
+//! The service never fails with an error of its own: a refused request is an `Ok` response
+//! built by the [`ErrorHandler`], so `Infallible` services stay infallible and clients always get
+//! an answer (as tower-http's `Timeout` does, and unlike middleware that returns `Err` and drops
+//! the connection).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::builder::ProvisioningLayerBuilder;
+use crate::error::{DefaultErrorHandler, Error, ErrorHandler};
+use crate::token::extract::{self, TokenSource};
+use crate::token::verify::TokenVerifier;
+
+/// What every clone of the layer and its services shares.
+pub(crate) struct Shared {
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) token_source: TokenSource,
+    pub(crate) max_token_bytes: usize,
+    pub(crate) optional: bool,
+}
+
+/// Marks a request that an optional layer let through without credentials, so extractors can
+/// tell "no token" (401) from "no layer" (500).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NoCredentials;
+
+/// Verifies the bearer token of every request and hands the verified claims to the service
+/// behind it.
+///
+/// Built with [`ProvisioningLayer::builder`]. Cheap to clone: clones share one set of issuers,
+/// key sets and caches.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_jit_provisioning::{Issuer, ProvisioningLayer, VerifiedClaims};
+///
+/// async fn me(claims: VerifiedClaims) -> String {
+///     format!("{} at {}", claims.subject(), claims.issuer())
+/// }
+///
+/// let layer = ProvisioningLayer::builder()
+///     .issuer(Issuer::new("https://idp.example.com").audience("orders-api"))
+///     .build()?;
+/// let app: Router = Router::new().route("/me", get(me)).layer(layer);
+/// # Ok::<(), tower_jit_provisioning::ConfigError>(())
+/// ```
+///
+/// The layer needs a Tokio runtime when requests arrive: key-set refreshes run as tasks.
+#[must_use]
+pub struct ProvisioningLayer<H = DefaultErrorHandler> {
+    shared: Arc<Shared>,
+    handler: H,
+}
+
+impl ProvisioningLayer {
+    /// Starts configuring a layer.
+    pub fn builder() -> ProvisioningLayerBuilder {
+        ProvisioningLayerBuilder::new()
+    }
+}
+
+impl<H> ProvisioningLayer<H> {
+    pub(crate) fn from_parts(shared: Arc<Shared>, handler: H) -> Self {
+        Self { shared, handler }
+    }
+
+    /// Fetches every issuer's keys now instead of on the first request, and reports which
+    /// issuers could not be reached. Optional: a layer whose issuers are down still starts and
+    /// answers 503 until they can be reached.
+    pub async fn fetch_keys(&self) -> Result<(), UnreachableIssuers> {
+        let mut unreachable = Vec::new();
+        for issuer in self.shared.verifier.issuers() {
+            if !issuer.keys.prefetch().await {
+                unreachable.push(issuer.rules.issuer.to_string());
+            }
+        }
+        if unreachable.is_empty() {
+            Ok(())
+        } else {
+            Err(UnreachableIssuers(unreachable))
+        }
+    }
+}
+
+/// Issuers whose keys could not be fetched by [`ProvisioningLayer::fetch_keys`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no signing keys could be fetched from: {}", .0.join(", "))]
+pub struct UnreachableIssuers(pub Vec<String>);
+
+impl<H: Clone> Clone for ProvisioningLayer<H> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            handler: self.handler.clone(),
+        }
+    }
+}
+
+impl<H> fmt::Debug for ProvisioningLayer<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_shared(&self.shared, f.debug_struct("ProvisioningLayer"))
+    }
+}
+
+fn debug_shared(shared: &Shared, mut f: fmt::DebugStruct<'_, '_>) -> fmt::Result {
+    let issuers: Vec<&str> = shared
+        .verifier
+        .issuers()
+        .iter()
+        .map(|i| &*i.rules.issuer)
+        .collect();
+    f.field("issuers", &issuers)
+        .field("token_source", &shared.token_source)
+        .field("optional", &shared.optional)
+        .finish_non_exhaustive()
+}
+
+impl<S, H: Clone> Layer<S> for ProvisioningLayer<H> {
+    type Service = ProvisioningService<S, H>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ProvisioningService {
+            inner,
+            shared: Arc::clone(&self.shared),
+            handler: self.handler.clone(),
+        }
+    }
+}
+
+/// The service [`ProvisioningLayer`] wraps around an inner service.
+#[must_use]
+pub struct ProvisioningService<S, H = DefaultErrorHandler> {
+    inner: S,
+    shared: Arc<Shared>,
+    handler: H,
+}
+
+impl<S, H> ProvisioningService<S, H> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, H: Clone> Clone for ProvisioningService<S, H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            handler: self.handler.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, H> fmt::Debug for ProvisioningService<S, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ProvisioningService");
+        d.field("inner", &self.inner);
+        debug_shared(&self.shared, d)
+    }
+}
+
+impl<S, H, ReqBody, ResBody> Service<Request<ReqBody>> for ProvisioningService<S, H>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ReqBody: Send + 'static,
+    H: ErrorHandler<ResBody>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, H>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The instance `poll_ready` approved goes with this request; the clone stays for the
+        // next one (tower-service: "Be careful when cloning inner services").
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let authenticate = Box::pin(authenticate(Arc::clone(&self.shared), request));
+        ResponseFuture {
+            state: State::Authenticating {
+                authenticate,
+                inner: Some(ready),
+                handler: self.handler.clone(),
+            },
+        }
+    }
+}
+
+async fn authenticate<B>(
+    shared: Arc<Shared>,
+    mut request: Request<B>,
+) -> Result<Request<B>, Error> {
+    let token = extract::extract(
+        &shared.token_source,
+        request.headers(),
+        request.uri(),
+        shared.max_token_bytes,
+    )
+    .inspect_err(log_refusal)?;
+    let Some(token) = token else {
+        if shared.optional {
+            request.extensions_mut().insert(NoCredentials);
+            return Ok(request);
+        }
+        let error = Error::MissingToken;
+        log_refusal(&error);
+        return Err(error);
+    };
+    let claims = shared
+        .verifier
+        .verify(token)
+        .await
+        .inspect_err(log_refusal)?;
+    request.extensions_mut().insert(claims);
+    Ok(request)
+}
+
+/// One debug line per refusal, with the reason code only: never the token, never text the
+/// client chose.
+fn log_refusal(error: &Error) {
+    tracing::debug!(
+        target: "tower_jit_provisioning::token",
+        status = error.status().as_u16(),
+        code = error.code(),
+        "request refused"
+    );
+}
+
+type Authenticate<B> = Pin<Box<dyn Future<Output = Result<Request<B>, Error>> + Send>>;
+
+pin_project! {
+    /// Response future of [`ProvisioningService`].
+    pub struct ResponseFuture<S, ReqBody, H>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody, H>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody, H>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Authenticating {
+            authenticate: Authenticate<ReqBody>,
+            inner: Option<S>,
+            handler: H,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+        },
+    }
+}
+
+impl<S, ReqBody, H> fmt::Debug for ResponseFuture<S, ReqBody, H>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody, H> Future for ResponseFuture<S, ReqBody, H>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    H: ErrorHandler<ResBody>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Authenticating {
+                    authenticate,
+                    inner,
+                    handler,
+                } => match ready!(authenticate.as_mut().poll(cx)) {
+                    Ok(request) => {
+                        let mut inner = inner.take().expect("future polled after completion");
+                        let future = inner.call(request);
+                        this.state.set(State::Calling { future });
+                    }
+                    Err(error) => {
+                        let mut response = handler.response(&error);
+                        response.extensions_mut().insert(Arc::new(error));
+                        return Poll::Ready(Ok(response));
+                    }
+                },
+                StateProj::Calling { future } => return future.poll(cx),
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! One issuer's signing keys: discovered, cached, refreshed, never waited on without need.
+//!
+//! - Readers take the current [`KeySet`] from an `ArcSwap`: no lock, no await, no network. Only a
+//!   request whose `kid` is not in the set (or that finds no usable set) waits, and then for the
+//!   one refresh in flight, which every such request shares.
+//! - A refresh starts at most once per `min_refresh_interval` (the cool-down), whatever the
+//!   traffic: a flood of random `kid`s costs one fetch per cool-down.
+//! - The refresh runs in its own task, so a client that disconnects does not cancel it for the
+//!   others.
+//! - Keys older than `refresh_interval` are refreshed in the background while still being used;
+//!   a failed refresh (network error, 5xx, HTML, an empty or oversized set) keeps the keys held.
+//!   Keys older than `max_staleness` are no longer trusted: the layer fails closed with 503 until a
+//!   refresh succeeds.
+//! - The first fetch is OIDC discovery (`openidconnect` compares the document's `issuer` with the
+//!   configured one exactly) followed by the `jwks_uri`; later refreshes fetch the `jwks_uri`
+//!   again, and rediscover after a failure in case it moved.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use futures_util::FutureExt;
+use futures_util::future::Shared;
+use openidconnect::core::{
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClientAuthMethod, CoreGrantType,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
+    CoreResponseType, CoreSubjectIdentifierType,
+};
+use openidconnect::{
+    DiscoveryError, EmptyAdditionalProviderMetadata, IssuerUrl, JsonWebKey, JsonWebKeySet,
+    JsonWebKeySetUrl, JsonWebKeyUse, ProviderMetadata,
+};
+
+use super::fetch::{FetchError, Fetcher};
+use super::jwk::Jwk;
+
+type Metadata = ProviderMetadata<
+    EmptyAdditionalProviderMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    Jwk,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+type Derive<V> = Box<dyn Fn(&JsonWebKeySet<Jwk>) -> V + Send + Sync>;
+
+type SharedRefresh = Shared<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+/// When keys are fetched and for how long they are trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyTiming {
+    /// The cool-down: no two fetches start closer together than this.
+    pub(crate) min_refresh_interval: Duration,
+    /// Keys older than this are refreshed in the background while still in use.
+    pub(crate) refresh_interval: Duration,
+    /// Keys older than this are no longer used; requests get 503 until a refresh succeeds.
+    pub(crate) max_staleness: Duration,
+}
+
+/// A key set as fetched, with whatever the issuer derives from it (its verifiers).
+pub(crate) struct KeySet<V> {
+    pub(crate) keys: JsonWebKeySet<Jwk>,
+    pub(crate) derived: V,
+    fetched_at: Instant,
+}
+
+impl<V> KeySet<V> {
+    /// Whether a key with this `kid` is held (any key, for a token without `kid`).
+    fn has_key(&self, kid: Option<&str>) -> bool {
+        match kid {
+            Some(kid) => self
+                .keys
+                .keys()
+                .iter()
+                .any(|key| key.key_id().is_some_and(|id| id.as_str() == kid)),
+            None => !self.keys.keys().is_empty(),
+        }
+    }
+}
+
+/// No usable keys are held for the issuer; retry after the cool-down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeysUnavailable {
+    pub(crate) retry_after: Duration,
+}
+
+/// Why a refresh failed. Logged, never shown to clients.
+#[derive(Debug, thiserror::Error)]
+enum RefreshError {
+    #[error("discovery failed")]
+    Discovery(#[source] DiscoveryError<FetchError>),
+    #[error("key set fetch failed")]
+    KeySet(#[source] DiscoveryError<FetchError>),
+    #[error("key set holds no usable signing key")]
+    NoUsableKey,
+}
+
+/// The keys of one issuer.
+pub(crate) struct KeyManager<V> {
+    issuer: IssuerUrl,
+    fetcher: Fetcher,
+    timing: KeyTiming,
+    derive: Derive<V>,
+    current: ArcSwapOption<KeySet<V>>,
+    state: Mutex<RefreshState>,
+}
+
+#[derive(Default)]
+struct RefreshState {
+    inflight: Option<SharedRefresh>,
+    last_attempt: Option<Instant>,
+    jwks_uri: Option<JsonWebKeySetUrl>,
+}
+
+impl<V: Send + Sync + 'static> KeyManager<V> {
+    pub(crate) fn new(
+        issuer: IssuerUrl,
+        fetcher: Fetcher,
+        timing: KeyTiming,
+        derive: impl Fn(&JsonWebKeySet<Jwk>) -> V + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            issuer,
+            fetcher,
+            timing,
+            derive: Box::new(derive),
+            current: ArcSwapOption::empty(),
+            state: Mutex::new(RefreshState::default()),
+        }
+    }
+
+    /// The key set to verify a token with `kid` against.
+    ///
+    /// Returns at once when the key is held. Otherwise waits for the shared refresh (if the
+    /// cool-down allows one) and returns whatever set is then held, which may still lack the key:
+    /// the verifier then refuses the token as signed by an unknown key.
+    pub(crate) async fn key_set(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+    ) -> Result<Arc<KeySet<V>>, KeysUnavailable> {
+        let now = Instant::now();
+        if let Some(set) = self.usable(now)
+            && set.has_key(kid)
+        {
+            if now.saturating_duration_since(set.fetched_at) >= self.timing.refresh_interval {
+                // Stale-while-revalidate: the refresh runs on its own; this request does not
+                // wait for it.
+                drop(self.refresh(now));
+            }
+            return Ok(set);
+        }
+        if let Some(refresh) = self.refresh(now) {
+            refresh.await;
+        }
+        let now = Instant::now();
+        self.usable(now).ok_or_else(|| self.unavailable(now))
+    }
+
+    /// Fetches the keys now unless the cool-down forbids it, and waits for the result.
+    pub(crate) async fn prefetch(self: &Arc<Self>) -> bool {
+        if let Some(refresh) = self.refresh(Instant::now()) {
+            refresh.await;
+        }
+        self.usable(Instant::now()).is_some()
+    }
+
+    /// The held set, unless it is older than the maximum staleness.
+    fn usable(&self, now: Instant) -> Option<Arc<KeySet<V>>> {
+        self.current.load_full().filter(|set| {
+            now.saturating_duration_since(set.fetched_at) <= self.timing.max_staleness
+        })
+    }
+
+    fn unavailable(&self, now: Instant) -> KeysUnavailable {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = state
+            .last_attempt
+            .map_or(Duration::ZERO, |last| now.saturating_duration_since(last));
+        KeysUnavailable {
+            retry_after: self
+                .timing
+                .min_refresh_interval
+                .saturating_sub(since)
+                .max(Duration::from_secs(1)),
+        }
+    }
+
+    /// Joins the refresh in flight, or starts one if the cool-down has passed.
+    fn refresh(self: &Arc<Self>, now: Instant) -> Option<SharedRefresh> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(inflight) = &state.inflight {
+            // A finished refresh clears itself; one that panicked would not, so never join a
+            // future that already completed.
+            if inflight.peek().is_none() {
+                return Some(inflight.clone());
+            }
+        }
+        if let Some(last) = state.last_attempt
+            && now.saturating_duration_since(last) < self.timing.min_refresh_interval
+        {
+            return None;
+        }
+        state.last_attempt = Some(now);
+        let jwks_uri = state.jwks_uri.clone();
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move { this.run_refresh(jwks_uri).await });
+        let refresh: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            // A panic in the refresh task is a bug, not an outage; the keys held stay in use.
+            let _ = task.await;
+        });
+        let refresh = refresh.shared();
+        state.inflight = Some(refresh.clone());
+        Some(refresh)
+    }
+
+    async fn run_refresh(self: Arc<Self>, jwks_uri: Option<JsonWebKeySetUrl>) {
+        let result = self.fetch(jwks_uri).await;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.inflight = None;
+        match result {
+            Ok((uri, keys)) => {
+                let count = keys.keys().len();
+                let derived = (self.derive)(&keys);
+                self.current.store(Some(Arc::new(KeySet {
+                    keys,
+                    derived,
+                    fetched_at: Instant::now(),
+                })));
+                state.jwks_uri = Some(uri);
+                tracing::debug!(
+                    target: "tower_jit_provisioning::keys",
+                    issuer = %self.issuer.as_str(),
+                    keys = count,
+                    "signing keys refreshed"
+                );
+            }
+            Err(error) => {
+                // Rediscover next time: the key set may have moved.
+                state.jwks_uri = None;
+                tracing::warn!(
+                    target: "tower_jit_provisioning::keys",
+                    issuer = %self.issuer.as_str(),
+                    error = %ErrorChain(&error),
+                    held = self.current.load().is_some(),
+                    "signing key refresh failed; keeping the keys held"
+                );
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        jwks_uri: Option<JsonWebKeySetUrl>,
+    ) -> Result<(JsonWebKeySetUrl, JsonWebKeySet<Jwk>), RefreshError> {
+        let (uri, keys) = match jwks_uri {
+            Some(uri) => {
+                let keys = JsonWebKeySet::fetch_async(&uri, &self.fetcher)
+                    .await
+                    .map_err(RefreshError::KeySet)?;
+                (uri, keys)
+            }
+            None => {
+                let metadata = Metadata::discover_async(self.issuer.clone(), &self.fetcher)
+                    .await
+                    .map_err(RefreshError::Discovery)?;
+                (metadata.jwks_uri().clone(), metadata.jwks().clone())
+            }
+        };
+        let usable = keys
+            .keys()
+            .iter()
+            .any(|key| key.key_use().is_none_or(JsonWebKeyUse::allows_signature));
+        if !usable {
+            return Err(RefreshError::NoUsableKey);
+        }
+        Ok((uri, keys))
+    }
+}
+
+/// Displays an error with its sources, `a: b: c`.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}

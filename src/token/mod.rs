@@ -1,0 +1,156 @@
+//! Bearer tokens: where they are read from, how they are verified, what comes out.
+//!
+//! - [`extract`]: the token from the `Authorization` header or a cookie, with RFC 6750 framing.
+//! - [`claims`]: strict parsing before verification and [`VerifiedClaims`] after it.
+//! - [`jwk`]: issuer keys as `openidconnect` key types verified by aws-lc-rs.
+//! - [`fetch`]: the HTTP client for discovery documents and key sets.
+//! - [`jwks`]: each issuer's key set: discovery, caching, rotation, rate-limited refresh.
+//! - [`verify`]: one token, start to finish.
+
+pub(crate) mod claims;
+pub(crate) mod extract;
+pub(crate) mod fetch;
+pub(crate) mod jwk;
+pub(crate) mod jwks;
+pub(crate) mod verify;
+
+use std::fmt;
+
+use openidconnect::core::CoreJwsSigningAlgorithm;
+
+pub use self::claims::VerifiedClaims;
+pub use self::extract::TokenSource;
+pub(crate) use crate::error::TokenError;
+
+/// The two kinds of JWT an issuer can be trusted for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// An OpenID Connect ID token: `typ` absent or `JWT`, `aud` naming this application as a
+    /// client, `azp` (when present) an allowed client.
+    Id,
+    /// An RFC 9068 JWT access token: `typ` `at+jwt`, `aud` naming this resource server,
+    /// `client_id` and `jti` present, `client_id` an allowed client when a list is configured.
+    Access,
+}
+
+impl TokenKind {
+    /// The short name used in logs and audit records: `id` or `access`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Access => "access",
+        }
+    }
+}
+
+impl fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A JWS signature algorithm an issuer may be allowed to use.
+///
+/// Only asymmetric algorithms exist here: a resource server that accepted `HS256` would accept
+/// tokens forged by anyone holding the shared secret, and `none` is not an algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// ECDSA on P-384 with SHA-384.
+    ES384,
+    /// ECDSA on P-521 with SHA-512.
+    ES512,
+    /// Ed25519 (RFC 8037).
+    EdDSA,
+}
+
+impl Algorithm {
+    /// Every supported algorithm; the default allow-list of an [`Issuer`](crate::Issuer).
+    pub const ALL: [Self; 10] = [
+        Self::RS256,
+        Self::RS384,
+        Self::RS512,
+        Self::PS256,
+        Self::PS384,
+        Self::PS512,
+        Self::ES256,
+        Self::ES384,
+        Self::ES512,
+        Self::EdDSA,
+    ];
+
+    /// The JOSE name (`RS256`, `EdDSA`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+            Self::ES512 => "ES512",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+
+    /// The algorithm with this exact JOSE name. Names are case-sensitive (RFC 7515 §4.1.1).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|alg| alg.as_str() == name)
+    }
+
+    pub(crate) fn to_core(self) -> CoreJwsSigningAlgorithm {
+        use CoreJwsSigningAlgorithm as C;
+        match self {
+            Self::RS256 => C::RsaSsaPkcs1V15Sha256,
+            Self::RS384 => C::RsaSsaPkcs1V15Sha384,
+            Self::RS512 => C::RsaSsaPkcs1V15Sha512,
+            Self::PS256 => C::RsaSsaPssSha256,
+            Self::PS384 => C::RsaSsaPssSha384,
+            Self::PS512 => C::RsaSsaPssSha512,
+            Self::ES256 => C::EcdsaP256Sha256,
+            Self::ES384 => C::EcdsaP384Sha384,
+            Self::ES512 => C::EcdsaP521Sha512,
+            Self::EdDSA => C::EdDsa,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_round_trip_and_are_case_sensitive() {
+        for alg in Algorithm::ALL {
+            assert_eq!(Algorithm::from_name(alg.as_str()), Some(alg));
+            let core: CoreJwsSigningAlgorithm =
+                serde_json::from_value(serde_json::Value::from(alg.as_str())).unwrap();
+            assert_eq!(core, alg.to_core());
+        }
+        for bad in ["rs256", "none", "None", "HS256", "EDDSA", ""] {
+            assert_eq!(Algorithm::from_name(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! One token, start to finish: routing by issuer, `openidconnect`'s verification, and the rules
+//! `openidconnect` leaves to its caller.
+//!
+//! Order matters for cost and for safety:
+//!
+//! 1. [`RawToken::parse`]: structure, canonical encoding, strict JSON. No key is touched.
+//! 2. The issuer is picked by `iss`, compared exactly with the configured issuers; an unknown
+//!    issuer is refused with no network request.
+//! 3. `alg` against the issuer's allow-list and `typ` against the kinds of token the issuer is
+//!    trusted for, so `none`, HMAC and ID-token/access-token confusion never reach a key.
+//! 4. The key set, from the issuer's [`KeyManager`]; only an unknown `kid` waits for a refresh.
+//! 5. `openidconnect`'s `IdTokenVerifier`, built once per key set and audience: header rules
+//!    (`typ`, `cty`, `crit`, JWE), `iss`, `aud` (other audiences only when they are accepted
+//!    audiences too), algorithm allow-list, key selection, signature (aws-lc-rs through [`Jwk`]),
+//!    `exp` (with the leeway applied through the verifier's clock).
+//! 6. What the verifier does not check: `nbf` and `iat` against the same leeway, the optional
+//!    maximum token age, `azp`/`client_id` against the allowed clients, RFC 9068's required
+//!    `client_id` and `jti`, and the shape of `sub`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use openidconnect::core::CoreIdToken;
+use openidconnect::{
+    Audience, ClaimsVerificationError, ClientId, IdTokenVerifier, IssuerUrl, JsonWebKeySet,
+    JsonWebTokenType, Nonce, SignatureVerificationError,
+};
+use serde_json::{Map, Value};
+
+use super::claims::{ClaimRules, RawToken, VerifiedClaims, audiences};
+use super::jwk::Jwk;
+use super::jwks::{KeyManager, KeySet};
+use super::{Algorithm, TokenError, TokenKind};
+use crate::error::Error;
+
+/// The validated settings of one issuer.
+#[derive(Debug)]
+pub(crate) struct IssuerRules {
+    pub(crate) issuer: Arc<str>,
+    pub(crate) issuer_url: IssuerUrl,
+    pub(crate) kinds: Vec<TokenKind>,
+    pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) audiences: Arc<[String]>,
+    /// Allowed `azp`/`client_id` values; `None`: ID tokens' `azp` must be an accepted audience,
+    /// access tokens may come from any client.
+    pub(crate) authorized_parties: Option<Vec<String>>,
+    pub(crate) leeway: Duration,
+    pub(crate) max_token_age: Option<Duration>,
+    pub(crate) claims: ClaimRules,
+}
+
+/// `openidconnect` verifiers for one key set, one per (kind, accepted audience).
+pub(crate) struct Verifiers {
+    id: Vec<IdTokenVerifier<'static, Jwk>>,
+    access: Vec<IdTokenVerifier<'static, Jwk>>,
+}
+
+impl Verifiers {
+    fn build(rules: &IssuerRules, keys: &JsonWebKeySet<Jwk>) -> Self {
+        let make = |kind: TokenKind| {
+            if !rules.kinds.contains(&kind) {
+                return Vec::new();
+            }
+            rules
+                .audiences
+                .iter()
+                .map(|audience| verifier(rules, keys, audience, kind))
+                .collect()
+        };
+        Self {
+            id: make(TokenKind::Id),
+            access: make(TokenKind::Access),
+        }
+    }
+
+    fn get(&self, kind: TokenKind, audience: usize) -> Option<&IdTokenVerifier<'static, Jwk>> {
+        match kind {
+            TokenKind::Id => self.id.get(audience),
+            TokenKind::Access => self.access.get(audience),
+        }
+    }
+}
+
+fn verifier(
+    rules: &IssuerRules,
+    keys: &JsonWebKeySet<Jwk>,
+    audience: &str,
+    kind: TokenKind,
+) -> IdTokenVerifier<'static, Jwk> {
+    let accepted = Arc::clone(&rules.audiences);
+    let leeway = TimeDelta::from_std(rules.leeway).unwrap_or(TimeDelta::zero());
+    let verifier = IdTokenVerifier::new_public_client(
+        ClientId::new(audience.to_owned()),
+        rules.issuer_url.clone(),
+        keys.clone(),
+    )
+    .set_allowed_algs(rules.algorithms.iter().map(|alg| alg.to_core()))
+    .set_other_audience_verifier_fn(move |aud: &Audience| {
+        accepted.iter().any(|a| a.as_str() == aud.as_str())
+    })
+    // The verifier refuses a token once its clock reaches `exp`; running that clock `leeway`
+    // behind applies the leeway to `exp` exactly as it is applied to `nbf` and `iat` below.
+    .set_time_fn(move || Utc::now() - leeway);
+    match kind {
+        TokenKind::Id => verifier,
+        TokenKind::Access => {
+            verifier.set_allowed_jose_types([JsonWebTokenType::new("at+jwt".to_owned())
+                .normalize()
+                .expect("`at+jwt` is a valid media type")])
+        }
+    }
+}
+
+/// One issuer's verification.
+pub(crate) struct IssuerVerifier {
+    pub(crate) rules: Arc<IssuerRules>,
+    pub(crate) keys: Arc<KeyManager<Verifiers>>,
+}
+
+impl IssuerVerifier {
+    pub(crate) fn new(
+        rules: IssuerRules,
+        fetcher: super::fetch::Fetcher,
+        timing: super::jwks::KeyTiming,
+    ) -> Self {
+        let rules = Arc::new(rules);
+        let for_keys = Arc::clone(&rules);
+        let keys = KeyManager::new(rules.issuer_url.clone(), fetcher, timing, move |keys| {
+            Verifiers::build(&for_keys, keys)
+        });
+        Self {
+            rules,
+            keys: Arc::new(keys),
+        }
+    }
+
+    async fn verify(&self, token: &str, raw: RawToken) -> Result<VerifiedClaims, Error> {
+        let rules = &self.rules;
+        let invalid = Error::InvalidToken;
+        Algorithm::from_name(&raw.header.alg)
+            .filter(|alg| rules.algorithms.contains(alg))
+            .ok_or(invalid(TokenError::UnsupportedAlgorithm))?;
+        let kind = raw
+            .header
+            .declared_kind()
+            .filter(|kind| rules.kinds.contains(kind))
+            .ok_or(invalid(TokenError::WrongTokenType))?;
+        let token_audiences = audiences(&raw.payload);
+        let audience = rules
+            .audiences
+            .iter()
+            .position(|a| token_audiences.contains(a))
+            .ok_or(invalid(TokenError::WrongAudience))?;
+
+        let keys = self
+            .keys
+            .key_set(raw.header.kid.as_deref())
+            .await
+            .map_err(|unavailable| Error::IssuerUnavailable {
+                retry_after: unavailable.retry_after,
+            })?;
+        verify_signed(&keys, kind, audience, token).map_err(invalid)?;
+
+        let now = Utc::now();
+        check_times(rules, &raw.payload, now).map_err(invalid)?;
+        check_party(rules, kind, &raw.payload, token_audiences.len()).map_err(invalid)?;
+        VerifiedClaims::from_verified(rules.issuer.clone(), kind, raw.payload, &rules.claims)
+            .map_err(invalid)
+    }
+}
+
+/// `openidconnect`'s part: header, `iss`, `aud`, algorithm, key, signature, `exp`.
+fn verify_signed(
+    keys: &KeySet<Verifiers>,
+    kind: TokenKind,
+    audience: usize,
+    token: &str,
+) -> Result<(), TokenError> {
+    let verifier = keys
+        .derived
+        .get(kind, audience)
+        .ok_or(TokenError::WrongTokenType)?;
+    let id_token = CoreIdToken::from_str(token).map_err(|_| TokenError::Malformed)?;
+    // Bearer tokens reach a resource server without the authorization request that set a
+    // nonce, so there is none to compare.
+    let no_nonce = |_: Option<&Nonce>| Ok(());
+    id_token
+        .claims(verifier, no_nonce)
+        .map(drop)
+        .map_err(claims_error)
+}
+
+fn claims_error(error: ClaimsVerificationError) -> TokenError {
+    use SignatureVerificationError as S;
+    match error {
+        ClaimsVerificationError::Expired(_) => TokenError::Expired,
+        ClaimsVerificationError::InvalidAudience(_) => TokenError::WrongAudience,
+        ClaimsVerificationError::InvalidIssuer(_) => TokenError::UntrustedIssuer,
+        ClaimsVerificationError::Unsupported(_) => TokenError::WrongTokenType,
+        ClaimsVerificationError::SignatureVerification(error) => match error {
+            S::DisallowedAlg(_) | S::UnsupportedAlg(_) | S::NoSignature => {
+                TokenError::UnsupportedAlgorithm
+            }
+            S::NoMatchingKey | S::AmbiguousKeyId(_) => TokenError::UnknownKey,
+            _ => TokenError::BadSignature,
+        },
+        _ => TokenError::Malformed,
+    }
+}
+
+/// `nbf`, `iat` and the maximum age, with the same leeway the verifier applied to `exp`.
+fn check_times(
+    rules: &IssuerRules,
+    claims: &Map<String, Value>,
+    now: DateTime<Utc>,
+) -> Result<(), TokenError> {
+    let leeway = rules.leeway.as_secs_f64();
+    let now = now.timestamp_millis() as f64 / 1000.0;
+    let number = |name: &str| match claims.get(name) {
+        None => Ok(None),
+        Some(value) => value.as_f64().map(Some).ok_or(TokenError::Malformed),
+    };
+    if let Some(nbf) = number("nbf")?
+        && nbf > now + leeway
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    let iat = number("iat")?.ok_or(TokenError::MissingClaim)?;
+    if iat > now + leeway {
+        return Err(TokenError::IssuedInFuture);
+    }
+    if let Some(max_age) = rules.max_token_age
+        && iat < now - max_age.as_secs_f64() - leeway
+    {
+        return Err(TokenError::TooOld);
+    }
+    Ok(())
+}
+
+/// `azp` for ID tokens; `client_id`, `azp` and `jti` for access tokens.
+fn check_party(
+    rules: &IssuerRules,
+    kind: TokenKind,
+    claims: &Map<String, Value>,
+    audience_count: usize,
+) -> Result<(), TokenError> {
+    let string = |name: &str| match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(TokenError::Malformed),
+    };
+    let azp = string("azp")?;
+    match kind {
+        TokenKind::Id => {
+            let allowed = rules
+                .authorized_parties
+                .as_deref()
+                .unwrap_or(&rules.audiences);
+            match azp {
+                Some(azp) if !allowed.iter().any(|a| a == azp) => {
+                    Err(TokenError::UnauthorizedParty)
+                }
+                // OpenID Connect Core §3.1.3.7: several audiences need an `azp` saying which
+                // of them the token was issued to.
+                None if audience_count > 1 => Err(TokenError::UnauthorizedParty),
+                _ => Ok(()),
+            }
+        }
+        TokenKind::Access => {
+            let client_id = string("client_id")?.ok_or(TokenError::MissingClaim)?;
+            string("jti")?.ok_or(TokenError::MissingClaim)?;
+            if let Some(allowed) = &rules.authorized_parties {
+                for party in [Some(client_id), azp].into_iter().flatten() {
+                    if !allowed.iter().any(|a| a == party) {
+                        return Err(TokenError::UnauthorizedParty);
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Every configured issuer, and the route from a token to the right one.
+pub(crate) struct TokenVerifier {
+    issuers: Vec<IssuerVerifier>,
+}
+
+impl TokenVerifier {
+    pub(crate) fn new(issuers: Vec<IssuerVerifier>) -> Self {
+        Self { issuers }
+    }
+
+    pub(crate) fn issuers(&self) -> &[IssuerVerifier] {
+        &self.issuers
+    }
+
+    /// Verifies `token` completely.
+    pub(crate) async fn verify(&self, token: &str) -> Result<VerifiedClaims, Error> {
+        let raw = RawToken::parse(token).map_err(Error::InvalidToken)?;
+        let issuer = raw
+            .issuer()
+            .and_then(|iss| self.issuers.iter().find(|i| &*i.rules.issuer == iss))
+            .ok_or(Error::InvalidToken(TokenError::UntrustedIssuer))?;
+        issuer.verify(token, raw).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(max_token_age: Option<Duration>, parties: Option<Vec<String>>) -> IssuerRules {
+        IssuerRules {
+            issuer: "https://idp.example.com".into(),
+            issuer_url: IssuerUrl::new("https://idp.example.com".into()).unwrap(),
+            kinds: vec![TokenKind::Id, TokenKind::Access],
+            algorithms: vec![Algorithm::RS256],
+            audiences: vec!["app".to_owned(), "api".to_owned()].into(),
+            authorized_parties: parties,
+            leeway: Duration::from_secs(30),
+            max_token_age,
+            claims: ClaimRules {
+                groups_claim: "groups".into(),
+                accept_string_booleans: false,
+            },
+        }
+    }
+
+    fn map(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn time_rules_share_one_leeway() {
+        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let r = rules(Some(Duration::from_secs(600)), None);
+        let check = |claims: Value| check_times(&r, &map(claims), now);
+        assert_eq!(check(serde_json::json!({"iat": 1_000_000})), Ok(()));
+        assert_eq!(
+            check(serde_json::json!({"iat": 1_000_030, "nbf": 1_000_030})),
+            Ok(())
+        );
+        assert_eq!(
+            check(serde_json::json!({"iat": 1_000_000, "nbf": 1_000_031})),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(
+            check(serde_json::json!({"iat": 1_000_031})),
+            Err(TokenError::IssuedInFuture)
+        );
+        assert_eq!(check(serde_json::json!({"iat": 1_000_000 - 630})), Ok(()));
+        assert_eq!(
+            check(serde_json::json!({"iat": 1_000_000 - 631})),
+            Err(TokenError::TooOld)
+        );
+        assert_eq!(
+            check(serde_json::json!({"iat": 1_000_000, "nbf": "soon"})),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(check(serde_json::json!({})), Err(TokenError::MissingClaim));
+    }
+
+    #[test]
+    fn authorized_party_rules() {
+        let default = rules(None, None);
+        let listed = rules(None, Some(vec!["web".to_owned()]));
+        let id = |r: &IssuerRules, claims: Value, auds| {
+            check_party(r, TokenKind::Id, &map(claims), auds)
+        };
+        let access =
+            |r: &IssuerRules, claims: Value| check_party(r, TokenKind::Access, &map(claims), 1);
+
+        assert_eq!(id(&default, serde_json::json!({}), 1), Ok(()));
+        assert_eq!(id(&default, serde_json::json!({"azp": "app"}), 1), Ok(()));
+        assert_eq!(
+            id(&default, serde_json::json!({"azp": "evil"}), 1),
+            Err(TokenError::UnauthorizedParty)
+        );
+        assert_eq!(
+            id(&default, serde_json::json!({}), 2),
+            Err(TokenError::UnauthorizedParty)
+        );
+        assert_eq!(id(&listed, serde_json::json!({"azp": "web"}), 2), Ok(()));
+        assert_eq!(
+            id(&listed, serde_json::json!({"azp": "app"}), 1),
+            Err(TokenError::UnauthorizedParty)
+        );
+
+        let ok = serde_json::json!({"client_id": "web", "jti": "1"});
+        assert_eq!(access(&default, ok.clone()), Ok(()));
+        assert_eq!(access(&listed, ok), Ok(()));
+        assert_eq!(
+            access(
+                &listed,
+                serde_json::json!({"client_id": "other", "jti": "1"})
+            ),
+            Err(TokenError::UnauthorizedParty)
+        );
+        assert_eq!(
+            access(
+                &listed,
+                serde_json::json!({"client_id": "web", "azp": "other", "jti": "1"})
+            ),
+            Err(TokenError::UnauthorizedParty)
+        );
+        assert_eq!(
+            access(&default, serde_json::json!({"jti": "1"})),
+            Err(TokenError::MissingClaim)
+        );
+        assert_eq!(
+            access(&default, serde_json::json!({"client_id": "web"})),
+            Err(TokenError::MissingClaim)
+        );
+    }
+}
