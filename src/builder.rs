@@ -5,14 +5,22 @@
 //! fetched on the first request that needs them (or by
 //! [`ProvisioningLayer::fetch_keys`](crate::ProvisioningLayer::fetch_keys)).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openidconnect::IssuerUrl;
+use serde_json::Value;
 use url::Url;
 
 use crate::error::{ConfigError, DefaultErrorHandler};
 use crate::layer::{ProvisioningLayer, Shared};
+use crate::provision::policy::{Admission, DenyReason, DomainPattern, Predicate};
+use crate::provision::{
+    AttributeMapping, EmailTrust, IssuerProvisioning, Linking, Provisioner, ProvisionerConfig,
+};
+use crate::store::{DynStore, UserStore};
+use crate::token::VerifiedClaims;
 use crate::token::claims::ClaimRules;
 use crate::token::extract::TokenSource;
 use crate::token::fetch::{self, Fetcher, UrlPolicy, UrlRefusal};
@@ -24,6 +32,11 @@ use crate::token::{Algorithm, TokenKind};
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Largest clock leeway accepted by [`Issuer::leeway`].
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+/// Default capacity of the verified-token cache.
+pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 10_000;
+const DEFAULT_USER_CACHE_CAPACITY: u64 = 10_000;
+const DEFAULT_USER_CACHE_TTL: Duration = Duration::from_secs(300);
+const DEFAULT_LOGIN_RECORD_INTERVAL: Duration = Duration::from_secs(300);
 /// Largest discovery document or key set read from an issuer.
 const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
 
@@ -59,6 +72,19 @@ pub struct Issuer {
     groups_claim: String,
     max_token_age: Option<Duration>,
     timing: KeyTiming,
+    allowed_domains: Vec<String>,
+    required_claims: Vec<(String, Value)>,
+    required_groups: Vec<String>,
+    require_approval: bool,
+    email_trust: EmailTrustSetting,
+}
+
+#[derive(Clone, Debug, Default)]
+enum EmailTrustSetting {
+    #[default]
+    None,
+    Any,
+    Domains(Vec<String>),
 }
 
 impl Issuer {
@@ -81,6 +107,11 @@ impl Issuer {
                 refresh_interval: Duration::from_secs(600),
                 max_staleness: Duration::from_secs(24 * 3600),
             },
+            allowed_domains: Vec::new(),
+            required_claims: Vec::new(),
+            required_groups: Vec::new(),
+            require_approval: false,
+            email_trust: EmailTrustSetting::None,
         }
     }
 
@@ -185,6 +216,100 @@ impl Issuer {
         self
     }
 
+    /// Admits only people whose *verified* e-mail address is in one of these domains:
+    /// `example.com` exactly, or `*.example.com` for its sub-domains (not `example.com` itself).
+    /// Domains compare after lower-casing and removing a trailing dot. Needs a store.
+    pub fn allowed_domains<I, D>(mut self, domains: I) -> Self
+    where
+        I: IntoIterator<Item = D>,
+        D: Into<String>,
+    {
+        self.allowed_domains = domains.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Admits only tokens whose claim at `path` equals `value` exactly: a tenant pin for
+    /// multi-tenant issuers, such as Entra's `tid`, Google's `hd`, or Entra's `xms_edov` =
+    /// `true`. May be given several times; all must hold. Needs a store.
+    pub fn require_claim(mut self, path: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.required_claims.push((path.into(), value.into()));
+        self
+    }
+
+    /// Admits only members of every one of these groups (after mapping). Needs a store.
+    pub fn required_groups<I, G>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = G>,
+        G: Into<String>,
+    {
+        self.required_groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Holds new accounts from this issuer for approval (403 `pending_approval` until the
+    /// application approves them through the store). Needs a store.
+    pub fn require_approval(mut self, hold: bool) -> Self {
+        self.require_approval = hold;
+        self
+    }
+
+    /// Trusts this issuer's verified e-mail addresses in these domains (patterns as in
+    /// [`allowed_domains`](Self::allowed_domains)) for linking by e-mail. Linking by e-mail
+    /// must also be turned on in the builder.
+    pub fn trust_email_domains<I, D>(mut self, domains: I) -> Self
+    where
+        I: IntoIterator<Item = D>,
+        D: Into<String>,
+    {
+        self.email_trust =
+            EmailTrustSetting::Domains(domains.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Trusts this issuer's verified e-mail addresses in every domain for linking by e-mail:
+    /// only for an issuer that controls every address it vouches for.
+    pub fn trust_any_email_domain(mut self) -> Self {
+        self.email_trust = EmailTrustSetting::Any;
+        self
+    }
+
+    fn has_provisioning_rules(&self) -> bool {
+        !self.allowed_domains.is_empty()
+            || !self.required_claims.is_empty()
+            || !self.required_groups.is_empty()
+            || self.require_approval
+            || !matches!(self.email_trust, EmailTrustSetting::None)
+    }
+
+    fn provisioning(&self) -> Result<IssuerProvisioning, ConfigError> {
+        let patterns = |name: &str, domains: &[String]| {
+            domains
+                .iter()
+                .map(|d| {
+                    DomainPattern::parse(d).ok_or_else(|| ConfigError::InvalidSetting {
+                        setting: format!("issuer `{}`: {name} `{d}`", self.url),
+                        reason: "not a domain or a `*.domain` pattern",
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(IssuerProvisioning {
+            admission: Admission {
+                allowed_domains: patterns("allowed_domains", &self.allowed_domains)?,
+                required_claims: self.required_claims.clone(),
+                required_groups: self.required_groups.clone(),
+            },
+            require_approval: self.require_approval,
+            email_trust: match &self.email_trust {
+                EmailTrustSetting::None => EmailTrust::None,
+                EmailTrustSetting::Any => EmailTrust::Any,
+                EmailTrustSetting::Domains(domains) => {
+                    EmailTrust::Domains(patterns("trust_email_domains", domains)?)
+                }
+            },
+        })
+    }
+
     fn validate(self) -> Result<(IssuerRules, UrlPolicy, KeyTiming), ConfigError> {
         let issuer = || self.url.clone();
         let url = Url::parse(&self.url)
@@ -272,7 +397,47 @@ pub struct ProvisioningLayerBuilder<H = DefaultErrorHandler> {
     token_source: TokenSource,
     max_token_bytes: usize,
     http_timeout: Duration,
+    token_cache_capacity: u64,
+    provisioning: ProvisioningSettings,
     error_handler: H,
+}
+
+/// The builder's settings for the provisioning half.
+#[derive(Clone, Default)]
+struct ProvisioningSettings {
+    store: Option<Arc<dyn DynStore>>,
+    mapping: Option<AttributeMapping>,
+    approval_domains: Vec<String>,
+    linking: Linking,
+    reactivate_on_login: bool,
+    predicate: Option<Predicate>,
+    cache_capacity: Option<u64>,
+    cache_ttl: Option<Duration>,
+    login_interval: Option<Duration>,
+}
+
+impl ProvisioningSettings {
+    fn needs_store(&self) -> bool {
+        self.mapping.is_some()
+            || !self.approval_domains.is_empty()
+            || self.linking.by_claim.is_some()
+            || self.linking.by_verified_email
+            || self.reactivate_on_login
+            || self.predicate.is_some()
+    }
+}
+
+impl std::fmt::Debug for ProvisioningSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvisioningSettings")
+            .field("store", &self.store.as_ref().map(|s| s.debug()))
+            .field("mapping", &self.mapping)
+            .field("approval_domains", &self.approval_domains)
+            .field("linking", &self.linking)
+            .field("reactivate_on_login", &self.reactivate_on_login)
+            .field("predicate", &self.predicate)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProvisioningLayerBuilder {
@@ -283,6 +448,8 @@ impl ProvisioningLayerBuilder {
             token_source: TokenSource::default(),
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             http_timeout: Duration::from_secs(10),
+            token_cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
+            provisioning: ProvisioningSettings::default(),
             error_handler: DefaultErrorHandler,
         }
     }
@@ -322,6 +489,104 @@ impl<H> ProvisioningLayerBuilder<H> {
         self
     }
 
+    /// How many verified tokens to remember (by SHA-256), so a repeated token costs a hash and
+    /// a lookup instead of a signature check. Entries expire with their token. 0 turns the
+    /// cache off. Default [`DEFAULT_TOKEN_CACHE_CAPACITY`].
+    pub fn token_cache(mut self, capacity: u64) -> Self {
+        self.token_cache_capacity = capacity;
+        self
+    }
+
+    /// Provisions accounts in `store`: the first request of a person creates (or links) their
+    /// account, and every request carries a [`ProvisionedUser`](crate::ProvisionedUser).
+    /// Without a store the layer only verifies tokens.
+    pub fn store<S: UserStore>(mut self, store: S) -> Self {
+        self.provisioning.store = Some(Arc::new(store));
+        self
+    }
+
+    /// How claims become profile fields, groups and roles. Default [`AttributeMapping::new`].
+    pub fn mapping(mut self, mapping: AttributeMapping) -> Self {
+        self.provisioning.mapping = Some(mapping);
+        self
+    }
+
+    /// Holds new accounts whose e-mail is in these domains (patterns as in
+    /// [`Issuer::allowed_domains`]) for approval, whatever the issuer.
+    pub fn require_approval_for_domains<I, D>(mut self, domains: I) -> Self
+    where
+        I: IntoIterator<Item = D>,
+        D: Into<String>,
+    {
+        self.provisioning.approval_domains = domains.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Links a first sign-in to the existing account whose `external_id` equals the value of
+    /// `claim` (`sub`, Entra's `oid`, …), e.g. an account SCIM created ahead of time. Off by
+    /// default.
+    pub fn link_by_claim(mut self, claim: impl Into<String>) -> Self {
+        self.provisioning.linking.by_claim = Some(claim.into());
+        self
+    }
+
+    /// Links a first sign-in to the one existing account with the same *verified* e-mail
+    /// address, when the issuer is trusted for that address's domain
+    /// ([`Issuer::trust_email_domains`]) and the account has no identity at that issuer yet. An
+    /// unverified address never links. Off by default.
+    pub fn link_by_verified_email(mut self, link: bool) -> Self {
+        self.provisioning.linking.by_verified_email = link;
+        self
+    }
+
+    /// Lets a deactivated user's next sign-in reactivate the account. Off by default: a
+    /// deactivated account stays refused whatever the user does.
+    pub fn reactivate_on_login(mut self, reactivate: bool) -> Self {
+        self.provisioning.reactivate_on_login = reactivate;
+        self
+    }
+
+    /// An admission check of the application's: called once per token, after the issuer's
+    /// rules and before anything is written; an `Err` refuses the sign-in with 403 and its
+    /// code.
+    ///
+    /// ```
+    /// use tower_jit_provisioning::{DenyReason, ProvisioningLayer, VerifiedClaims};
+    ///
+    /// let builder = ProvisioningLayer::builder().admit(|claims: VerifiedClaims| async move {
+    ///     if claims.groups().iter().any(|g| g == "beta") {
+    ///         Ok(())
+    ///     } else {
+    ///         Err(DenyReason::Policy("not_in_beta"))
+    ///     }
+    /// });
+    /// # drop(builder);
+    /// ```
+    pub fn admit<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn(VerifiedClaims) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), DenyReason>> + Send + 'static,
+    {
+        self.provisioning.predicate = Some(Predicate::new(check));
+        self
+    }
+
+    /// Size and time-to-live of the user cache. A cached user is served without touching the
+    /// store; changes made through the store drop it at once, and the time-to-live bounds how
+    /// long a change made elsewhere can go unseen. Default 10 000 users, 5 minutes.
+    pub fn user_cache(mut self, capacity: u64, ttl: Duration) -> Self {
+        self.provisioning.cache_capacity = Some(capacity);
+        self.provisioning.cache_ttl = Some(ttl);
+        self
+    }
+
+    /// The least time between two recorded sign-ins (`last_login_at`) of one identity.
+    /// Default 5 minutes.
+    pub fn login_record_interval(mut self, interval: Duration) -> Self {
+        self.provisioning.login_interval = Some(interval);
+        self
+    }
+
     /// Replaces the responses given to refused requests.
     pub fn error_handler<H2>(self, handler: H2) -> ProvisioningLayerBuilder<H2> {
         ProvisioningLayerBuilder {
@@ -330,6 +595,8 @@ impl<H> ProvisioningLayerBuilder<H> {
             token_source: self.token_source,
             max_token_bytes: self.max_token_bytes,
             http_timeout: self.http_timeout,
+            token_cache_capacity: self.token_cache_capacity,
+            provisioning: self.provisioning,
             error_handler: handler,
         }
     }
@@ -363,11 +630,22 @@ impl<H> ProvisioningLayerBuilder<H> {
                 reason: "must be positive",
             });
         }
+        let needs_store = self.provisioning.needs_store()
+            || self.issuers.iter().any(Issuer::has_provisioning_rules);
+        if needs_store && self.provisioning.store.is_none() {
+            return Err(ConfigError::InvalidSetting {
+                setting: "store".to_owned(),
+                reason: "admission, mapping, approval and linking settings need a store",
+            });
+        }
         let client = fetch::client(self.http_timeout)
             .map_err(|err| ConfigError::HttpClient(Box::new(err)))?;
         let mut issuers: Vec<IssuerVerifier> = Vec::with_capacity(self.issuers.len());
+        let mut issuer_provisioning = Vec::with_capacity(self.issuers.len());
         for issuer in self.issuers {
+            let provisioning = issuer.provisioning()?;
             let (rules, policy, timing) = issuer.validate()?;
+            issuer_provisioning.push((Arc::clone(&rules.issuer), provisioning));
             if issuers.iter().any(|i| i.rules.issuer == rules.issuer) {
                 return Err(ConfigError::DuplicateIssuer {
                     issuer: rules.issuer.to_string(),
@@ -376,8 +654,48 @@ impl<H> ProvisioningLayerBuilder<H> {
             let fetcher = Fetcher::new(client.clone(), policy, MAX_DOCUMENT_BYTES);
             issuers.push(IssuerVerifier::new(rules, fetcher, timing));
         }
+        let settings = self.provisioning;
+        let provisioner = match settings.store {
+            None => None,
+            Some(store) => {
+                let approval_domains = settings
+                    .approval_domains
+                    .iter()
+                    .map(|d| {
+                        DomainPattern::parse(d).ok_or_else(|| ConfigError::InvalidSetting {
+                            setting: format!("require_approval_for_domains `{d}`"),
+                            reason: "not a domain or a `*.domain` pattern",
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let cache_ttl = settings.cache_ttl.unwrap_or(DEFAULT_USER_CACHE_TTL);
+                if cache_ttl.is_zero() {
+                    return Err(ConfigError::InvalidDuration {
+                        setting: "user_cache".to_owned(),
+                        reason: "time-to-live must be positive",
+                    });
+                }
+                Some(Provisioner::new(ProvisionerConfig {
+                    store,
+                    mapping: settings.mapping.unwrap_or_default(),
+                    issuers: issuer_provisioning,
+                    approval_domains,
+                    linking: settings.linking,
+                    reactivate_on_login: settings.reactivate_on_login,
+                    predicate: settings.predicate,
+                    cache_capacity: settings
+                        .cache_capacity
+                        .unwrap_or(DEFAULT_USER_CACHE_CAPACITY),
+                    cache_ttl,
+                    login_interval: settings
+                        .login_interval
+                        .unwrap_or(DEFAULT_LOGIN_RECORD_INTERVAL),
+                }))
+            }
+        };
         let shared = Shared {
-            verifier: TokenVerifier::new(issuers),
+            verifier: TokenVerifier::new(issuers, self.token_cache_capacity),
+            provisioner,
             token_source: self.token_source,
             max_token_bytes: self.max_token_bytes,
             optional: self.optional,

@@ -6,6 +6,9 @@
 //! | [`InvalidRequest`](Error::InvalidRequest) | 400 | `WWW-Authenticate: Bearer error="invalid_request", …` |
 //! | [`InvalidToken`](Error::InvalidToken) | 401 | `WWW-Authenticate: Bearer error="invalid_token", …` |
 //! | [`IssuerUnavailable`](Error::IssuerUnavailable) | 503 | `Retry-After` |
+//! | [`Denied`](Error::Denied) | 403 | |
+//! | [`StoreUnavailable`](Error::StoreUnavailable) | 503 | `Retry-After` |
+//! | [`StoreFailure`](Error::StoreFailure) | 500 | |
 //!
 //! Bodies are RFC 9457 problem documents (`application/problem+json`) with fixed text: no body,
 //! header or log line ever contains the token or any other text the client sent.
@@ -23,6 +26,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
+
+pub use crate::provision::DenyReason;
 
 /// Why the layer refused a request. Each variant maps to exactly one response; see the
 /// [module docs](crate::error).
@@ -44,6 +49,18 @@ pub enum Error {
         /// How long the client should wait before retrying.
         retry_after: Duration,
     },
+    /// The token is valid but its holder may not have (or use) an account.
+    #[error("access denied: {0}")]
+    Denied(DenyReason),
+    /// The user store could not be reached, and the user was not cached.
+    #[error("user store unavailable")]
+    StoreUnavailable {
+        /// How long the client should wait before retrying.
+        retry_after: Duration,
+    },
+    /// The user store failed in a way retrying will not fix (see the logs).
+    #[error("user store failed")]
+    StoreFailure,
 }
 
 /// How a request's credentials were framed wrongly.
@@ -182,7 +199,11 @@ impl Error {
         match self {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::IssuerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::IssuerUnavailable { .. } | Self::StoreUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Denied(_) => StatusCode::FORBIDDEN,
+            Self::StoreFailure => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -193,6 +214,9 @@ impl Error {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidToken(err) => err.code(),
             Self::IssuerUnavailable { .. } => "issuer_unavailable",
+            Self::Denied(reason) => reason.code(),
+            Self::StoreUnavailable { .. } => "store_unavailable",
+            Self::StoreFailure => "store_failure",
         }
     }
 
@@ -203,6 +227,9 @@ impl Error {
             Self::InvalidRequest(err) => err.description(),
             Self::InvalidToken(err) => err.description(),
             Self::IssuerUnavailable { .. } => "the identity provider's keys are unavailable",
+            Self::Denied(reason) => reason.description(),
+            Self::StoreUnavailable { .. } => "the user store is unavailable",
+            Self::StoreFailure => "the user store failed",
         }
     }
 
@@ -212,7 +239,7 @@ impl Error {
             Self::MissingToken => return Some(HeaderValue::from_static("Bearer")),
             Self::InvalidRequest(err) => ("invalid_request", err.description()),
             Self::InvalidToken(err) => ("invalid_token", err.description()),
-            Self::IssuerUnavailable { .. } => return None,
+            _ => return None,
         };
         // Descriptions are fixed ASCII without quotes or backslashes (RFC 6750 §3).
         let value = format!(r#"Bearer error="{code}", error_description="{description}""#);
@@ -222,7 +249,9 @@ impl Error {
     /// Seconds for `Retry-After`, for errors a client should retry.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::IssuerUnavailable { retry_after } => Some(*retry_after),
+            Self::IssuerUnavailable { retry_after } | Self::StoreUnavailable { retry_after } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -376,6 +405,21 @@ pub enum ConfigError {
     HttpClient(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Displays an error with its sources, `a: b: c`, for logs.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +466,26 @@ mod tests {
                 status: 503,
                 challenge: None,
                 retry_after: Some("1"),
+            },
+            Case {
+                error: Error::Denied(DenyReason::DomainNotAllowed),
+                status: 403,
+                challenge: None,
+                retry_after: None,
+            },
+            Case {
+                error: Error::StoreUnavailable {
+                    retry_after: Duration::from_secs(5),
+                },
+                status: 503,
+                challenge: None,
+                retry_after: Some("5"),
+            },
+            Case {
+                error: Error::StoreFailure,
+                status: 500,
+                challenge: None,
+                retry_after: None,
             },
         ];
         for case in cases {

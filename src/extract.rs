@@ -1,13 +1,13 @@
 //! axum extractors (feature `axum`).
 //!
-//! `VerifiedClaims` and `Option<VerifiedClaims>` read what the layer put into the request
-//! extensions:
+//! [`VerifiedClaims`] and [`ProvisionedUser`], and their `Option`s, read what the layer put into
+//! the request extensions:
 //!
-//! | layer | request | `VerifiedClaims` | `Option<VerifiedClaims>` |
+//! | layer | request | `T` | `Option<T>` |
 //! |---|---|---|---|
-//! | installed | valid token | the claims | `Some(claims)` |
+//! | installed | valid token (and, for `ProvisionedUser`, a store) | the value | `Some(value)` |
 //! | optional | no token | 401 `WWW-Authenticate: Bearer` | `None` |
-//! | not installed | any | 500, naming the missing layer | `None` |
+//! | not installed (or no store, for `ProvisionedUser`) | any | 500, naming what is missing | `None` |
 //!
 //! (A request with a bad token never reaches the handler: the layer refuses it.)
 
@@ -20,6 +20,7 @@ use std::convert::Infallible;
 
 use crate::layer::NoCredentials;
 use crate::token::VerifiedClaims;
+use crate::user::ProvisionedUser;
 
 /// Why an extractor found nothing to extract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub enum ClaimsRejection {
     /// No [`ProvisioningLayer`](crate::ProvisioningLayer) ran for this request: a
     /// misconfiguration, 500.
     MissingLayer,
+    /// A `ProvisionedUser` was asked for, but the layer has no store: a misconfiguration, 500.
+    MissingStore,
 }
 
 impl ClaimsRejection {
@@ -38,7 +41,7 @@ impl ClaimsRejection {
     pub fn status(self) -> StatusCode {
         match self {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::MissingLayer | Self::MissingStore => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -47,7 +50,10 @@ impl ClaimsRejection {
         match self {
             Self::Unauthenticated => "a bearer token is required",
             Self::MissingLayer => {
-                "VerifiedClaims not found in the request: is ProvisioningLayer installed on this route?"
+                "no verified claims in the request: is ProvisioningLayer installed on this route?"
+            }
+            Self::MissingStore => {
+                "no provisioned user in the request: was ProvisioningLayer built with a store?"
             }
         }
     }
@@ -96,6 +102,34 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedClaims {
 }
 
 impl<S: Send + Sync> OptionalFromRequestParts<S> for VerifiedClaims {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Self>().cloned())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ProvisionedUser {
+    type Rejection = ClaimsRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(user) = parts.extensions.get::<Self>() {
+            return Ok(user.clone());
+        }
+        if parts.extensions.get::<NoCredentials>().is_some() {
+            Err(ClaimsRejection::Unauthenticated)
+        } else if parts.extensions.get::<VerifiedClaims>().is_some() {
+            Err(ClaimsRejection::MissingStore)
+        } else {
+            Err(ClaimsRejection::MissingLayer)
+        }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for ProvisionedUser {
     type Rejection = Infallible;
 
     async fn from_request_parts(

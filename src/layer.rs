@@ -16,14 +16,17 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::builder::ProvisioningLayerBuilder;
 use crate::error::{DefaultErrorHandler, Error, ErrorHandler};
+use crate::provision::Provisioner;
 use crate::token::extract::{self, TokenSource};
 use crate::token::verify::TokenVerifier;
 
 /// What every clone of the layer and its services shares.
 pub(crate) struct Shared {
     pub(crate) verifier: TokenVerifier,
+    pub(crate) provisioner: Option<Provisioner>,
     pub(crate) token_source: TokenSource,
     pub(crate) max_token_bytes: usize,
     pub(crate) optional: bool,
@@ -120,6 +123,7 @@ fn debug_shared(shared: &Shared, mut f: fmt::DebugStruct<'_, '_>) -> fmt::Result
         .map(|i| &*i.rules.issuer)
         .collect();
     f.field("issuers", &issuers)
+        .field("provisioner", &shared.provisioner)
         .field("token_source", &shared.token_source)
         .field("optional", &shared.optional)
         .finish_non_exhaustive()
@@ -230,13 +234,36 @@ async fn authenticate<B>(
         log_refusal(&error);
         return Err(error);
     };
-    let claims = shared
-        .verifier
-        .verify(token)
-        .await
-        .inspect_err(log_refusal)?;
-    request.extensions_mut().insert(claims);
+    let verified = match shared.verifier.verify(token).await {
+        Ok(verified) => verified,
+        Err(error) => {
+            log_refusal(&error);
+            audit_rejection(&shared, &error).await;
+            return Err(error);
+        }
+    };
+    if let Some(provisioner) = &shared.provisioner {
+        let user = provisioner
+            .provision(&verified)
+            .await
+            .inspect_err(log_refusal)?;
+        request.extensions_mut().insert(user);
+    }
+    request.extensions_mut().insert(verified.claims.clone());
     Ok(request)
+}
+
+/// A `token_rejected` audit event for a refused token: the reason only, since nothing in a
+/// token that failed verification can be trusted (or logged).
+async fn audit_rejection(shared: &Shared, error: &Error) {
+    if !matches!(error, Error::InvalidToken(_)) {
+        return;
+    }
+    let event = AuditEvent::new(AuditKind::TokenRejected, Actor::Login).reason(error.code());
+    match &shared.provisioner {
+        Some(provisioner) => provisioner.record_audit(event).await,
+        None => crate::audit::Audit::new().emit(&event),
+    }
 }
 
 /// One debug line per refusal, with the reason code only: never the token, never text the

@@ -1,35 +1,50 @@
 //! Just-in-time user provisioning for tower and axum services.
 //!
 //! [`ProvisioningLayer`] verifies the OpenID Connect bearer token of each request against the
-//! keys of the issuers you trust and hands the verified claims to your handlers as
-//! [`VerifiedClaims`].
+//! keys of the issuers you trust. With a [`UserStore`], it also gives the person behind the
+//! token an account the first time they are seen, and hands every request's
+//! [`ProvisionedUser`] to your handlers; without one, it hands over the [`VerifiedClaims`].
 //!
 //! ```text
-//! request ──► extract token ──► verify ──► inner service (claims in extensions)
-//!              (Bearer header     (issuer keys,
-//!               or cookie)         claims)
+//! request ──► extract token ──► verify ──► admit ──► resolve user ──► inner service
+//!              (Bearer header     (issuer    (policy)   (cache ─► store ─► link or create,
+//!               or cookie)         keys,                 one resolution per identity,
+//!                                  claims)               attribute sync, audit event)
 //! ```
 //!
 //! # Example
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use tower_jit_provisioning::{Issuer, ProvisioningLayer, TokenKind, VerifiedClaims};
+//! use tower_jit_provisioning::{
+//!     AttributeMapping, Issuer, ProvisionedUser, ProvisioningLayer, SqliteStore, TokenKind,
+//! };
 //!
-//! async fn me(claims: VerifiedClaims) -> String {
-//!     format!("hello {}", claims.email().unwrap_or(claims.subject()))
+//! async fn me(user: ProvisionedUser) -> String {
+//!     format!("hello {}", user.user().email.as_deref().unwrap_or("stranger"))
 //! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = SqliteStore::connect("sqlite://jit.db").await?;
+//! store.migrate().await?;
 //!
 //! let layer = ProvisioningLayer::builder()
 //!     .issuer(
 //!         Issuer::new("https://login.example.com")
 //!             .audience("orders-api")
-//!             .token_kinds([TokenKind::Access]),
+//!             .token_kinds([TokenKind::Access])
+//!             .allowed_domains(["example.com"]),
 //!     )
+//!     .store(store)
+//!     .mapping(AttributeMapping::new().default_roles(["member"]))
 //!     .build()?;
 //!
 //! let app: Router = Router::new().route("/me", get(me)).layer(layer);
-//! # Ok::<(), tower_jit_provisioning::ConfigError>(())
+//! # drop(app);
+//! # std::fs::remove_file("jit.db").ok();
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # What is verified
@@ -42,19 +57,33 @@
 //! provider. ID tokens and RFC 9068 access tokens are each checked by their own rules. See
 //! [`TokenError`] for every reason a token is refused and [`Error`] for the responses.
 //!
+//! # What is provisioned
+//!
+//! Identity is `(issuer, subject)`: an [`IdentityKey`], never an e-mail address. Admission
+//! ([`Issuer::allowed_domains`], [`Issuer::require_claim`], [`Issuer::required_groups`],
+//! [`ProvisioningLayerBuilder::admit`]) is decided before anything is written. Accounts are
+//! found in a cache, else in the store, else linked or created; see [`provision`] for the
+//! pipeline, [`AttributeMapping`] for the mapping and sync rules, [`store`] for the storage
+//! guarantees and [`audit`] for the audit trail.
+//!
 //! # Features
 //!
-//! - `axum`: [`VerifiedClaims`] and `Option<VerifiedClaims>` as extractors.
+//! - `sqlite` (default): [`SqliteStore`].
+//! - `axum`: [`VerifiedClaims`], [`ProvisionedUser`] and their `Option`s as extractors.
 //! - `test-util`: [`testing::TestIssuer`], a real issuer on loopback that mints tokens.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 mod builder;
 pub mod error;
 mod layer;
+pub mod provision;
+pub mod store;
 mod token;
+mod user;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
@@ -69,11 +98,23 @@ pub mod testing;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-pub use crate::builder::{DEFAULT_MAX_TOKEN_BYTES, Issuer, MAX_LEEWAY, ProvisioningLayerBuilder};
+pub use crate::audit::{Actor, AuditEvent, AuditKind, AuditSink};
+pub use crate::builder::{
+    DEFAULT_MAX_TOKEN_BYTES, DEFAULT_TOKEN_CACHE_CAPACITY, Issuer, MAX_LEEWAY,
+    ProvisioningLayerBuilder,
+};
 pub use crate::error::{
-    ConfigError, DefaultErrorHandler, Error, ErrorHandler, RequestError, TokenError,
+    ConfigError, DefaultErrorHandler, DenyReason, Error, ErrorHandler, RequestError, TokenError,
 };
 pub use crate::layer::{
     ProvisioningLayer, ProvisioningService, ResponseFuture, UnreachableIssuers,
 };
+pub use crate::provision::{AttributeMapping, Field, MappedProfile, SyncPolicy};
+#[cfg(feature = "sqlite")]
+pub use crate::store::SqliteStore;
+pub use crate::store::{MemoryStore, StoreError, UserStore};
 pub use crate::token::{Algorithm, TokenKind, TokenSource, VerifiedClaims};
+pub use crate::user::{
+    Identity, IdentityKey, NewUser, ProvisionedUser, RoleGrant, RoleSource, User, UserStatus,
+    UserUpdate,
+};

@@ -131,7 +131,7 @@ async fn missing_token_is_a_bare_bearer_challenge() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn each_bad_token_gets_401_invalid_token_with_its_reason() {
-    let (logs, _guard) = LogCapture::install();
+    let logs = LogCapture::install();
     let idp = TestIssuer::start().await;
     let stranger = TestIssuer::start().await;
     let server = serve(vec![
@@ -218,7 +218,7 @@ async fn each_bad_token_gets_401_invalid_token_with_its_reason() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn oversized_token_is_refused_unparsed() {
-    let (logs, _guard) = LogCapture::install();
+    let logs = LogCapture::install();
     let idp = TestIssuer::start().await;
     let server = serve(vec![idp.issuer()]).await;
     let huge = idp.id_token().claim("padding", "x".repeat(20_000)).sign();
@@ -238,7 +238,7 @@ async fn oversized_token_is_refused_unparsed() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn token_kinds_are_not_interchangeable() {
-    let (logs, _guard) = LogCapture::install();
+    let logs = LogCapture::install();
     let idp = TestIssuer::start().await;
     let id_only = serve(vec![idp.issuer().token_kinds([TokenKind::Id])]).await;
     let access_only = serve(vec![idp.issuer().token_kinds([TokenKind::Access])]).await;
@@ -277,7 +277,7 @@ async fn token_kinds_are_not_interchangeable() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn authorized_parties_are_checked() {
-    let (logs, _guard) = LogCapture::install();
+    let logs = LogCapture::install();
     let idp = TestIssuer::start().await;
     let server = serve(vec![idp.issuer().authorized_parties(["web-app"])]).await;
     let client = reqwest::Client::new();
@@ -501,7 +501,7 @@ async fn keys_keep_working_while_the_issuer_is_down() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn no_keys_ever_obtained_is_503_with_retry_after() {
-    let (logs, _guard) = LogCapture::install();
+    let logs = LogCapture::install();
     let idp = TestIssuer::start().await;
     let server = serve(vec![
         idp.issuer()

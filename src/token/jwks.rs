@@ -35,6 +35,7 @@ use openidconnect::{
 
 use super::fetch::{FetchError, Fetcher};
 use super::jwk::Jwk;
+use crate::error::ErrorChain;
 
 type Metadata = ProviderMetadata<
     EmptyAdditionalProviderMetadata,
@@ -165,6 +166,13 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
         self.usable(now).ok_or_else(|| self.unavailable(now))
     }
 
+    /// Whether a key with `kid` is held and still trusted, without waiting for anything: what a
+    /// token verified earlier needs to stay accepted.
+    pub(crate) fn holds(&self, kid: Option<&str>) -> bool {
+        self.usable(Instant::now())
+            .is_some_and(|set| set.has_key(kid))
+    }
+
     /// Fetches the keys now unless the cool-down forbids it, and waits for the result.
     pub(crate) async fn prefetch(self: &Arc<Self>) -> bool {
         if let Some(refresh) = self.refresh(Instant::now()) {
@@ -283,20 +291,5 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
             return Err(RefreshError::NoUsableKey);
         }
         Ok((uri, keys))
-    }
-}
-
-/// Displays an error with its sources, `a: b: c`.
-pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
     }
 }

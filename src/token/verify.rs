@@ -18,7 +18,8 @@
 //!    `client_id` and `jti`, and the shape of `sub`.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -34,6 +35,7 @@ use super::jwk::Jwk;
 use super::jwks::{KeyManager, KeySet};
 use super::{Algorithm, TokenError, TokenKind};
 use crate::error::Error;
+use crate::provision::Admitted;
 
 /// The validated settings of one issuer.
 #[derive(Debug)]
@@ -283,29 +285,127 @@ fn check_party(
     }
 }
 
-/// Every configured issuer, and the route from a token to the right one.
+/// A verified token, as the token cache keeps it: its claims, and what later stages learned
+/// about it, so that a repeated token costs a hash and a lookup.
+pub(crate) struct VerifiedToken {
+    pub(crate) claims: VerifiedClaims,
+    issuer: usize,
+    kid: Option<String>,
+    valid_until: DateTime<Utc>,
+    /// The provisioner's admission of these claims, computed once.
+    pub(crate) admitted: OnceLock<Arc<Admitted>>,
+    /// Whether a refusal of this token was audited already.
+    pub(crate) denial_audited: AtomicBool,
+}
+
+impl std::fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedToken")
+            .field("claims", &self.claims)
+            .field("valid_until", &self.valid_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Entries expire when their token stops being acceptable, never later.
+struct UntilInvalid;
+
+impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilInvalid {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        token: &Arc<VerifiedToken>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(
+            (token.valid_until - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+}
+
+/// Every configured issuer, the route from a token to the right one, and the cache of tokens
+/// already verified.
 pub(crate) struct TokenVerifier {
     issuers: Vec<IssuerVerifier>,
+    cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>>,
 }
 
 impl TokenVerifier {
-    pub(crate) fn new(issuers: Vec<IssuerVerifier>) -> Self {
-        Self { issuers }
+    /// `cache_capacity` tokens are remembered by their SHA-256; 0 turns the cache off.
+    pub(crate) fn new(issuers: Vec<IssuerVerifier>, cache_capacity: u64) -> Self {
+        let cache = (cache_capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(cache_capacity)
+                .expire_after(UntilInvalid)
+                .build()
+        });
+        Self { issuers, cache }
     }
 
     pub(crate) fn issuers(&self) -> &[IssuerVerifier] {
         &self.issuers
     }
 
-    /// Verifies `token` completely.
-    pub(crate) async fn verify(&self, token: &str) -> Result<VerifiedClaims, Error> {
-        let raw = RawToken::parse(token).map_err(Error::InvalidToken)?;
-        let issuer = raw
-            .issuer()
-            .and_then(|iss| self.issuers.iter().find(|i| &*i.rules.issuer == iss))
-            .ok_or(Error::InvalidToken(TokenError::UntrustedIssuer))?;
-        issuer.verify(token, raw).await
+    /// Verifies `token`, or finds it verified already.
+    ///
+    /// A cached token is served only while it is unexpired and the key that signed it is still
+    /// in its issuer's key set: a key the issuer withdrew stops its tokens at the next request.
+    pub(crate) async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, Error> {
+        let digest = self.cache.as_ref().map(|_| sha256(token));
+        if let (Some(cache), Some(digest)) = (&self.cache, &digest)
+            && let Some(hit) = cache.get(digest)
+        {
+            let issuer = &self.issuers[hit.issuer];
+            if Utc::now() < hit.valid_until && issuer.keys.holds(hit.kid.as_deref()) {
+                return Ok(hit);
+            }
+            cache.invalidate(digest);
+        }
+        let verified = Arc::new(self.verify_uncached(token).await?);
+        if let (Some(cache), Some(digest)) = (&self.cache, digest) {
+            cache.insert(digest, Arc::clone(&verified));
+        }
+        Ok(verified)
     }
+
+    async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, Error> {
+        let raw = RawToken::parse(token).map_err(Error::InvalidToken)?;
+        let (index, issuer) = raw
+            .issuer()
+            .and_then(|iss| {
+                self.issuers
+                    .iter()
+                    .enumerate()
+                    .find(|(_, i)| &*i.rules.issuer == iss)
+            })
+            .ok_or(Error::InvalidToken(TokenError::UntrustedIssuer))?;
+        let kid = raw.header.kid.clone();
+        let claims = issuer.verify(token, raw).await?;
+        let mut valid_until = claims.expires_at();
+        if let Some(max_age) = issuer.rules.max_token_age {
+            let leeway = TimeDelta::from_std(issuer.rules.leeway).unwrap_or_default();
+            let oldest =
+                claims.issued_at() + TimeDelta::from_std(max_age).unwrap_or_default() + leeway;
+            valid_until = valid_until.min(oldest);
+        }
+        Ok(VerifiedToken {
+            claims,
+            issuer: index,
+            kid,
+            valid_until,
+            admitted: OnceLock::new(),
+            denial_audited: AtomicBool::new(false),
+        })
+    }
+}
+
+fn sha256(token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 #[cfg(test)]

@@ -70,21 +70,27 @@ impl Drop for Server {
     }
 }
 
-/// Everything the `tower_jit_provisioning` targets log, at every level, while the guard lives.
-/// Install it on a current-thread runtime so every task's events are captured.
+/// Everything the `tower_jit_provisioning` targets log, at every level, from every test of the
+/// binary. One global subscriber: tracing caches per-callsite interest globally, so scoped
+/// subscribers in parallel tests miss events.
 #[derive(Clone, Default)]
 pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
 
 impl LogCapture {
-    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
-        let capture = Self::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("tower_jit_provisioning=trace")
-            .with_writer(capture.clone())
-            .with_ansi(false)
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        (capture, guard)
+    pub fn install() -> Self {
+        static GLOBAL: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let capture = Self::default();
+                let subscriber = tracing_subscriber::fmt()
+                    .with_env_filter("tower_jit_provisioning=trace")
+                    .with_writer(capture.clone())
+                    .with_ansi(false)
+                    .finish();
+                tracing::subscriber::set_global_default(subscriber).unwrap();
+                capture
+            })
+            .clone()
     }
 
     pub fn text(&self) -> String {
@@ -153,4 +159,169 @@ pub async fn get_with(client: &reqwest::Client, url: &str, token: Option<&str>) 
 /// The `WWW-Authenticate` value for an `invalid_token` refusal with this description.
 pub fn invalid_token(description: &str) -> String {
     format!(r#"Bearer error="invalid_token", error_description="{description}""#)
+}
+
+/// A fresh, migrated SQLite file in a temporary directory (kept alive by the returned guard).
+pub async fn sqlite_store() -> (tower_jit_provisioning::SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("jit.db").display());
+    let store = tower_jit_provisioning::SqliteStore::connect(&url)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
+/// The URL of a store made by [`sqlite_store`].
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("jit.db").display())
+}
+
+/// The provisioned user a handler saw, as JSON.
+pub fn user_json(user: &tower_jit_provisioning::ProvisionedUser) -> Value {
+    let u = user.user();
+    json!({
+        "id": u.id,
+        "email": u.email,
+        "email_verified": u.email_verified,
+        "user_name": u.user_name,
+        "display_name": u.display_name,
+        "given_name": u.given_name,
+        "family_name": u.family_name,
+        "roles": u.role_names(),
+        "groups": u.groups,
+        "attributes": u.attributes,
+        "status": u.status,
+        "issuer": user.identity().key.issuer(),
+        "subject": user.identity().key.subject(),
+    })
+}
+
+/// `/me` needs a provisioned user; `/maybe` takes `Option<ProvisionedUser>`.
+pub fn user_app(layer: ProvisioningLayer) -> Router {
+    use tower_jit_provisioning::ProvisionedUser;
+    Router::new()
+        .route(
+            "/me",
+            get(|user: ProvisionedUser| async move { Json(user_json(&user)) }),
+        )
+        .route(
+            "/maybe",
+            get(|user: Option<ProvisionedUser>| async move {
+                Json(user.map_or(Value::Null, |u| user_json(&u)))
+            }),
+        )
+        .layer(layer)
+}
+
+/// Counts the store calls the layer makes, to prove what the caches save.
+#[derive(Debug, Clone)]
+pub struct CountingStore<S> {
+    pub inner: S,
+    pub lookups: Arc<std::sync::atomic::AtomicUsize>,
+    pub creates: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S> CountingStore<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            lookups: Arc::default(),
+            creates: Arc::default(),
+        }
+    }
+
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn creates(&self) -> usize {
+        self.creates.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+mod counting {
+    use super::CountingStore;
+    use chrono::{DateTime, Utc};
+    use std::sync::atomic::Ordering;
+    use tower_jit_provisioning::store::{ChangeFeed, Resolved};
+    use tower_jit_provisioning::{
+        AuditEvent, Identity, IdentityKey, NewUser, StoreError, User, UserStore, UserUpdate,
+    };
+    use uuid::Uuid;
+
+    impl<S: UserStore> UserStore for CountingStore<S> {
+        async fn find_by_identity(
+            &self,
+            key: &IdentityKey,
+        ) -> Result<Option<(User, Identity)>, StoreError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            self.inner.find_by_identity(key).await
+        }
+        async fn create_user(
+            &self,
+            user: NewUser,
+            key: &IdentityKey,
+            fingerprint: Option<&str>,
+            audit: AuditEvent,
+        ) -> Result<Resolved, StoreError> {
+            self.creates.fetch_add(1, Ordering::SeqCst);
+            self.inner.create_user(user, key, fingerprint, audit).await
+        }
+        async fn link_identity(
+            &self,
+            user_id: Uuid,
+            key: &IdentityKey,
+            fingerprint: Option<&str>,
+            audit: AuditEvent,
+        ) -> Result<Resolved, StoreError> {
+            self.inner
+                .link_identity(user_id, key, fingerprint, audit)
+                .await
+        }
+        async fn find_by_external_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+            self.inner.find_by_external_id(id).await
+        }
+        async fn find_by_verified_email(
+            &self,
+            email: &str,
+            limit: usize,
+        ) -> Result<Vec<User>, StoreError> {
+            self.inner.find_by_verified_email(email, limit).await
+        }
+        async fn identities(&self, user_id: Uuid) -> Result<Vec<Identity>, StoreError> {
+            self.inner.identities(user_id).await
+        }
+        async fn get_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+            self.inner.get_user(id).await
+        }
+        async fn update_user(
+            &self,
+            user_id: Uuid,
+            expected_version: Option<i64>,
+            update: UserUpdate,
+            audit: Option<AuditEvent>,
+        ) -> Result<User, StoreError> {
+            self.inner
+                .update_user(user_id, expected_version, update, audit)
+                .await
+        }
+        async fn record_login(
+            &self,
+            key: &IdentityKey,
+            at: DateTime<Utc>,
+            fingerprint: Option<&str>,
+        ) -> Result<(), StoreError> {
+            self.inner.record_login(key, at, fingerprint).await
+        }
+        async fn delete_user(&self, user_id: Uuid, audit: AuditEvent) -> Result<bool, StoreError> {
+            self.inner.delete_user(user_id, audit).await
+        }
+        async fn record_audit(&self, event: AuditEvent) {
+            self.inner.record_audit(event).await
+        }
+        fn changes(&self) -> &ChangeFeed {
+            self.inner.changes()
+        }
+    }
 }

@@ -1,0 +1,638 @@
+//! Attribute mapping: how verified claims become a user's profile, groups and roles, and how
+//! later logins keep them current.
+//!
+//! ```
+//! use tower_jit_provisioning::provision::{AttributeMapping, Field, SyncPolicy};
+//!
+//! let mapping = AttributeMapping::new()
+//!     .groups_from("realm_access.roles")            // Keycloak realm roles as groups
+//!     .attribute("department", "employee.department")
+//!     .group_role("staff-admins", "admin")
+//!     .claim_role("resource_access.orders.roles", "editor", "editor")
+//!     .default_roles(["member"])
+//!     .sync(Field::DisplayName, SyncPolicy::IfEmpty)
+//!     .hook(|claims, profile| {
+//!         if claims.claim("acr").and_then(|v| v.as_str()) == Some("mfa") {
+//!             profile.attributes.insert("mfa".into(), true.into());
+//!         }
+//!     });
+//! # drop(mapping);
+//! ```
+//!
+//! # Roles and where they come from
+//!
+//! Every grant records its [`RoleSource`]. Default roles are granted once, when the account is
+//! created. Mapping rules (`group_role`, `claim_role`, and roles the hook adds) are re-evaluated at
+//! every login: a grant a rule made and no longer justifies — because the claims changed or the
+//! rule itself was removed — is revoked; grants made by hand, by SCIM or as defaults never are.
+
+use std::fmt;
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::policy::EmailAddress;
+use crate::token::VerifiedClaims;
+use crate::token::claims::{lookup, strings};
+use crate::user::{NewUser, RoleGrant, RoleSource, User, UserStatus, UserUpdate};
+
+/// A profile field filled from claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// `email` (with `email_verified`). Default source: `email`.
+    Email,
+    /// `user_name`. Default: the e-mail address, when verified.
+    UserName,
+    /// `display_name`. Default source: `name`.
+    DisplayName,
+    /// `given_name`. Default source: `given_name`.
+    GivenName,
+    /// `family_name`. Default source: `family_name`.
+    FamilyName,
+    /// `picture`. Default source: `picture`.
+    Picture,
+    /// `locale`. Default source: `locale`.
+    Locale,
+    /// `groups`: the issuer's groups claim plus every [`groups_from`](AttributeMapping::groups_from) path.
+    Groups,
+}
+
+impl Field {
+    const ALL: [Self; 8] = [
+        Self::Email,
+        Self::UserName,
+        Self::DisplayName,
+        Self::GivenName,
+        Self::FamilyName,
+        Self::Picture,
+        Self::Locale,
+        Self::Groups,
+    ];
+
+    /// The field's name, as listed in `updated` audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::UserName => "user_name",
+            Self::DisplayName => "display_name",
+            Self::GivenName => "given_name",
+            Self::FamilyName => "family_name",
+            Self::Picture => "picture",
+            Self::Locale => "locale",
+            Self::Groups => "groups",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|f| *f == self)
+            .expect("every field is listed")
+    }
+
+    fn default_source(self) -> Option<&'static str> {
+        match self {
+            Self::Email => Some("email"),
+            Self::UserName | Self::Groups => None,
+            Self::DisplayName => Some("name"),
+            Self::GivenName => Some("given_name"),
+            Self::FamilyName => Some("family_name"),
+            Self::Picture => Some("picture"),
+            Self::Locale => Some("locale"),
+        }
+    }
+}
+
+/// When a later login overwrites a field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// Every login writes the value from the token when it differs. The default.
+    #[default]
+    Always,
+    /// A login writes the value only when the field is empty.
+    IfEmpty,
+    /// Set when the account is created, never by a login after.
+    Never,
+}
+
+/// The profile mapped from one token's claims.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct MappedProfile {
+    /// E-mail address, domain normalised.
+    pub email: Option<String>,
+    /// Whether the issuer verified it.
+    pub email_verified: bool,
+    /// Login name for SCIM clients.
+    pub user_name: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Given name.
+    pub given_name: Option<String>,
+    /// Family name.
+    pub family_name: Option<String>,
+    /// Picture URL.
+    pub picture: Option<String>,
+    /// Locale.
+    pub locale: Option<String>,
+    /// Groups, sorted, without duplicates.
+    pub groups: Vec<String>,
+    /// Mapped extras.
+    pub attributes: Map<String, Value>,
+    /// Role grants from mapping rules ([`RoleSource::Mapping`]).
+    pub roles: Vec<RoleGrant>,
+}
+
+type Hook = Arc<dyn Fn(&VerifiedClaims, &mut MappedProfile) + Send + Sync>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RoleRule {
+    Group {
+        group: String,
+        role: String,
+    },
+    Claim {
+        claim: String,
+        value: String,
+        role: String,
+    },
+}
+
+impl RoleRule {
+    fn id(&self) -> String {
+        match self {
+            Self::Group { group, .. } => format!("group:{group}"),
+            Self::Claim { claim, value, .. } => format!("claim:{claim}={value}"),
+        }
+    }
+}
+
+/// How claims become profile fields, groups, attributes and roles.
+#[derive(Clone)]
+#[must_use]
+pub struct AttributeMapping {
+    sources: [Option<String>; 8],
+    policies: [SyncPolicy; 8],
+    group_claims: Vec<String>,
+    attributes: Vec<(String, String, SyncPolicy)>,
+    role_rules: Vec<RoleRule>,
+    default_roles: Vec<String>,
+    strict_roles: bool,
+    hook: Option<Hook>,
+}
+
+impl Default for AttributeMapping {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AttributeMapping {
+    /// Standard claims to their fields, every field synced always, no roles.
+    pub fn new() -> Self {
+        Self {
+            sources: Field::ALL.map(|f| f.default_source().map(str::to_owned)),
+            policies: [SyncPolicy::Always; 8],
+            group_claims: Vec::new(),
+            attributes: Vec::new(),
+            role_rules: Vec::new(),
+            default_roles: Vec::new(),
+            strict_roles: false,
+            hook: None,
+        }
+    }
+
+    /// Fills `field` from the claim at `path` (a name, or a dotted path into nested objects).
+    /// Not for [`Field::Groups`]: use [`groups_from`](Self::groups_from).
+    pub fn field(mut self, field: Field, path: impl Into<String>) -> Self {
+        if field != Field::Groups {
+            self.sources[field.index()] = Some(path.into());
+        }
+        self
+    }
+
+    /// When later logins overwrite `field`.
+    pub fn sync(mut self, field: Field, policy: SyncPolicy) -> Self {
+        self.policies[field.index()] = policy;
+        self
+    }
+
+    /// Adds the strings at claim `path` (e.g. `realm_access.roles`) to the user's groups.
+    pub fn groups_from(mut self, path: impl Into<String>) -> Self {
+        self.group_claims.push(path.into());
+        self
+    }
+
+    /// Copies the claim at `path` into `attributes[name]`, synced always.
+    pub fn attribute(self, name: impl Into<String>, path: impl Into<String>) -> Self {
+        self.attribute_with(name, path, SyncPolicy::Always)
+    }
+
+    /// Copies the claim at `path` into `attributes[name]`, synced by `policy`.
+    pub fn attribute_with(
+        mut self,
+        name: impl Into<String>,
+        path: impl Into<String>,
+        policy: SyncPolicy,
+    ) -> Self {
+        self.attributes.push((name.into(), path.into(), policy));
+        self
+    }
+
+    /// Grants `role` to members of `group` (rule `group:<group>`).
+    pub fn group_role(mut self, group: impl Into<String>, role: impl Into<String>) -> Self {
+        self.role_rules.push(RoleRule::Group {
+            group: group.into(),
+            role: role.into(),
+        });
+        self
+    }
+
+    /// Grants `role` when the claim at `path` is `value` or an array containing it (rule
+    /// `claim:<path>=<value>`).
+    pub fn claim_role(
+        mut self,
+        path: impl Into<String>,
+        value: impl Into<String>,
+        role: impl Into<String>,
+    ) -> Self {
+        self.role_rules.push(RoleRule::Claim {
+            claim: path.into(),
+            value: value.into(),
+            role: role.into(),
+        });
+        self
+    }
+
+    /// Roles every new account gets ([`RoleSource::Default`]).
+    pub fn default_roles<I, R>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = R>,
+        R: Into<String>,
+    {
+        self.default_roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Refuses a login (403 `no_matching_role`) when no role rule matches it.
+    pub fn strict_roles(mut self, strict: bool) -> Self {
+        self.strict_roles = strict;
+        self
+    }
+
+    /// Runs after the rules, to change the mapped profile in any way. Roles it adds should use
+    /// [`RoleSource::Mapping`], so later logins can revoke them.
+    pub fn hook<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&VerifiedClaims, &mut MappedProfile) + Send + Sync + 'static,
+    {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    pub(crate) fn is_strict(&self) -> bool {
+        self.strict_roles
+    }
+
+    pub(crate) fn policy(&self, field: Field) -> SyncPolicy {
+        self.policies[field.index()]
+    }
+
+    fn source(&self, field: Field) -> Option<&str> {
+        self.sources[field.index()].as_deref()
+    }
+
+    /// Maps one token's claims.
+    pub(crate) fn map(&self, claims: &VerifiedClaims) -> MappedProfile {
+        let text = |field: Field| {
+            self.source(field)
+                .and_then(|path| lookup(claims.claims(), path))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        // The address is stored in the same normal form the domain rules checked; an address
+        // that does not parse is kept as sent but never counts as verified.
+        let raw_email = text(Field::Email);
+        let parsed = raw_email.as_deref().and_then(EmailAddress::parse);
+        let from_standard_claim = self.source(Field::Email) == Some("email");
+        let email_verified = parsed.is_some() && from_standard_claim && claims.email_verified();
+        let email = parsed.as_ref().map(EmailAddress::normalized).or(raw_email);
+        let user_name = match self.source(Field::UserName) {
+            Some(_) => text(Field::UserName),
+            None => email.clone().filter(|_| email_verified),
+        };
+
+        let mut groups: Vec<String> = claims.groups().to_vec();
+        for path in &self.group_claims {
+            if let Some(value) = lookup(claims.claims(), path) {
+                groups.extend(strings(value));
+            }
+        }
+        groups.sort();
+        groups.dedup();
+
+        let mut attributes = Map::new();
+        for (name, path, _) in &self.attributes {
+            if let Some(value) = lookup(claims.claims(), path) {
+                attributes.insert(name.clone(), value.clone());
+            }
+        }
+
+        let mut profile = MappedProfile {
+            email,
+            email_verified,
+            user_name,
+            display_name: text(Field::DisplayName),
+            given_name: text(Field::GivenName),
+            family_name: text(Field::FamilyName),
+            picture: text(Field::Picture),
+            locale: text(Field::Locale),
+            groups,
+            attributes,
+            roles: Vec::new(),
+        };
+        profile.roles = self.role_grants(claims, &profile.groups);
+        if let Some(hook) = &self.hook {
+            hook(claims, &mut profile);
+            profile.groups.sort();
+            profile.groups.dedup();
+        }
+        profile.roles = crate::user::normalize_roles(std::mem::take(&mut profile.roles));
+        profile
+    }
+
+    /// The grants the rules make for these claims and groups.
+    pub(crate) fn role_grants(&self, claims: &VerifiedClaims, groups: &[String]) -> Vec<RoleGrant> {
+        self.role_rules
+            .iter()
+            .filter(|rule| match rule {
+                RoleRule::Group { group, .. } => groups.iter().any(|g| g == group),
+                RoleRule::Claim { claim, value, .. } => lookup(claims.claims(), claim)
+                    .is_some_and(|v| strings(v).iter().any(|s| s == value)),
+            })
+            .map(|rule| {
+                let role = match rule {
+                    RoleRule::Group { role, .. } | RoleRule::Claim { role, .. } => role,
+                };
+                RoleGrant::new(role.clone(), RoleSource::Mapping(rule.id()))
+            })
+            .collect()
+    }
+
+    /// The record of a new account for `profile`.
+    pub(crate) fn new_user(&self, profile: &MappedProfile, status: UserStatus) -> NewUser {
+        let mut roles: Vec<RoleGrant> = self
+            .default_roles
+            .iter()
+            .map(|role| RoleGrant::new(role.clone(), RoleSource::Default))
+            .collect();
+        roles.extend(profile.roles.iter().cloned());
+        NewUser {
+            email: profile.email.clone(),
+            email_verified: profile.email_verified,
+            user_name: profile.user_name.clone(),
+            display_name: profile.display_name.clone(),
+            given_name: profile.given_name.clone(),
+            family_name: profile.family_name.clone(),
+            picture: profile.picture.clone(),
+            locale: profile.locale.clone(),
+            roles,
+            groups: profile.groups.clone(),
+            attributes: profile.attributes.clone(),
+            status,
+            external_id: None,
+        }
+    }
+
+    /// What a login with `profile` changes on `user`, by each field's policy, and the names of
+    /// the fields it changes.
+    pub(crate) fn changes(
+        &self,
+        user: &User,
+        profile: &MappedProfile,
+    ) -> (UserUpdate, Vec<&'static str>) {
+        let mut update = UserUpdate::default();
+        let mut changed = Vec::new();
+
+        macro_rules! sync_text {
+            ($field:expr, $name:ident) => {{
+                if let Some(value) = self.decide($field, &user.$name, &profile.$name) {
+                    update.$name = Some(value);
+                    changed.push($field.as_str());
+                }
+            }};
+        }
+        if let Some(email) = self.decide(Field::Email, &user.email, &profile.email) {
+            update.email = Some(email);
+            update.email_verified = Some(profile.email_verified);
+            changed.push(Field::Email.as_str());
+        } else if user.email == profile.email
+            && user.email_verified != profile.email_verified
+            && self.policy(Field::Email) == SyncPolicy::Always
+        {
+            update.email_verified = Some(profile.email_verified);
+            changed.push("email_verified");
+        }
+        sync_text!(Field::UserName, user_name);
+        sync_text!(Field::DisplayName, display_name);
+        sync_text!(Field::GivenName, given_name);
+        sync_text!(Field::FamilyName, family_name);
+        sync_text!(Field::Picture, picture);
+        sync_text!(Field::Locale, locale);
+
+        let apply_groups = match self.policy(Field::Groups) {
+            SyncPolicy::Always => user.groups != profile.groups,
+            SyncPolicy::IfEmpty => user.groups.is_empty() && !profile.groups.is_empty(),
+            SyncPolicy::Never => false,
+        };
+        if apply_groups {
+            update.groups = Some(profile.groups.clone());
+            changed.push(Field::Groups.as_str());
+        }
+
+        let mut attributes = user.attributes.clone();
+        for (name, _, policy) in &self.attributes {
+            let current = attributes.get(name);
+            let mapped = profile.attributes.get(name);
+            let write = match policy {
+                SyncPolicy::Always => current != mapped,
+                SyncPolicy::IfEmpty => current.is_none_or(Value::is_null) && mapped.is_some(),
+                SyncPolicy::Never => false,
+            };
+            if write {
+                match mapped {
+                    Some(value) => attributes.insert(name.clone(), value.clone()),
+                    None => attributes.remove(name),
+                };
+            }
+        }
+        // What the hook put in attributes, beyond the configured ones, is synced always.
+        for (name, value) in &profile.attributes {
+            if !self.attributes.iter().any(|(n, _, _)| n == name)
+                && attributes.get(name) != Some(value)
+            {
+                attributes.insert(name.clone(), value.clone());
+            }
+        }
+        if attributes != user.attributes {
+            update.attributes = Some(attributes);
+            changed.push("attributes");
+        }
+
+        // Mapping grants are replaced by what the rules justify now; every other grant stays.
+        let mut roles: Vec<RoleGrant> = user
+            .roles
+            .iter()
+            .filter(|g| !matches!(g.source, RoleSource::Mapping(_)))
+            .cloned()
+            .collect();
+        roles.extend(profile.roles.iter().cloned());
+        let roles = crate::user::normalize_roles(roles);
+        if roles != user.roles {
+            update.roles = Some(roles);
+            changed.push("roles");
+        }
+        (update, changed)
+    }
+
+    /// The value to write for a text field, if the policy says to write one.
+    #[allow(clippy::option_option)]
+    fn decide(
+        &self,
+        field: Field,
+        current: &Option<String>,
+        mapped: &Option<String>,
+    ) -> Option<Option<String>> {
+        let write = match self.policy(field) {
+            SyncPolicy::Always => current != mapped,
+            SyncPolicy::IfEmpty => current.as_deref().is_none_or(str::is_empty) && mapped.is_some(),
+            SyncPolicy::Never => false,
+        };
+        write.then(|| mapped.clone())
+    }
+}
+
+/// A digest of a mapped profile: equal profiles, equal fingerprints.
+pub(crate) fn fingerprint(profile: &MappedProfile) -> String {
+    let bytes = serde_json::to_vec(profile).expect("serializing plain data");
+    let digest = digest::digest(&digest::SHA256, &bytes);
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl fmt::Debug for AttributeMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttributeMapping")
+            .field("sources", &self.sources)
+            .field("policies", &self.policies)
+            .field("group_claims", &self.group_claims)
+            .field("attributes", &self.attributes)
+            .field("role_rules", &self.role_rules)
+            .field("default_roles", &self.default_roles)
+            .field("strict_roles", &self.strict_roles)
+            .field("hook", &self.hook.as_ref().map(|_| "<fn>"))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::TokenKind;
+    use crate::token::claims::ClaimRules;
+    use chrono::Utc;
+    use serde_json::json;
+
+    fn claims(value: Value) -> VerifiedClaims {
+        let Value::Object(mut map) = value else {
+            panic!()
+        };
+        map.insert("sub".into(), "s".into());
+        map.insert("exp".into(), 2.into());
+        map.insert("iat".into(), 1.into());
+        let rules = ClaimRules {
+            groups_claim: "groups".into(),
+            accept_string_booleans: false,
+        };
+        VerifiedClaims::from_verified("https://idp".into(), TokenKind::Id, map, &rules).unwrap()
+    }
+
+    #[test]
+    fn an_unverified_or_unparseable_address_is_never_verified_nor_a_user_name() {
+        let mapping = AttributeMapping::new();
+        let verified = mapping.map(&claims(json!({"email": "A@B.COM", "email_verified": true})));
+        assert_eq!(verified.email.as_deref(), Some("A@b.com"));
+        assert!(verified.email_verified);
+        assert_eq!(verified.user_name.as_deref(), Some("A@b.com"));
+
+        let unverified = mapping.map(&claims(
+            json!({"email": "a@b.com", "email_verified": false}),
+        ));
+        assert!(!unverified.email_verified);
+        assert_eq!(unverified.user_name, None);
+
+        let odd = mapping.map(&claims(
+            json!({"email": "not an address", "email_verified": true}),
+        ));
+        assert_eq!(odd.email.as_deref(), Some("not an address"));
+        assert!(!odd.email_verified);
+
+        // An address taken from another claim carries no verification.
+        let other = AttributeMapping::new()
+            .field(Field::Email, "upn")
+            .map(&claims(json!({"upn": "x@y.com", "email_verified": true})));
+        assert!(!other.email_verified);
+    }
+
+    #[test]
+    fn sync_policies_and_role_sources() {
+        let mapping = AttributeMapping::new()
+            .group_role("admins", "admin")
+            .sync(Field::DisplayName, SyncPolicy::Never)
+            .sync(Field::Locale, SyncPolicy::IfEmpty);
+        let first = mapping.map(&claims(
+            json!({"name": "A", "locale": "en", "groups": ["admins"]}),
+        ));
+        let mut user = User::from_new(mapping.new_user(&first, UserStatus::Active), Utc::now());
+        user.roles.push(RoleGrant::new("admin", RoleSource::Manual));
+        user.roles.push(RoleGrant::new("x", RoleSource::Scim));
+
+        let second = mapping.map(&claims(json!({"name": "B", "locale": "fr", "groups": []})));
+        let (update, fields) = mapping.changes(&user, &second);
+        assert_eq!(update.display_name, None, "never");
+        assert_eq!(update.locale, None, "if empty: it is not");
+        assert_eq!(fields, ["groups", "roles"]);
+        let roles = update.roles.unwrap();
+        assert!(roles.contains(&RoleGrant::new("admin", RoleSource::Manual)));
+        assert!(roles.contains(&RoleGrant::new("x", RoleSource::Scim)));
+        assert!(
+            !roles
+                .iter()
+                .any(|g| matches!(g.source, RoleSource::Mapping(_)))
+        );
+
+        user.locale = None;
+        let (update, _) = mapping.changes(&user, &second);
+        assert_eq!(
+            update.locale,
+            Some(Some("fr".into())),
+            "if empty: now it is"
+        );
+    }
+
+    #[test]
+    fn fingerprints_follow_the_mapped_profile() {
+        let mapping = AttributeMapping::new();
+        let a = mapping.map(&claims(json!({"name": "A"})));
+        let b = mapping.map(&claims(json!({"name": "A", "unmapped": 1})));
+        let c = mapping.map(&claims(json!({"name": "C"})));
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+}

@@ -1,0 +1,546 @@
+//! Provisioning: from verified claims to an account, creating it on first sign-in.
+//!
+//! ```text
+//! claims ─► map ─► admit ─► user cache ─┬─► hit, current ─────────────────────► account
+//!          (mapping) (policy)            └─► miss: store ─┬─► found: reactivate? sync ─┘
+//!                                          (one per        ├─► link (external id, e-mail)
+//!                                           identity)      └─► create (insert-or-get)
+//! ```
+//!
+//! - [`mapping`]: claims to profile fields, groups, attributes, roles; what a login syncs.
+//! - [`policy`]: who may have an account at all; refusal reasons.
+//!
+//! # Concurrency
+//!
+//! Resolution is keyed by `(issuer, subject)`. However many requests for one identity miss the
+//! cache at once, one of them resolves it (moka's `try_get_with`) and the others wait for its
+//! result: one store lookup, at most one insert. Across processes, the store's insert-or-get
+//! gives the same guarantee.
+//!
+//! # Cache freshness
+//!
+//! Every store write publishes a change event, delivered synchronously to each layer sharing the
+//! store. A cached account whose user changed after it was read is never served again: the next
+//! request resolves it from the store. The cache's time-to-live is the backstop.
+
+pub mod mapping;
+pub mod policy;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+pub use self::mapping::{AttributeMapping, Field, MappedProfile, SyncPolicy};
+pub use self::policy::DenyReason;
+use self::policy::{Admission, DomainPattern, EmailAddress, Predicate, domain_matches};
+use crate::audit::{Actor, AuditEvent, AuditKind};
+use crate::error::{Error, ErrorChain};
+use crate::store::{DynStore, Resolved, StoreError, StoreEvent, Subscription};
+use crate::token::VerifiedClaims;
+use crate::token::verify::VerifiedToken;
+use crate::user::{Account, Identity, IdentityKey, ProvisionedUser, User, UserStatus};
+
+/// How long a client is asked to wait when the store is unreachable.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How often a write that lost a race with a concurrent change is retried.
+const CONFLICT_RETRIES: usize = 5;
+
+/// Which issuers are trusted to vouch for e-mail addresses when linking by verified e-mail.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum EmailTrust {
+    /// Not trusted: never links by e-mail.
+    #[default]
+    None,
+    /// Trusted for every domain.
+    Any,
+    /// Trusted for these domains.
+    Domains(Vec<DomainPattern>),
+}
+
+impl EmailTrust {
+    fn covers(&self, domain: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::Any => true,
+            Self::Domains(patterns) => domain_matches(patterns, domain),
+        }
+    }
+}
+
+/// One issuer's provisioning rules.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct IssuerProvisioning {
+    pub(crate) admission: Admission,
+    pub(crate) require_approval: bool,
+    pub(crate) email_trust: EmailTrust,
+}
+
+/// How an identity seen for the first time may be linked to an existing account.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Linking {
+    /// A claim whose value is matched against users' `external_id`.
+    pub(crate) by_claim: Option<String>,
+    /// Link by verified e-mail, for issuers trusted for the address's domain.
+    pub(crate) by_verified_email: bool,
+}
+
+/// Everything the provisioner needs, validated by the builder.
+pub(crate) struct ProvisionerConfig {
+    pub(crate) store: Arc<dyn DynStore>,
+    pub(crate) mapping: AttributeMapping,
+    pub(crate) issuers: Vec<(Arc<str>, IssuerProvisioning)>,
+    pub(crate) approval_domains: Vec<DomainPattern>,
+    pub(crate) linking: Linking,
+    pub(crate) reactivate_on_login: bool,
+    pub(crate) predicate: Option<Predicate>,
+    pub(crate) cache_capacity: u64,
+    pub(crate) cache_ttl: Duration,
+    pub(crate) login_interval: Duration,
+}
+
+/// What admission made of one token; computed once per token and kept with it.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    key: IdentityKey,
+    profile: MappedProfile,
+    fingerprint: String,
+}
+
+/// Tracks which users changed, so cached accounts read before a change are not served.
+struct Freshness {
+    /// Bumped by every change event. An account read at an older epoch may be stale.
+    epoch: AtomicU64,
+    /// The newest version each recently changed user reached (`i64::MAX`: deleted).
+    changed: moka::sync::Cache<Uuid, i64>,
+}
+
+impl Freshness {
+    fn observe(&self, event: &StoreEvent, users: &moka::future::Cache<IdentityKey, Arc<Account>>) {
+        match *event {
+            StoreEvent::Changed { user_id, version } => {
+                let newest = self
+                    .changed
+                    .get(&user_id)
+                    .map_or(version, |v| v.max(version));
+                self.changed.insert(user_id, newest);
+            }
+            StoreEvent::Deleted { user_id } => self.changed.insert(user_id, i64::MAX),
+            StoreEvent::Reset => users.invalidate_all(),
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether `account` may be served: nothing changed since it was read, or its user did not.
+    fn is_current(&self, account: &Account) -> bool {
+        account.read_epoch >= self.epoch.load(Ordering::Acquire)
+            || self
+                .changed
+                .get(&account.user.id)
+                .is_none_or(|version| version <= account.user.version)
+    }
+}
+
+/// Resolves verified tokens to accounts.
+pub(crate) struct Provisioner {
+    config: ProvisionerConfig,
+    users: moka::future::Cache<IdentityKey, Arc<Account>>,
+    freshness: Arc<Freshness>,
+    _subscription: Subscription,
+}
+
+/// Why a resolution failed; cloneable, because moka shares one failure with every waiter.
+#[derive(Clone, Debug)]
+enum Failure {
+    Denied(DenyReason),
+    Unavailable,
+    Broken,
+}
+
+impl From<Failure> for Error {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Denied(reason) => Self::Denied(reason),
+            Failure::Unavailable => Self::StoreUnavailable {
+                retry_after: STORE_RETRY_AFTER,
+            },
+            Failure::Broken => Self::StoreFailure,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        let failure = match error {
+            StoreError::IdentityDeleted => return Self::Denied(DenyReason::Deleted),
+            StoreError::Unavailable(_) => Self::Unavailable,
+            _ => Self::Broken,
+        };
+        tracing::warn!(
+            target: "tower_jit_provisioning::store",
+            error = %ErrorChain(&error),
+            "store operation failed"
+        );
+        failure
+    }
+}
+
+impl Provisioner {
+    pub(crate) fn new(config: ProvisionerConfig) -> Self {
+        let users = moka::future::Cache::builder()
+            .max_capacity(config.cache_capacity)
+            .time_to_live(config.cache_ttl)
+            .build();
+        let freshness = Arc::new(Freshness {
+            epoch: AtomicU64::new(0),
+            // Four times the accounts cached, so a change record outlives every account it
+            // could make stale (both expire with the same time-to-live).
+            changed: moka::sync::Cache::builder()
+                .max_capacity(config.cache_capacity.saturating_mul(4).max(4096))
+                .time_to_live(config.cache_ttl)
+                .build(),
+        });
+        let subscription = {
+            let freshness = Arc::clone(&freshness);
+            let users = users.clone();
+            config
+                .store
+                .changes()
+                .subscribe(move |event| freshness.observe(event, &users))
+        };
+        Self {
+            config,
+            users,
+            freshness,
+            _subscription: subscription,
+        }
+    }
+
+    fn issuer(&self, issuer: &str) -> Option<&IssuerProvisioning> {
+        self.config
+            .issuers
+            .iter()
+            .find(|(name, _)| &**name == issuer)
+            .map(|(_, rules)| rules)
+    }
+
+    /// The account behind a verified token, created if this is its first sign-in.
+    pub(crate) async fn provision(&self, token: &VerifiedToken) -> Result<ProvisionedUser, Error> {
+        let admitted = match token.admitted.get() {
+            Some(admitted) => Arc::clone(admitted),
+            None => match self.admit(&token.claims).await {
+                Ok(admitted) => Arc::clone(token.admitted.get_or_init(|| admitted)),
+                Err(reason) => return Err(self.deny(token, None, reason).await),
+            },
+        };
+        let account = self
+            .account(&admitted, &token.claims)
+            .await
+            .map_err(Error::from);
+        let account = match account {
+            Ok(account) => account,
+            Err(Error::Denied(reason)) => return Err(self.deny(token, None, reason).await),
+            Err(error) => return Err(error),
+        };
+        match account.user.status {
+            UserStatus::Active => {
+                self.note_login(&account, &admitted);
+                Ok(ProvisionedUser::new(account, token.claims.clone()))
+            }
+            UserStatus::PendingApproval => Err(self
+                .deny(token, Some(&account), DenyReason::PendingApproval)
+                .await),
+            UserStatus::Deactivated => Err(self
+                .deny(token, Some(&account), DenyReason::Deactivated)
+                .await),
+        }
+    }
+
+    /// Emits an event that comes with no write, through the store.
+    pub(crate) async fn record_audit(&self, event: AuditEvent) {
+        self.config.store.record_audit(event).await;
+    }
+
+    /// Audits a refusal, once per token however often the token is retried.
+    async fn deny(
+        &self,
+        token: &VerifiedToken,
+        account: Option<&Account>,
+        reason: DenyReason,
+    ) -> Error {
+        if !token.denial_audited.swap(true, Ordering::AcqRel) {
+            let claims = &token.claims;
+            let mut event = AuditEvent::new(AuditKind::Denied, Actor::Login)
+                .identity(&IdentityKey::new(claims.issuer(), claims.subject()))
+                .reason(reason.code());
+            if let Some(account) = account {
+                event = event.user(account.user.id);
+            }
+            self.config.store.record_audit(event).await;
+        }
+        Error::Denied(reason)
+    }
+
+    /// Maps and admits a token's claims. Writes nothing.
+    async fn admit(&self, claims: &VerifiedClaims) -> Result<Arc<Admitted>, DenyReason> {
+        let profile = self.config.mapping.map(claims);
+        if let Some(rules) = self.issuer(claims.issuer()) {
+            rules.admission.check(claims, &profile.groups)?;
+        }
+        if self.config.mapping.is_strict() && profile.roles.is_empty() {
+            return Err(DenyReason::NoMatchingRole);
+        }
+        if let Some(predicate) = &self.config.predicate {
+            predicate.check(claims.clone()).await?;
+        }
+        let fingerprint = mapping::fingerprint(&profile);
+        Ok(Arc::new(Admitted {
+            key: IdentityKey::new(claims.issuer(), claims.subject()),
+            profile,
+            fingerprint,
+        }))
+    }
+
+    /// The cached account if it is current and its claims are the token's; else a resolution.
+    async fn account(
+        &self,
+        admitted: &Arc<Admitted>,
+        claims: &VerifiedClaims,
+    ) -> Result<Arc<Account>, Failure> {
+        if let Some(account) = self.users.get(&admitted.key).await {
+            let current = self.freshness.is_current(&account);
+            let synced = match account.user.status {
+                UserStatus::Active => {
+                    account.identity.claims_fingerprint.as_deref() == Some(&admitted.fingerprint)
+                }
+                UserStatus::Deactivated => !self.config.reactivate_on_login,
+                UserStatus::PendingApproval => true,
+            };
+            if current && synced {
+                return Ok(account);
+            }
+            self.users.invalidate(&admitted.key).await;
+        }
+        let resolve = self.resolve(Arc::clone(admitted), claims.clone());
+        self.users
+            .try_get_with(admitted.key.clone(), resolve)
+            .await
+            .map_err(|shared| (*shared).clone())
+    }
+
+    /// One resolution against the store; see the module docs.
+    async fn resolve(
+        &self,
+        admitted: Arc<Admitted>,
+        claims: VerifiedClaims,
+    ) -> Result<Arc<Account>, Failure> {
+        // Read the epoch before the store: a change landing after this read marks what we read
+        // as possibly stale.
+        let read_epoch = self.freshness.epoch.load(Ordering::Acquire);
+        let store = &self.config.store;
+        let (user, identity) = match store.find_by_identity(&admitted.key).await? {
+            Some(found) => found,
+            None => {
+                let resolved = self.first_login(&admitted, &claims).await?;
+                (resolved.user, resolved.identity)
+            }
+        };
+        let (user, identity) = self.bring_current(user, identity, &admitted).await?;
+        Ok(Arc::new(Account {
+            user,
+            identity,
+            read_epoch,
+            login_noted: AtomicI64::new(Utc::now().timestamp()),
+        }))
+    }
+
+    /// Links the identity to an existing account if configured and possible, else creates one.
+    async fn first_login(
+        &self,
+        admitted: &Admitted,
+        claims: &VerifiedClaims,
+    ) -> Result<Resolved, Failure> {
+        let store = &self.config.store;
+        if let Some((target, how)) = self.link_target(admitted, claims).await? {
+            let audit = AuditEvent::new(AuditKind::Linked, Actor::Login).reason(how);
+            // No fingerprint: the linked account was not built from these claims, so the sync
+            // that follows compares it with them.
+            return Ok(store
+                .link_identity(target, &admitted.key, None, audit)
+                .await?);
+        }
+        let fingerprint = Some(admitted.fingerprint.as_str());
+        let status = if self.needs_approval(claims, &admitted.profile) {
+            UserStatus::PendingApproval
+        } else {
+            UserStatus::Active
+        };
+        let new_user = self.config.mapping.new_user(&admitted.profile, status);
+        let audit = AuditEvent::new(AuditKind::Provisioned, Actor::Login);
+        Ok(store
+            .create_user(new_user, &admitted.key, fingerprint, audit)
+            .await?)
+    }
+
+    fn needs_approval(&self, claims: &VerifiedClaims, profile: &MappedProfile) -> bool {
+        let by_issuer = self
+            .issuer(claims.issuer())
+            .is_some_and(|rules| rules.require_approval);
+        let by_domain = !self.config.approval_domains.is_empty()
+            && profile
+                .email
+                .as_deref()
+                .and_then(EmailAddress::parse)
+                .is_some_and(|address| {
+                    domain_matches(&self.config.approval_domains, &address.domain)
+                });
+        by_issuer || by_domain
+    }
+
+    /// The account a first sign-in links to, and how it was found.
+    async fn link_target(
+        &self,
+        admitted: &Admitted,
+        claims: &VerifiedClaims,
+    ) -> Result<Option<(Uuid, &'static str)>, Failure> {
+        let store = &self.config.store;
+        let linking = &self.config.linking;
+        if let Some(claim) = &linking.by_claim
+            && let Some(value) = claims.claim(claim).and_then(|v| v.as_str())
+            && let Some(user) = store.find_by_external_id(value).await?
+            && self.free_for(&user, &admitted.key).await?
+        {
+            return Ok(Some((user.id, "external_id")));
+        }
+        if linking.by_verified_email && admitted.profile.email_verified {
+            let trusted = self.issuer(claims.issuer()).is_some_and(|rules| {
+                admitted
+                    .profile
+                    .email
+                    .as_deref()
+                    .and_then(EmailAddress::parse)
+                    .is_some_and(|address| rules.email_trust.covers(&address.domain))
+            });
+            if trusted {
+                let email = admitted.profile.email.as_deref().unwrap_or_default();
+                // Exactly one verified candidate, or none: an ambiguous address links nobody.
+                let candidates = store.find_by_verified_email(email, 2).await?;
+                if let [user] = candidates.as_slice()
+                    && self.free_for(user, &admitted.key).await?
+                {
+                    return Ok(Some((user.id, "verified_email")));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether `user` has no identity at `key`'s issuer yet: a person has one subject per
+    /// issuer, so another subject there is another person.
+    async fn free_for(&self, user: &User, key: &IdentityKey) -> Result<bool, Failure> {
+        let identities = self.config.store.identities(user.id).await?;
+        Ok(!identities.iter().any(|i| i.key.issuer() == key.issuer()))
+    }
+
+    /// Reactivates if configured, and syncs an active account with the token's claims.
+    async fn bring_current(
+        &self,
+        mut user: User,
+        mut identity: Identity,
+        admitted: &Admitted,
+    ) -> Result<(User, Identity), Failure> {
+        let store = &self.config.store;
+        if user.status == UserStatus::Deactivated && self.config.reactivate_on_login {
+            let audit = AuditEvent::new(AuditKind::Reactivated, Actor::Login)
+                .identity(&admitted.key)
+                .fields(["status"]);
+            user = store
+                .update_user(
+                    user.id,
+                    Some(user.version),
+                    crate::user::UserUpdate::status(UserStatus::Active),
+                    Some(audit),
+                )
+                .await?;
+        }
+        if user.status != UserStatus::Active
+            || identity.claims_fingerprint.as_deref() == Some(&admitted.fingerprint)
+        {
+            return Ok((user, identity));
+        }
+        for _ in 0..CONFLICT_RETRIES {
+            let (update, fields) = self.config.mapping.changes(&user, &admitted.profile);
+            if update.is_empty() {
+                break;
+            }
+            let audit = AuditEvent::new(AuditKind::Updated, Actor::Login)
+                .identity(&admitted.key)
+                .fields(fields);
+            match store
+                .update_user(user.id, Some(user.version), update, Some(audit))
+                .await
+            {
+                Ok(updated) => {
+                    user = updated;
+                    break;
+                }
+                Err(StoreError::Conflict) => {
+                    // Someone else changed the user meanwhile: sync against what they wrote.
+                    user = store
+                        .find_by_identity(&admitted.key)
+                        .await?
+                        .map(|(user, _)| user)
+                        .ok_or(Failure::Broken)?;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        let now = Utc::now();
+        store
+            .record_login(&admitted.key, now, Some(&admitted.fingerprint))
+            .await?;
+        identity.claims_fingerprint = Some(admitted.fingerprint.clone());
+        identity.last_login_at = Some(now);
+        user.last_login_at = Some(now);
+        Ok((user, identity))
+    }
+
+    /// Records a sign-in of a cached account in the background, at most once per interval.
+    fn note_login(&self, account: &Arc<Account>, admitted: &Arc<Admitted>) {
+        let now = Utc::now().timestamp();
+        let interval = i64::try_from(self.config.login_interval.as_secs()).unwrap_or(i64::MAX);
+        let last = account.login_noted.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < interval
+            || account
+                .login_noted
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let store = Arc::clone(&self.config.store);
+        let admitted = Arc::clone(admitted);
+        tokio::spawn(async move {
+            let at = Utc::now();
+            if let Err(error) = store.record_login(&admitted.key, at, None).await {
+                tracing::debug!(
+                    target: "tower_jit_provisioning::store",
+                    error = %ErrorChain(&error),
+                    "last login not recorded"
+                );
+            }
+        });
+    }
+}
+
+impl std::fmt::Debug for Provisioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioner")
+            .field("store", self.config.store.debug())
+            .field("mapping", &self.config.mapping)
+            .field("cached_users", &self.users.entry_count())
+            .finish_non_exhaustive()
+    }
+}

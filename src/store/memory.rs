@@ -1,0 +1,336 @@
+//! [`MemoryStore`]: users in a process's memory, for tests and demos.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore};
+use crate::audit::{Audit, AuditEvent};
+use crate::user::{Identity, IdentityKey, NewUser, User, UserUpdate};
+
+/// How many audit events a [`MemoryStore`] keeps.
+const KEPT_EVENTS: usize = 10_000;
+
+/// A [`UserStore`] in memory. Clones share the same users. Everything is lost when the last
+/// clone is dropped.
+///
+/// It keeps the last 10 000 audit events it emitted, for tests to read with
+/// [`audit_events`](Self::audit_events).
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: Mutex<State>,
+    feed: ChangeFeed,
+    audit: Audit,
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<Uuid, User>,
+    identities: HashMap<IdentityKey, Identity>,
+    tombstones: HashSet<IdentityKey>,
+    events: Vec<AuditEvent>,
+}
+
+impl State {
+    /// The identity's current owner (the insert-or-get "get"), or an error if it was deleted;
+    /// `None` when the identity is free to be written.
+    fn taken(&self, key: &IdentityKey) -> Result<Option<Resolved>, StoreError> {
+        if let Some(identity) = self.identities.get(key) {
+            return Ok(Some(Resolved {
+                user: self.users[&identity.user_id].clone(),
+                identity: identity.clone(),
+                written: false,
+            }));
+        }
+        if self.tombstones.contains(key) {
+            return Err(StoreError::IdentityDeleted);
+        }
+        Ok(None)
+    }
+}
+
+impl MemoryStore {
+    /// An empty store whose audit events go to `tracing` only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store whose audit events also go to `audit`'s sinks.
+    pub fn with_audit(audit: Audit) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                audit,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The audit events emitted so far (the last 10 000).
+    pub fn audit_events(&self) -> Vec<AuditEvent> {
+        self.state().events.clone()
+    }
+
+    /// Every user, in creation order.
+    pub fn users(&self) -> Vec<User> {
+        let mut users: Vec<User> = self.state().users.values().cloned().collect();
+        users.sort_by_key(|u| u.id);
+        users
+    }
+
+    /// How many identities exist.
+    pub fn identity_count(&self) -> usize {
+        self.state().identities.len()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn emit(&self, state: &mut State, event: AuditEvent) {
+        self.inner.audit.emit(&event);
+        if state.events.len() == KEPT_EVENTS {
+            state.events.remove(0);
+        }
+        state.events.push(event);
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("MemoryStore")
+            .field("users", &state.users.len())
+            .field("identities", &state.identities.len())
+            .finish()
+    }
+}
+
+impl UserStore for MemoryStore {
+    async fn find_by_identity(
+        &self,
+        key: &IdentityKey,
+    ) -> Result<Option<(User, Identity)>, StoreError> {
+        let state = self.state();
+        Ok(state.identities.get(key).and_then(|identity| {
+            let user = state.users.get(&identity.user_id)?;
+            Some((user.clone(), identity.clone()))
+        }))
+    }
+
+    async fn create_user(
+        &self,
+        user: NewUser,
+        key: &IdentityKey,
+        fingerprint: Option<&str>,
+        audit: AuditEvent,
+    ) -> Result<Resolved, StoreError> {
+        let now = Utc::now();
+        let mut state = self.state();
+        if let Some(existing) = state.taken(key)? {
+            return Ok(existing);
+        }
+        if let Some(external_id) = &user.external_id
+            && state
+                .users
+                .values()
+                .any(|u| u.external_id.as_ref() == Some(external_id))
+        {
+            return Err(StoreError::Duplicate("external_id"));
+        }
+        let mut user = User::from_new(user, now);
+        user.last_login_at = Some(now);
+        let identity = Identity {
+            key: key.clone(),
+            user_id: user.id,
+            created_at: now,
+            last_login_at: Some(now),
+            claims_fingerprint: fingerprint.map(str::to_owned),
+        };
+        state.users.insert(user.id, user.clone());
+        state.identities.insert(key.clone(), identity.clone());
+        self.emit(&mut state, audit.identity(key).user(user.id));
+        drop(state);
+        self.inner.feed.publish(StoreEvent::Changed {
+            user_id: user.id,
+            version: user.version,
+        });
+        Ok(Resolved {
+            user,
+            identity,
+            written: true,
+        })
+    }
+
+    async fn link_identity(
+        &self,
+        user_id: Uuid,
+        key: &IdentityKey,
+        fingerprint: Option<&str>,
+        audit: AuditEvent,
+    ) -> Result<Resolved, StoreError> {
+        let now = Utc::now();
+        let mut state = self.state();
+        if let Some(existing) = state.taken(key)? {
+            return Ok(existing);
+        }
+        let user = state.users.get_mut(&user_id).ok_or(StoreError::NotFound)?;
+        user.last_login_at = Some(now);
+        let user = user.clone();
+        let identity = Identity {
+            key: key.clone(),
+            user_id,
+            created_at: now,
+            last_login_at: Some(now),
+            claims_fingerprint: fingerprint.map(str::to_owned),
+        };
+        state.identities.insert(key.clone(), identity.clone());
+        self.emit(&mut state, audit.identity(key).user(user_id));
+        Ok(Resolved {
+            user,
+            identity,
+            written: true,
+        })
+    }
+
+    async fn find_by_external_id(&self, external_id: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .state()
+            .users
+            .values()
+            .find(|u| u.external_id.as_deref() == Some(external_id))
+            .cloned())
+    }
+
+    async fn find_by_verified_email(
+        &self,
+        email: &str,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        let mut users: Vec<User> = self
+            .state()
+            .users
+            .values()
+            .filter(|u| {
+                u.email_verified
+                    && u.email
+                        .as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            })
+            .cloned()
+            .collect();
+        users.sort_by_key(|u| u.id);
+        users.truncate(limit);
+        Ok(users)
+    }
+
+    async fn identities(&self, user_id: Uuid) -> Result<Vec<Identity>, StoreError> {
+        let mut identities: Vec<Identity> = self
+            .state()
+            .identities
+            .values()
+            .filter(|i| i.user_id == user_id)
+            .cloned()
+            .collect();
+        identities.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(identities)
+    }
+
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        Ok(self.state().users.get(&id).cloned())
+    }
+
+    async fn update_user(
+        &self,
+        user_id: Uuid,
+        expected_version: Option<i64>,
+        update: UserUpdate,
+        audit: Option<AuditEvent>,
+    ) -> Result<User, StoreError> {
+        let mut state = self.state();
+        if let Some(Some(external_id)) = &update.external_id
+            && state
+                .users
+                .values()
+                .any(|u| u.id != user_id && u.external_id.as_ref() == Some(external_id))
+        {
+            return Err(StoreError::Duplicate("external_id"));
+        }
+        let user = state.users.get_mut(&user_id).ok_or(StoreError::NotFound)?;
+        if expected_version.is_some_and(|v| v != user.version) {
+            return Err(StoreError::Conflict);
+        }
+        user.apply(update, Utc::now());
+        let user = user.clone();
+        if let Some(audit) = audit {
+            self.emit(&mut state, audit.user(user_id));
+        }
+        drop(state);
+        self.inner.feed.publish(StoreEvent::Changed {
+            user_id,
+            version: user.version,
+        });
+        Ok(user)
+    }
+
+    async fn record_login(
+        &self,
+        key: &IdentityKey,
+        at: DateTime<Utc>,
+        fingerprint: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let Some(identity) = state.identities.get_mut(key) else {
+            return Err(StoreError::NotFound);
+        };
+        identity.last_login_at = Some(at);
+        if let Some(fingerprint) = fingerprint {
+            identity.claims_fingerprint = Some(fingerprint.to_owned());
+        }
+        let user_id = identity.user_id;
+        if let Some(user) = state.users.get_mut(&user_id) {
+            user.last_login_at = Some(at);
+        }
+        Ok(())
+    }
+
+    async fn delete_user(&self, user_id: Uuid, audit: AuditEvent) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if state.users.remove(&user_id).is_none() {
+            return Ok(false);
+        }
+        let keys: Vec<IdentityKey> = state
+            .identities
+            .values()
+            .filter(|i| i.user_id == user_id)
+            .map(|i| i.key.clone())
+            .collect();
+        for key in keys {
+            state.identities.remove(&key);
+            state.tombstones.insert(key);
+        }
+        self.emit(&mut state, audit.user(user_id));
+        drop(state);
+        self.inner.feed.publish(StoreEvent::Deleted { user_id });
+        Ok(true)
+    }
+
+    async fn record_audit(&self, event: AuditEvent) {
+        let mut state = self.state();
+        self.emit(&mut state, event);
+    }
+
+    fn changes(&self) -> &ChangeFeed {
+        &self.inner.feed
+    }
+}

@@ -1,0 +1,530 @@
+//! Where accounts live: the [`UserStore`] trait and its implementations.
+//!
+//! - [`MemoryStore`]: in process, for tests and demos.
+//! - `SqliteStore` (feature `sqlite`, on by default): the embedded default.
+//!
+//! # Concurrency
+//!
+//! Every write is atomic. [`UserStore::create_user`] is an insert-or-get on the unique
+//! `(issuer, subject)` identity: however many requests, tasks or processes create a user for one
+//! identity at once, one user and one identity exist afterwards and exactly one call reports
+//! that it created them. [`UserStore::update_user`] takes the version the caller read; a write
+//! based on a stale read fails with [`StoreError::Conflict`] instead of overwriting a concurrent
+//! change, and the caller reads again.
+//!
+//! # Change events
+//!
+//! Every write publishes a [`StoreEvent`] on the store's [`ChangeFeed`]; layers subscribe and
+//! drop the changed user from their caches, so a deactivation through the store API takes effect
+//! on the very next request.
+//!
+//! # Audit
+//!
+//! Writes carry the [`AuditEvent`] that describes them; the store emits it once the write has
+//! committed (persisting it in the same transaction where it can). See [`crate::audit`].
+
+mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use self::memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use self::sqlite::SqliteStore;
+
+use crate::audit::{Actor, AuditEvent, AuditKind};
+use crate::user::{
+    Identity, IdentityKey, NewUser, RoleGrant, RoleSource, User, UserStatus, UserUpdate,
+};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached or is overloaded (connection refused, pool exhausted,
+    /// timeout, database locked). Requests that need it get 503 with `Retry-After`.
+    #[error("store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The record changed since it was read; read it again and retry.
+    #[error("conflicting concurrent change")]
+    Conflict,
+    /// No such user.
+    #[error("no such user")]
+    NotFound,
+    /// The identity belonged to a deleted user: it is never provisioned again.
+    #[error("identity belongs to a deleted user")]
+    IdentityDeleted,
+    /// A value that must be unique is taken (`external_id`, `user_name`).
+    #[error("`{0}` is already taken")]
+    Duplicate(&'static str),
+    /// Anything else the backend reported (a schema that was not migrated, a corrupt row).
+    #[error("store error")]
+    Backend(#[source] BoxError),
+}
+
+/// A change to a user, as published on a store's [`ChangeFeed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreEvent {
+    /// The user changed and is now at `version`.
+    Changed {
+        /// The user.
+        user_id: Uuid,
+        /// The version after the change.
+        version: i64,
+    },
+    /// The user was deleted.
+    Deleted {
+        /// The user.
+        user_id: Uuid,
+    },
+    /// Changes may have been missed (a listener reconnected after losing its connection): drop
+    /// everything cached.
+    Reset,
+}
+
+type Listener = dyn Fn(&StoreEvent) + Send + Sync;
+
+/// Delivers a store's [`StoreEvent`]s to every subscriber in the process.
+///
+/// Delivery is synchronous: when a write returns, every subscriber has already seen its event,
+/// so a layer sharing the store refuses a deactivated user on the very next request. Subscriber
+/// callbacks must be quick and must not write to the store.
+#[derive(Clone, Default)]
+pub struct ChangeFeed {
+    listeners: Arc<Mutex<Vec<Weak<Listener>>>>,
+}
+
+impl ChangeFeed {
+    /// A feed with no subscribers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Delivers `event` to every live subscriber.
+    pub fn publish(&self, event: StoreEvent) {
+        let live: Vec<Arc<Listener>> = {
+            let mut listeners = self
+                .listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            listeners.retain(|l| l.strong_count() > 0);
+            listeners.iter().filter_map(Weak::upgrade).collect()
+        };
+        for listener in live {
+            listener(&event);
+        }
+    }
+
+    /// Calls `listener` with every event from now on, until the returned [`Subscription`] is
+    /// dropped.
+    pub fn subscribe(
+        &self,
+        listener: impl Fn(&StoreEvent) + Send + Sync + 'static,
+    ) -> Subscription {
+        let listener: Arc<Listener> = Arc::new(listener);
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(&listener));
+        Subscription(listener)
+    }
+}
+
+impl fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|l| l.strong_count() > 0)
+            .count();
+        f.debug_struct("ChangeFeed")
+            .field("subscribers", &count)
+            .finish()
+    }
+}
+
+/// Keeps a [`ChangeFeed`] subscription alive; dropping it unsubscribes.
+#[must_use = "dropping the subscription unsubscribes"]
+pub struct Subscription(#[allow(dead_code)] Arc<Listener>);
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Subscription")
+    }
+}
+
+/// The result of [`UserStore::create_user`] and [`UserStore::link_identity`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    /// The user the identity belongs to now.
+    pub user: User,
+    /// The identity.
+    pub identity: Identity,
+    /// Whether this call wrote it (false: another call had, first).
+    pub written: bool,
+}
+
+/// Storage for users and identities. See the [module docs](self) for the guarantees every
+/// implementation gives.
+pub trait UserStore: fmt::Debug + Send + Sync + 'static {
+    /// The user `key` signs in to, with the identity.
+    fn find_by_identity(
+        &self,
+        key: &IdentityKey,
+    ) -> impl Future<Output = Result<Option<(User, Identity)>, StoreError>> + Send;
+
+    /// Creates `user` for a sign-in with the identity `key`, or returns the user `key` already
+    /// belongs to. The sign-in is recorded as the user's and the identity's last login, with
+    /// `fingerprint` as the identity's claims fingerprint.
+    ///
+    /// Atomic, and an insert-or-get on the identity: concurrent calls for one `key` end with one
+    /// user, and exactly one of them returns `written: true` (and emits `audit`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::IdentityDeleted`] when `key` belonged to a deleted user;
+    /// [`StoreError::Duplicate`] when `external_id` is taken.
+    fn create_user(
+        &self,
+        user: NewUser,
+        key: &IdentityKey,
+        fingerprint: Option<&str>,
+        audit: AuditEvent,
+    ) -> impl Future<Output = Result<Resolved, StoreError>> + Send;
+
+    /// Links the identity `key` to the existing user `user_id` for a sign-in, or returns the
+    /// user `key` already belongs to (`written: false`). Atomic like
+    /// [`create_user`](Self::create_user), and records the sign-in the same way.
+    fn link_identity(
+        &self,
+        user_id: Uuid,
+        key: &IdentityKey,
+        fingerprint: Option<&str>,
+        audit: AuditEvent,
+    ) -> impl Future<Output = Result<Resolved, StoreError>> + Send;
+
+    /// The user whose `external_id` is exactly `external_id`.
+    fn find_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+
+    /// Users whose e-mail address is `email` (compared case-insensitively) *and verified*; at
+    /// most `limit` of them.
+    fn find_by_verified_email(
+        &self,
+        email: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
+
+    /// The identities that sign in to `user_id`.
+    fn identities(
+        &self,
+        user_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<Identity>, StoreError>> + Send;
+
+    /// The user `id`.
+    fn get_user(&self, id: Uuid) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+
+    /// Applies `update` to `user_id` if it is at `expected_version` (at any version for `None`),
+    /// emits `audit`, and returns the user as written.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when the version moved; [`StoreError::NotFound`].
+    fn update_user(
+        &self,
+        user_id: Uuid,
+        expected_version: Option<i64>,
+        update: UserUpdate,
+        audit: Option<AuditEvent>,
+    ) -> impl Future<Output = Result<User, StoreError>> + Send;
+
+    /// Records a sign-in of `key` at `at`, and the fingerprint of the claims it mapped. Does not
+    /// change the user's version.
+    fn record_login(
+        &self,
+        key: &IdentityKey,
+        at: DateTime<Utc>,
+        fingerprint: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes the user. Its identities are kept as tombstones so that they are never
+    /// provisioned again. Returns whether the user existed.
+    fn delete_user(
+        &self,
+        user_id: Uuid,
+        audit: AuditEvent,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Emits (and, where the store persists audit events, persists) an event that comes with no
+    /// write, such as a refusal.
+    fn record_audit(&self, event: AuditEvent) -> impl Future<Output = ()> + Send;
+
+    /// The store's change feed.
+    fn changes(&self) -> &ChangeFeed;
+
+    /// Approves an account held for approval.
+    fn approve(&self, user_id: Uuid) -> impl Future<Output = Result<User, StoreError>> + Send {
+        self.set_status(
+            user_id,
+            UserStatus::Active,
+            AuditKind::Approved,
+            Actor::Application,
+        )
+    }
+
+    /// Deactivates an account: its next request is refused, and no login re-activates it
+    /// unless reactivate-on-login is configured.
+    fn deactivate(&self, user_id: Uuid) -> impl Future<Output = Result<User, StoreError>> + Send {
+        self.set_status(
+            user_id,
+            UserStatus::Deactivated,
+            AuditKind::Deactivated,
+            Actor::Application,
+        )
+    }
+
+    /// Reactivates a deactivated account.
+    fn reactivate(&self, user_id: Uuid) -> impl Future<Output = Result<User, StoreError>> + Send {
+        self.set_status(
+            user_id,
+            UserStatus::Active,
+            AuditKind::Reactivated,
+            Actor::Application,
+        )
+    }
+
+    /// Sets the status and emits an event of `kind` by `actor`.
+    fn set_status(
+        &self,
+        user_id: Uuid,
+        status: UserStatus,
+        kind: AuditKind,
+        actor: Actor,
+    ) -> impl Future<Output = Result<User, StoreError>> + Send {
+        async move {
+            let audit = AuditEvent::new(kind, actor)
+                .user(user_id)
+                .fields(["status"]);
+            self.update_user(user_id, None, UserUpdate::status(status), Some(audit))
+                .await
+        }
+    }
+
+    /// Grants `role` by hand ([`RoleSource::Manual`]). A login's sync never revokes it.
+    fn grant_role(
+        &self,
+        user_id: Uuid,
+        role: &str,
+    ) -> impl Future<Output = Result<User, StoreError>> + Send {
+        let grant = RoleGrant::new(role, RoleSource::Manual);
+        self.change_roles(user_id, move |roles| {
+            if !roles.contains(&grant) {
+                roles.push(grant.clone());
+            }
+        })
+    }
+
+    /// Revokes the hand-granted `role`; grants of the same role by other sources stay.
+    fn revoke_role(
+        &self,
+        user_id: Uuid,
+        role: &str,
+    ) -> impl Future<Output = Result<User, StoreError>> + Send {
+        let grant = RoleGrant::new(role, RoleSource::Manual);
+        self.change_roles(user_id, move |roles| roles.retain(|g| *g != grant))
+    }
+
+    /// Reads the user's grants, changes them with `change`, and writes them back if they
+    /// changed, retrying when a concurrent change intervened.
+    fn change_roles<F>(
+        &self,
+        user_id: Uuid,
+        change: F,
+    ) -> impl Future<Output = Result<User, StoreError>> + Send
+    where
+        F: Fn(&mut Vec<RoleGrant>) + Send + Sync,
+    {
+        async move {
+            loop {
+                let user = self.get_user(user_id).await?.ok_or(StoreError::NotFound)?;
+                let mut roles = user.roles.clone();
+                change(&mut roles);
+                let roles = crate::user::normalize_roles(roles);
+                if roles == user.roles {
+                    return Ok(user);
+                }
+                let update = UserUpdate {
+                    roles: Some(roles),
+                    ..UserUpdate::default()
+                };
+                let audit = AuditEvent::new(AuditKind::Updated, Actor::Application)
+                    .user(user_id)
+                    .fields(["roles"]);
+                match self
+                    .update_user(user_id, Some(user.version), update, Some(audit))
+                    .await
+                {
+                    Err(StoreError::Conflict) => continue,
+                    other => return other,
+                }
+            }
+        }
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The operations the layer needs, object-safe, so the layer has no store type parameter.
+pub(crate) trait DynStore: Send + Sync + 'static {
+    fn find_by_identity<'a>(
+        &'a self,
+        key: &'a IdentityKey,
+    ) -> BoxFuture<'a, Result<Option<(User, Identity)>, StoreError>>;
+    fn create_user<'a>(
+        &'a self,
+        user: NewUser,
+        key: &'a IdentityKey,
+        fingerprint: Option<&'a str>,
+        audit: AuditEvent,
+    ) -> BoxFuture<'a, Result<Resolved, StoreError>>;
+    fn link_identity<'a>(
+        &'a self,
+        user_id: Uuid,
+        key: &'a IdentityKey,
+        fingerprint: Option<&'a str>,
+        audit: AuditEvent,
+    ) -> BoxFuture<'a, Result<Resolved, StoreError>>;
+    fn find_by_external_id<'a>(
+        &'a self,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
+    fn find_by_verified_email<'a>(
+        &'a self,
+        email: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<User>, StoreError>>;
+    fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>>;
+    fn update_user(
+        &self,
+        user_id: Uuid,
+        expected_version: Option<i64>,
+        update: UserUpdate,
+        audit: Option<AuditEvent>,
+    ) -> BoxFuture<'_, Result<User, StoreError>>;
+    fn record_login<'a>(
+        &'a self,
+        key: &'a IdentityKey,
+        at: DateTime<Utc>,
+        fingerprint: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn record_audit(&self, event: AuditEvent) -> BoxFuture<'_, ()>;
+    fn changes(&self) -> &ChangeFeed;
+    fn debug(&self) -> &dyn fmt::Debug;
+}
+
+impl<S: UserStore> DynStore for S {
+    fn find_by_identity<'a>(
+        &'a self,
+        key: &'a IdentityKey,
+    ) -> BoxFuture<'a, Result<Option<(User, Identity)>, StoreError>> {
+        Box::pin(UserStore::find_by_identity(self, key))
+    }
+
+    fn create_user<'a>(
+        &'a self,
+        user: NewUser,
+        key: &'a IdentityKey,
+        fingerprint: Option<&'a str>,
+        audit: AuditEvent,
+    ) -> BoxFuture<'a, Result<Resolved, StoreError>> {
+        Box::pin(UserStore::create_user(self, user, key, fingerprint, audit))
+    }
+
+    fn link_identity<'a>(
+        &'a self,
+        user_id: Uuid,
+        key: &'a IdentityKey,
+        fingerprint: Option<&'a str>,
+        audit: AuditEvent,
+    ) -> BoxFuture<'a, Result<Resolved, StoreError>> {
+        Box::pin(UserStore::link_identity(
+            self,
+            user_id,
+            key,
+            fingerprint,
+            audit,
+        ))
+    }
+
+    fn find_by_external_id<'a>(
+        &'a self,
+        external_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<User>, StoreError>> {
+        Box::pin(UserStore::find_by_external_id(self, external_id))
+    }
+
+    fn find_by_verified_email<'a>(
+        &'a self,
+        email: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<User>, StoreError>> {
+        Box::pin(UserStore::find_by_verified_email(self, email, limit))
+    }
+
+    fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>> {
+        Box::pin(UserStore::identities(self, user_id))
+    }
+
+    fn update_user(
+        &self,
+        user_id: Uuid,
+        expected_version: Option<i64>,
+        update: UserUpdate,
+        audit: Option<AuditEvent>,
+    ) -> BoxFuture<'_, Result<User, StoreError>> {
+        Box::pin(UserStore::update_user(
+            self,
+            user_id,
+            expected_version,
+            update,
+            audit,
+        ))
+    }
+
+    fn record_login<'a>(
+        &'a self,
+        key: &'a IdentityKey,
+        at: DateTime<Utc>,
+        fingerprint: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(UserStore::record_login(self, key, at, fingerprint))
+    }
+
+    fn record_audit(&self, event: AuditEvent) -> BoxFuture<'_, ()> {
+        Box::pin(UserStore::record_audit(self, event))
+    }
+
+    fn changes(&self) -> &ChangeFeed {
+        UserStore::changes(self)
+    }
+
+    fn debug(&self) -> &dyn fmt::Debug {
+        self
+    }
+}

@@ -1,0 +1,228 @@
+//! The reference server (`examples/server.rs`) run as a process and driven over HTTP, as it is
+//! run and checked from outside.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::get_with;
+use serde_json::json;
+use tower_jit_provisioning::testing::TestIssuer;
+
+/// `target/<profile>/examples/server`, built by `cargo test` with every example.
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let binary = profile_dir.join("examples").join("server");
+    assert!(binary.exists(), "{} not built", binary.display());
+    binary
+}
+
+struct Running {
+    child: Child,
+    base: String,
+    stdout: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the server with `env`, on a free port, and waits for its "listening" line.
+fn start(env: &[(&str, &str)], db: &tempfile::TempDir) -> Running {
+    let url = format!("sqlite://{}", db.path().join("jit.db").display());
+    let mut command = Command::new(server_binary());
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("JIT_LISTEN", "127.0.0.1:0")
+        .env("JIT_DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = Vec::new();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        stdout.push(line.clone());
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.trim().to_owned();
+        }
+    };
+    // Read what follows the listening line (the development token), without blocking forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+        stdout.push(line);
+    }
+    Running {
+        child,
+        base,
+        stdout,
+    }
+}
+
+/// Runs the server expecting it to refuse to start; returns its stderr.
+fn refuses(env: &[(&str, &str)]) -> String {
+    let db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", db.path().join("jit.db").display());
+    let output = Command::new(server_binary())
+        .env_clear()
+        .env("JIT_LISTEN", "127.0.0.1:0")
+        .env("JIT_DATABASE_URL", url)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{env:?} started");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[tokio::test]
+async fn with_no_settings_a_newcomer_gets_an_account_on_the_first_request() {
+    let db = tempfile::tempdir().unwrap();
+    let server = start(&[], &db);
+    let client = reqwest::Client::new();
+
+    let health = get_with(&client, &format!("{}/healthz", server.base), None).await;
+    assert_eq!(health.status, 200);
+    let anonymous = get_with(&client, &format!("{}/me", server.base), None).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.challenge(), Some("Bearer"));
+
+    // The printed curl command carries a working token.
+    let curl = server
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("curl "))
+        .expect("a ready-to-paste curl command");
+    let token = curl
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap();
+    let me = get_with(&client, &format!("{}/me", server.base), Some(token)).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    let user = me.json();
+    for field in [
+        "id",
+        "email",
+        "email_verified",
+        "display_name",
+        "given_name",
+        "family_name",
+        "roles",
+        "groups",
+        "status",
+        "created_at",
+        "updated_at",
+        "last_login_at",
+    ] {
+        assert!(user.get(field).is_some(), "/me lacks `{field}`: {user}");
+    }
+    assert_eq!(user["email"], "dev@example.com");
+    assert_eq!(user["status"], "active");
+    assert!(db.path().join("jit.db").exists());
+}
+
+#[tokio::test]
+async fn configured_from_the_environment() {
+    let idp = TestIssuer::start().await;
+    let db = tempfile::tempdir().unwrap();
+    let server = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "orders-api,test-client"),
+            ("JIT_TOKEN_KINDS", "access"),
+            ("JIT_ALLOWED_DOMAINS", "example.com"),
+            ("JIT_DEFAULT_ROLES", "member"),
+            ("JIT_GROUP_ROLES", "admins=admin,ops=operator"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ],
+        &db,
+    );
+    assert!(
+        !server.stdout.iter().any(|l| l.starts_with("curl ")),
+        "no development issuer when JIT_ISSUERS is set"
+    );
+    let client = reqwest::Client::new();
+    let me = format!("{}/me", server.base);
+
+    let token = idp
+        .access_token()
+        .subject("env-user")
+        .email("env@example.com", true)
+        .groups(["admins"])
+        .sign();
+    let reply = get_with(&client, &me, Some(&token)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["roles"], json!(["admin", "member"]));
+
+    // ID tokens are not accepted: JIT_TOKEN_KINDS=access.
+    let id_token = idp
+        .id_token()
+        .subject("x")
+        .email("x@example.com", true)
+        .sign();
+    assert_eq!(get_with(&client, &me, Some(&id_token)).await.status, 401);
+
+    // Another domain: refused by JIT_ALLOWED_DOMAINS.
+    let outsider = idp
+        .access_token()
+        .subject("y")
+        .email("y@elsewhere.org", true)
+        .sign();
+    let reply = get_with(&client, &me, Some(&outsider)).await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.json()["code"], "domain_not_allowed");
+}
+
+#[tokio::test]
+async fn bad_settings_stop_the_server_with_one_line_naming_the_variable() {
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("JIT_TOKEN_KINDS", "id,refresh")], "JIT_TOKEN_KINDS"),
+        (&[("JIT_LISTEN", "not-an-address")], "JIT_LISTEN"),
+        (&[("JIT_GROUP_ROLES", "admins")], "JIT_GROUP_ROLES"),
+        (
+            &[("JIT_ISSUERS", "https://idp.example.com")],
+            "JIT_AUDIENCES",
+        ),
+        (
+            &[
+                ("JIT_ISSUERS", "http://127.0.0.1:9"),
+                ("JIT_AUDIENCES", "a"),
+            ],
+            "JIT_ISSUERS",
+        ),
+        (
+            &[("JIT_ALLOW_HTTP_ISSUERS", "yes")],
+            "JIT_ALLOW_HTTP_ISSUERS",
+        ),
+    ];
+    for (env, variable) in cases {
+        let stderr = refuses(env);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{env:?}: {stderr}");
+        assert!(lines[0].contains(variable), "{env:?}: {stderr}");
+    }
+    let stderr = refuses(&[("JIT_DATABASE_URL", "mysql://nope")]);
+    assert!(stderr.contains("JIT_DATABASE_URL"), "{stderr}");
+}
