@@ -13,7 +13,7 @@
 //! | `JIT_ALLOWED_DOMAINS` | comma-separated e-mail domains (`*.example.com` for sub-domains); empty: any | any |
 //! | `JIT_DEFAULT_ROLES` | comma-separated roles for every new account | none |
 //! | `JIT_GROUP_ROLES` | `group=role,group=role` | none |
-//! | `JIT_DATABASE_URL` | `sqlite://…` | `sqlite://jit.db` |
+//! | `JIT_DATABASE_URL` | `sqlite://…`, or `postgres://…` for several servers sharing one database | `sqlite://jit.db` |
 //! | `JIT_LISTEN` | address to listen on | `127.0.0.1:3000` |
 //! | `JIT_ALLOW_HTTP_ISSUERS` | `1`: plain-http issuers allowed, on loopback addresses only | off |
 //! | `JIT_LINK_BY_VERIFIED_EMAIL` | `1`: link first sign-ins to accounts with the same verified e-mail; issuers are trusted for `JIT_ALLOWED_DOMAINS` (or any domain when empty) | off |
@@ -29,8 +29,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower_jit_provisioning::testing::TestIssuer;
 use tower_jit_provisioning::{
-    AttributeMapping, ConfigError, Issuer, ProvisionedUser, ProvisioningLayer, SqliteStore,
-    TokenKind,
+    AttributeMapping, ConfigError, Issuer, PostgresStore, ProvisionedUser, ProvisioningLayer,
+    ProvisioningLayerBuilder, SqliteStore, StoreError, TokenKind,
 };
 
 /// A setting that cannot work, with the variable that holds it.
@@ -123,10 +123,13 @@ fn settings() -> Result<Settings, BadSetting> {
         .parse()
         .map_err(|e| bad("JIT_LISTEN", format!("not a socket address: {e}")))?;
     let database_url = var("JIT_DATABASE_URL").unwrap_or_else(|| "sqlite://jit.db".to_owned());
-    if !database_url.starts_with("sqlite:") {
+    if !["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| database_url.starts_with(scheme))
+    {
         return Err(bad(
             "JIT_DATABASE_URL",
-            format!("`{database_url}` is not a `sqlite:` URL"),
+            "not a `sqlite:` or `postgres://` URL",
         ));
     }
     Ok(Settings {
@@ -199,16 +202,25 @@ async fn me(user: ProvisionedUser) -> Json<Value> {
     }))
 }
 
+/// A layer builder with the store `url` names, migrated.
+async fn open_store(url: &str) -> Result<ProvisioningLayerBuilder, StoreError> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(url).await?;
+        store.migrate().await?;
+        Ok(ProvisioningLayer::builder().store(store))
+    } else {
+        let store = PostgresStore::connect(url).await?;
+        store.migrate().await?;
+        Ok(ProvisioningLayer::builder().store(store))
+    }
+}
+
 async fn run() -> Result<(), String> {
     let settings = settings().map_err(|e| format!("{}: {}", e.variable, e.message))?;
 
-    let store = SqliteStore::connect(&settings.database_url)
+    let builder = open_store(&settings.database_url)
         .await
         .map_err(|e| format!("JIT_DATABASE_URL: cannot open the database: {e}"))?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| format!("JIT_DATABASE_URL: cannot migrate the database: {e}"))?;
 
     // With no issuer configured, a development issuer on loopback stands in for one.
     let dev_issuer = if settings.issuers.is_empty() {
@@ -220,8 +232,7 @@ async fn run() -> Result<(), String> {
     for (group, role) in &settings.group_roles {
         mapping = mapping.group_role(group, role);
     }
-    let mut builder = ProvisioningLayer::builder()
-        .store(store)
+    let mut builder = builder
         .mapping(mapping)
         .link_by_verified_email(settings.link_by_verified_email);
     match &dev_issuer {

@@ -69,6 +69,7 @@
 //! # Features
 //!
 //! - `sqlite` (default): [`SqliteStore`].
+//! - `postgres`: [`PostgresStore`], for several servers sharing one database.
 //! - `axum`: [`VerifiedClaims`], [`ProvisionedUser`] and their `Option`s as extractors.
 //! - `test-util`: [`testing::TestIssuer`], a real issuer on loopback that mints tokens.
 
@@ -110,6 +111,8 @@ pub use crate::layer::{
     ProvisioningLayer, ProvisioningService, ResponseFuture, UnreachableIssuers,
 };
 pub use crate::provision::{AttributeMapping, Field, MappedProfile, SyncPolicy};
+#[cfg(feature = "postgres")]
+pub use crate::store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use crate::store::SqliteStore;
 pub use crate::store::{MemoryStore, StoreError, UserStore};

@@ -10,12 +10,28 @@ use std::time::Duration;
 
 use common::get_with;
 use serde_json::json;
+use tower_jit_provisioning::UserStore;
 use tower_jit_provisioning::testing::TestIssuer;
 
-/// `target/<profile>/examples/server`, built by `cargo test` with every example.
+/// `target/<profile>/examples/server`, built (or found up to date) once per test binary: a
+/// filtered `cargo test --test server` does not build examples by itself.
 fn server_binary() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
+    BUILT.call_once(|| {
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "--example", "server", "--all-features"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        assert!(
+            build.status().unwrap().success(),
+            "building the server example failed"
+        );
+    });
     let binary = profile_dir.join("examples").join("server");
     assert!(binary.exists(), "{} not built", binary.display());
     binary
@@ -225,4 +241,80 @@ async fn bad_settings_stop_the_server_with_one_line_naming_the_variable() {
     }
     let stderr = refuses(&[("JIT_DATABASE_URL", "mysql://nope")]);
     assert!(stderr.contains("JIT_DATABASE_URL"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_server_processes_share_one_postgres_database() {
+    let Some(db) = common::PgDatabase::create("two_server_processes_share_one_postgres").await
+    else {
+        return;
+    };
+    let idp = TestIssuer::start().await;
+    let unused = tempfile::tempdir().unwrap();
+    let env = [
+        ("JIT_ISSUERS", idp.url()),
+        ("JIT_AUDIENCES", "test-client"),
+        ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ("JIT_DATABASE_URL", db.url.as_str()),
+    ];
+    let one = start(&env, &unused);
+    let two = start(&env, &unused);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(50)
+        .build()
+        .unwrap();
+
+    // 100 concurrent first logins for 20 people, alternating between the processes.
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let token = idp.id_token().subject(format!("p{}", i % 20)).sign();
+        let url = format!("{}/me", if i % 2 == 0 { &one.base } else { &two.base });
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            get_with(&client, &url, Some(&token)).await
+        }));
+    }
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let store = db.store().await;
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM jit_users")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(users, 20, "one account per person across both processes");
+
+    // A deactivation written by a third party reaches both processes.
+    let token = idp.id_token().subject("p7").sign();
+    let me_one = format!("{}/me", one.base);
+    let me_two = format!("{}/me", two.base);
+    let id = get_with(&client, &me_one, Some(&token)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(get_with(&client, &me_two, Some(&token)).await.status, 200);
+    let started = std::time::Instant::now();
+    store
+        .deactivate(uuid::Uuid::parse_str(&id).unwrap())
+        .await
+        .unwrap();
+    for me in [&me_one, &me_two] {
+        loop {
+            let status = get_with(&client, me, Some(&token)).await.status;
+            if status == 403 {
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{me} never heard"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    println!(
+        "both processes refused the deactivated user after {:?}",
+        started.elapsed()
+    );
 }

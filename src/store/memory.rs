@@ -135,7 +135,7 @@ impl UserStore for MemoryStore {
         fingerprint: Option<&str>,
         audit: AuditEvent,
     ) -> Result<Resolved, StoreError> {
-        let now = Utc::now();
+        let now = crate::user::now();
         let mut state = self.state();
         if let Some(existing) = state.taken(key)? {
             return Ok(existing);
@@ -179,7 +179,7 @@ impl UserStore for MemoryStore {
         fingerprint: Option<&str>,
         audit: AuditEvent,
     ) -> Result<Resolved, StoreError> {
-        let now = Utc::now();
+        let now = crate::user::now();
         let mut state = self.state();
         if let Some(existing) = state.taken(key)? {
             return Ok(existing);
@@ -270,7 +270,7 @@ impl UserStore for MemoryStore {
         if expected_version.is_some_and(|v| v != user.version) {
             return Err(StoreError::Conflict);
         }
-        user.apply(update, Utc::now());
+        user.apply(update, crate::user::now());
         let user = user.clone();
         if let Some(audit) = audit {
             self.emit(&mut state, audit.user(user_id));

@@ -2,6 +2,8 @@
 //!
 //! - [`MemoryStore`]: in process, for tests and demos.
 //! - `SqliteStore` (feature `sqlite`, on by default): the embedded default.
+//! - `PostgresStore` (feature `postgres`): one database shared by several application servers,
+//!   with changes broadcast to all of them by `LISTEN`/`NOTIFY`.
 //!
 //! # Concurrency
 //!
@@ -24,6 +26,10 @@
 //! committed (persisting it in the same transaction where it can). See [`crate::audit`].
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -37,6 +43,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use self::postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sqlite::SqliteStore;

@@ -21,12 +21,9 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore};
+use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore, sql};
 use crate::audit::{Actor, Audit, AuditEvent, AuditKind};
-use crate::user::{Identity, IdentityKey, NewUser, RoleGrant, User, UserStatus, UserUpdate};
-
-/// The table sqlx records this crate's applied migrations in.
-pub(crate) const MIGRATIONS_TABLE: &str = "_jit_provisioning_migrations";
+use crate::user::{Identity, IdentityKey, NewUser, RoleGrant, User, UserUpdate};
 
 /// A [`UserStore`] on SQLite. Cheap to clone: clones share one connection pool.
 ///
@@ -109,7 +106,7 @@ impl SqliteStore {
     /// version does not know.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut migrator = sqlx::migrate!("migrations/sqlite");
-        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator.dangerous_set_table_name(sql::MIGRATIONS_TABLE);
         migrator
             .run(&self.pool)
             .await
@@ -340,8 +337,7 @@ impl UserRow {
             roles: from_json::<Vec<RoleGrant>>(&self.roles)?,
             groups: from_json::<Vec<String>>(&self.groups)?,
             attributes: from_json::<Map<String, Value>>(&self.attributes)?,
-            status: UserStatus::from_name(&self.status)
-                .ok_or_else(|| corrupt(format!("unknown status `{}`", self.status)))?,
+            status: sql::status(&self.status)?,
             external_id: self.external_id,
             version: self.version,
             created_at: self.created_at,
@@ -402,8 +398,7 @@ impl AuditRow {
     fn into_event(self) -> Result<AuditEvent, StoreError> {
         Ok(AuditEvent {
             at: self.at,
-            kind: AuditKind::from_name(&self.kind)
-                .ok_or_else(|| corrupt(format!("unknown audit kind `{}`", self.kind)))?,
+            kind: sql::audit_kind(&self.kind)?,
             actor: from_json::<Actor>(&self.actor)?,
             issuer: self.issuer,
             subject: self.subject,
@@ -426,35 +421,14 @@ fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("serializing plain data")
 }
 
-fn corrupt(message: String) -> StoreError {
-    StoreError::Backend(message.into())
-}
-
 /// Sorts sqlx errors into "try again later" (503) and "broken" (500).
 pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
-    use sqlx::Error as E;
-    match &err {
-        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::WorkerCrashed | E::Tls(_) => {
-            StoreError::Unavailable(Box::new(err))
-        }
-        E::Database(db) => {
-            // SQLite primary result codes (the low byte of extended codes): BUSY, LOCKED,
-            // IOERR, FULL, CANTOPEN are conditions that pass.
-            let primary = db
-                .code()
-                .and_then(|code| code.parse::<i64>().ok())
-                .map(|code| code & 0xff);
-            match primary {
-                Some(5 | 6 | 10 | 13 | 14) => StoreError::Unavailable(Box::new(err)),
-                _ => StoreError::Backend(Box::new(err)),
-            }
-        }
-        _ => StoreError::Backend(Box::new(err)),
-    }
-}
-
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+    // SQLite primary result codes (the low byte of extended codes): BUSY, LOCKED, IOERR, FULL,
+    // CANTOPEN are conditions that pass.
+    sql::classify(err, |code| {
+        code.parse::<i64>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13 | 14))
+    })
 }
 
 async fn write_user(
@@ -502,7 +476,7 @@ async fn write_user(
         .await;
     match result {
         Ok(done) => Ok(done.rows_affected() == 1),
-        Err(err) if is_unique_violation(&err) => Err(StoreError::Duplicate("external_id")),
+        Err(err) if sql::is_unique_violation(&err) => Err(StoreError::Duplicate("external_id")),
         Err(err) => Err(store_error(err)),
     }
 }
@@ -532,7 +506,7 @@ impl UserStore for SqliteStore {
         if let Some(existing) = Self::taken(&mut tx, key).await? {
             return Ok(existing);
         }
-        let now = Utc::now();
+        let now = crate::user::now();
         let mut user = User::from_new(user, now);
         user.last_login_at = Some(now);
         write_user(&mut tx, &user, true, 0).await?;
@@ -569,7 +543,7 @@ impl UserStore for SqliteStore {
             .await
             .map_err(store_error)?;
         let mut user = row.ok_or(StoreError::NotFound)?.into_user()?;
-        let now = Utc::now();
+        let now = crate::user::now();
         sqlx::query("UPDATE jit_users SET last_login_at = ? WHERE id = ?")
             .bind(now)
             .bind(user_id.to_string())
@@ -670,7 +644,7 @@ impl UserStore for SqliteStore {
             return Err(StoreError::Conflict);
         }
         let read_version = user.version;
-        user.apply(update, Utc::now());
+        user.apply(update, crate::user::now());
         if !write_user(&mut tx, &user, false, read_version).await? {
             return Err(StoreError::Conflict);
         }
@@ -726,7 +700,7 @@ impl UserStore for SqliteStore {
             "INSERT OR IGNORE INTO jit_identity_tombstones (issuer, subject, user_id, deleted_at) ",
             "SELECT issuer, subject, user_id, ? FROM jit_identities WHERE user_id = ?"
         ))
-        .bind(Utc::now())
+        .bind(crate::user::now())
         .bind(&id)
         .execute(&mut *tx)
         .await

@@ -325,3 +325,73 @@ mod counting {
         }
     }
 }
+
+/// A fresh PostgreSQL database for one test, dropped afterwards; `None` (with a loud message)
+/// when `JIT_TEST_POSTGRES_URL` is not set.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create(test: &str) -> Option<Self> {
+        let Ok(admin_url) = std::env::var("JIT_TEST_POSTGRES_URL") else {
+            eprintln!(
+                "\n*** SKIPPED {test}: JIT_TEST_POSTGRES_URL is not set; \
+                 PostgreSQL tests need a server (see DEVELOPERS.md) ***\n"
+            );
+            return None;
+        };
+        let name = format!("jit_test_{}", uuid::Uuid::now_v7().simple());
+        let admin = sqlx::PgPool::connect(&admin_url)
+            .await
+            .expect("JIT_TEST_POSTGRES_URL reachable");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        Some(Self {
+            url: url.to_string(),
+            admin_url,
+            name,
+        })
+    }
+
+    /// A migrated store on this database.
+    pub async fn store(&self) -> tower_jit_provisioning::PostgresStore {
+        let store = tower_jit_provisioning::PostgresStore::connect(&self.url)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,474 @@
+//! The `UserStore` contract, written once and run against every store: memory, SQLite (a real
+//! file) and PostgreSQL (a fresh database; skipped loudly without `JIT_TEST_POSTGRES_URL`).
+
+mod common;
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use tower_jit_provisioning::store::StoreEvent;
+use tower_jit_provisioning::{
+    Actor, AuditEvent, AuditKind, IdentityKey, NewUser, StoreError, UserStatus, UserStore,
+    UserUpdate,
+};
+
+fn audit() -> AuditEvent {
+    AuditEvent::new(AuditKind::Provisioned, Actor::Login)
+}
+
+fn key(subject: &str) -> IdentityKey {
+    IdentityKey::new("https://idp.example.com", subject.to_owned())
+}
+
+fn named(email: &str, verified: bool) -> NewUser {
+    NewUser {
+        email: Some(email.to_owned()),
+        email_verified: verified,
+        ..NewUser::default()
+    }
+}
+
+type Guard = Box<dyn Any + Send>;
+
+macro_rules! store_contract {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+
+            async fn make() -> Option<(impl UserStore + Clone, Guard)> {
+                $make
+            }
+
+            #[tokio::test]
+            async fn create_is_insert_or_get() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let first = store
+                    .create_user(
+                        named("a@example.com", true),
+                        &key("a"),
+                        Some("fp1"),
+                        audit(),
+                    )
+                    .await
+                    .unwrap();
+                assert!(first.written);
+                assert_eq!(first.user.version, 1);
+                assert_eq!(first.user.status, UserStatus::Active);
+                assert!(first.user.last_login_at.is_some());
+                assert_eq!(first.identity.claims_fingerprint.as_deref(), Some("fp1"));
+                let again = store
+                    .create_user(named("other@example.com", true), &key("a"), None, audit())
+                    .await
+                    .unwrap();
+                assert!(!again.written);
+                assert_eq!(again.user.id, first.user.id);
+                assert_eq!(again.user.email.as_deref(), Some("a@example.com"));
+                let (found, identity) = store.find_by_identity(&key("a")).await.unwrap().unwrap();
+                assert_eq!(found.id, first.user.id);
+                assert_eq!(identity.key, key("a"));
+                assert_eq!(identity.user_id, first.user.id);
+                assert!(
+                    store
+                        .find_by_identity(&key("nobody"))
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+                assert_eq!(store.get_user(first.user.id).await.unwrap().unwrap(), found);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+            async fn concurrent_creates_for_one_identity_make_one_user() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let gate = Arc::new(tokio::sync::Barrier::new(16));
+                let mut tasks = Vec::new();
+                for i in 0..16 {
+                    let (store, gate) = (store.clone(), Arc::clone(&gate));
+                    tasks.push(tokio::spawn(async move {
+                        gate.wait().await;
+                        let user = named(&format!("racer{i}@example.com"), true);
+                        store.create_user(user, &key("race"), None, audit()).await
+                    }));
+                }
+                let mut written = 0;
+                let mut ids = HashSet::new();
+                for task in tasks {
+                    let resolved = task.await.unwrap().unwrap();
+                    written += usize::from(resolved.written);
+                    ids.insert(resolved.user.id);
+                }
+                assert_eq!(written, 1, "exactly one creator");
+                assert_eq!(ids.len(), 1, "one user for everyone");
+                let id = *ids.iter().next().unwrap();
+                assert_eq!(store.identities(id).await.unwrap().len(), 1);
+            }
+
+            #[tokio::test]
+            async fn one_subject_at_two_issuers_is_two_users() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let a = IdentityKey::new("https://a.example.com", "7");
+                let b = IdentityKey::new("https://b.example.com", "7");
+                let ua = store
+                    .create_user(NewUser::default(), &a, None, audit())
+                    .await
+                    .unwrap();
+                let ub = store
+                    .create_user(NewUser::default(), &b, None, audit())
+                    .await
+                    .unwrap();
+                assert_ne!(ua.user.id, ub.user.id);
+            }
+
+            #[tokio::test]
+            async fn linking_adds_an_identity_once() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let owner = store
+                    .create_user(NewUser::default(), &key("l1"), None, audit())
+                    .await
+                    .unwrap();
+                let other = store
+                    .create_user(NewUser::default(), &key("l2"), None, audit())
+                    .await
+                    .unwrap();
+                let linked = store
+                    .link_identity(owner.user.id, &key("l3"), None, audit())
+                    .await
+                    .unwrap();
+                assert!(linked.written);
+                assert_eq!(linked.user.id, owner.user.id);
+                // Linked already, to owner: another link attempt returns the owner.
+                let again = store
+                    .link_identity(other.user.id, &key("l3"), None, audit())
+                    .await
+                    .unwrap();
+                assert!(!again.written);
+                assert_eq!(again.user.id, owner.user.id);
+                assert_eq!(store.identities(owner.user.id).await.unwrap().len(), 2);
+                assert_eq!(store.identities(other.user.id).await.unwrap().len(), 1);
+                let missing = store
+                    .link_identity(uuid::Uuid::now_v7(), &key("l4"), None, audit())
+                    .await;
+                assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+            }
+
+            #[tokio::test]
+            async fn external_ids_are_unique_and_exact() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let with_id = |id: &str| NewUser {
+                    external_id: Some(id.to_owned()),
+                    ..NewUser::default()
+                };
+                let created = store
+                    .create_user(with_id("ext-1"), &key("e1"), None, audit())
+                    .await
+                    .unwrap();
+                let duplicate = store
+                    .create_user(with_id("ext-1"), &key("e2"), None, audit())
+                    .await;
+                assert!(
+                    matches!(duplicate, Err(StoreError::Duplicate(_))),
+                    "{duplicate:?}"
+                );
+                assert!(
+                    store.find_by_identity(&key("e2")).await.unwrap().is_none(),
+                    "nothing half-written"
+                );
+                let found = store.find_by_external_id("ext-1").await.unwrap().unwrap();
+                assert_eq!(found.id, created.user.id);
+                assert!(store.find_by_external_id("EXT-1").await.unwrap().is_none());
+                let second = store
+                    .create_user(NewUser::default(), &key("e3"), None, audit())
+                    .await
+                    .unwrap();
+                let taken = store
+                    .update_user(
+                        second.user.id,
+                        None,
+                        UserUpdate {
+                            external_id: Some(Some("ext-1".into())),
+                            ..UserUpdate::default()
+                        },
+                        None,
+                    )
+                    .await;
+                assert!(matches!(taken, Err(StoreError::Duplicate(_))), "{taken:?}");
+            }
+
+            #[tokio::test]
+            async fn verified_email_lookup_is_case_insensitive_and_verified_only() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                store
+                    .create_user(named("Kim@Example.com", true), &key("k1"), None, audit())
+                    .await
+                    .unwrap();
+                store
+                    .create_user(named("kim@example.com", false), &key("k2"), None, audit())
+                    .await
+                    .unwrap();
+                let found = store
+                    .find_by_verified_email("KIM@example.COM", 2)
+                    .await
+                    .unwrap();
+                assert_eq!(found.len(), 1);
+                assert!(found[0].email_verified);
+                store
+                    .create_user(named("kim@example.com", true), &key("k3"), None, audit())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    store
+                        .find_by_verified_email("kim@example.com", 5)
+                        .await
+                        .unwrap()
+                        .len(),
+                    2
+                );
+                assert_eq!(
+                    store
+                        .find_by_verified_email("kim@example.com", 1)
+                        .await
+                        .unwrap()
+                        .len(),
+                    1
+                );
+                assert!(
+                    store
+                        .find_by_verified_email("nobody@example.com", 2)
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+            }
+
+            #[tokio::test]
+            async fn updates_check_the_version_they_read() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let user = store
+                    .create_user(NewUser::default(), &key("u"), None, audit())
+                    .await
+                    .unwrap()
+                    .user;
+                let rename = |name: &str| UserUpdate {
+                    display_name: Some(Some(name.to_owned())),
+                    ..UserUpdate::default()
+                };
+                let updated = store
+                    .update_user(user.id, Some(user.version), rename("one"), None)
+                    .await
+                    .unwrap();
+                assert_eq!(updated.version, user.version + 1);
+                assert_eq!(updated.display_name.as_deref(), Some("one"));
+                let stale = store
+                    .update_user(user.id, Some(user.version), rename("two"), None)
+                    .await;
+                assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+                let unconditional = store
+                    .update_user(user.id, None, rename("three"), None)
+                    .await
+                    .unwrap();
+                assert_eq!(unconditional.display_name.as_deref(), Some("three"));
+                let stored = store.get_user(user.id).await.unwrap().unwrap();
+                assert_eq!(stored, unconditional);
+                let missing = store
+                    .update_user(uuid::Uuid::now_v7(), None, rename("x"), None)
+                    .await;
+                assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+            async fn concurrent_changes_are_never_lost() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let id = store
+                    .create_user(NewUser::default(), &key("c"), None, audit())
+                    .await
+                    .unwrap()
+                    .user
+                    .id;
+                let gate = Arc::new(tokio::sync::Barrier::new(12));
+                let mut tasks = Vec::new();
+                for i in 0..12 {
+                    let (store, gate) = (store.clone(), Arc::clone(&gate));
+                    tasks.push(tokio::spawn(async move {
+                        gate.wait().await;
+                        store.grant_role(id, &format!("role-{i}")).await
+                    }));
+                }
+                for task in tasks {
+                    task.await.unwrap().unwrap();
+                }
+                let user = store.get_user(id).await.unwrap().unwrap();
+                assert_eq!(user.role_names().len(), 12, "{:?}", user.role_names());
+                let user = store.revoke_role(id, "role-3").await.unwrap();
+                assert!(!user.has_role("role-3"));
+                assert_eq!(user.role_names().len(), 11);
+            }
+
+            #[tokio::test]
+            async fn status_changes() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let pending = NewUser {
+                    status: UserStatus::PendingApproval,
+                    ..NewUser::default()
+                };
+                let id = store
+                    .create_user(pending, &key("s"), None, audit())
+                    .await
+                    .unwrap()
+                    .user
+                    .id;
+                assert_eq!(store.approve(id).await.unwrap().status, UserStatus::Active);
+                assert_eq!(
+                    store.deactivate(id).await.unwrap().status,
+                    UserStatus::Deactivated
+                );
+                assert_eq!(
+                    store.reactivate(id).await.unwrap().status,
+                    UserStatus::Active
+                );
+            }
+
+            #[tokio::test]
+            async fn logins_are_recorded_without_a_new_version() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let created = store
+                    .create_user(NewUser::default(), &key("r"), None, audit())
+                    .await
+                    .unwrap();
+                let at = chrono::Utc::now() + chrono::TimeDelta::seconds(60);
+                store
+                    .record_login(&key("r"), at, Some("fp2"))
+                    .await
+                    .unwrap();
+                let (user, identity) = store.find_by_identity(&key("r")).await.unwrap().unwrap();
+                assert_eq!(identity.claims_fingerprint.as_deref(), Some("fp2"));
+                let close = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    (t.unwrap() - at).num_milliseconds().abs() < 1
+                };
+                assert!(close(identity.last_login_at));
+                assert!(close(user.last_login_at));
+                assert_eq!(user.version, created.user.version);
+                let missing = store.record_login(&key("nobody"), at, None).await;
+                assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+            }
+
+            #[tokio::test]
+            async fn deleted_identities_are_never_provisioned_again() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let id = store
+                    .create_user(NewUser::default(), &key("d"), None, audit())
+                    .await
+                    .unwrap()
+                    .user
+                    .id;
+                let other = store
+                    .create_user(NewUser::default(), &key("d2"), None, audit())
+                    .await
+                    .unwrap()
+                    .user
+                    .id;
+                store
+                    .link_identity(id, &key("d3"), None, audit())
+                    .await
+                    .unwrap();
+                let deleted = AuditEvent::new(AuditKind::Deleted, Actor::Application);
+                assert!(store.delete_user(id, deleted.clone()).await.unwrap());
+                assert!(!store.delete_user(id, deleted).await.unwrap());
+                assert!(store.get_user(id).await.unwrap().is_none());
+                assert!(store.find_by_identity(&key("d")).await.unwrap().is_none());
+                for k in ["d", "d3"] {
+                    let again = store
+                        .create_user(NewUser::default(), &key(k), None, audit())
+                        .await;
+                    assert!(
+                        matches!(again, Err(StoreError::IdentityDeleted)),
+                        "{k}: {again:?}"
+                    );
+                    let link = store.link_identity(other, &key(k), None, audit()).await;
+                    assert!(
+                        matches!(link, Err(StoreError::IdentityDeleted)),
+                        "{k}: {link:?}"
+                    );
+                }
+            }
+
+            #[tokio::test]
+            async fn every_change_is_published_before_the_write_returns() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let seen = Arc::new(Mutex::new(Vec::new()));
+                let _subscription = {
+                    let seen = Arc::clone(&seen);
+                    store
+                        .changes()
+                        .subscribe(move |event| seen.lock().unwrap().push(*event))
+                };
+                let changed = |events: &[StoreEvent], id, version| {
+                    events.contains(&StoreEvent::Changed {
+                        user_id: id,
+                        version,
+                    })
+                };
+                let id = store
+                    .create_user(NewUser::default(), &key("p"), None, audit())
+                    .await
+                    .unwrap()
+                    .user
+                    .id;
+                assert!(changed(&seen.lock().unwrap(), id, 1));
+                store.deactivate(id).await.unwrap();
+                assert!(changed(&seen.lock().unwrap(), id, 2));
+                store
+                    .delete_user(id, AuditEvent::new(AuditKind::Deleted, Actor::Application))
+                    .await
+                    .unwrap();
+                assert!(
+                    seen.lock()
+                        .unwrap()
+                        .contains(&StoreEvent::Deleted { user_id: id })
+                );
+            }
+        }
+    };
+}
+
+store_contract!(memory, {
+    Some((
+        tower_jit_provisioning::MemoryStore::new(),
+        Box::new(()) as Guard,
+    ))
+});
+
+store_contract!(sqlite, {
+    let (store, dir) = common::sqlite_store().await;
+    Some((store, Box::new(dir) as Guard))
+});
+
+store_contract!(postgres, {
+    let db = common::PgDatabase::create("store_contract::postgres").await?;
+    let store = db.store().await;
+    Some((store, Box::new(db) as Guard))
+});
