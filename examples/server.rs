@@ -17,9 +17,12 @@
 //! | `JIT_LISTEN` | address to listen on | `127.0.0.1:3000` |
 //! | `JIT_ALLOW_HTTP_ISSUERS` | `1`: plain-http issuers allowed, on loopback addresses only | off |
 //! | `JIT_LINK_BY_VERIFIED_EMAIL` | `1`: link first sign-ins to accounts with the same verified e-mail; issuers are trusted for `JIT_ALLOWED_DOMAINS` (or any domain when empty) | off |
+//! | `JIT_SCIM_TOKEN` | mounts the SCIM 2.0 service provider at `/scim/v2` behind this bearer secret (16 characters at least) | no SCIM |
 //!
 //! Routes: `GET /me` answers the provisioned user as JSON; `GET /healthz` answers 200 without
-//! a token.
+//! a token; `/scim/v2/…` when `JIT_SCIM_TOKEN` is set. SCIM and the layer share the store and
+//! the mapping, so SCIM group memberships grant the same roles as token groups, and a SCIM
+//! deactivation refuses the user's next request.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -27,10 +30,11 @@ use std::process::ExitCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::TestIssuer;
 use tower_jit_provisioning::{
     AttributeMapping, ConfigError, Issuer, PostgresStore, ProvisionedUser, ProvisioningLayer,
-    ProvisioningLayerBuilder, SqliteStore, StoreError, TokenKind,
+    ProvisioningLayerBuilder, SqliteStore, StoreError, TokenKind, UserStore,
 };
 
 /// A setting that cannot work, with the variable that holds it.
@@ -59,6 +63,7 @@ struct Settings {
     listen: SocketAddr,
     allow_http: bool,
     link_by_verified_email: bool,
+    scim_token: Option<String>,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -143,6 +148,7 @@ fn settings() -> Result<Settings, BadSetting> {
         listen,
         allow_http: flag("JIT_ALLOW_HTTP_ISSUERS")?,
         link_by_verified_email: flag("JIT_LINK_BY_VERIFIED_EMAIL")?,
+        scim_token: var("JIT_SCIM_TOKEN"),
     })
 }
 
@@ -202,25 +208,55 @@ async fn me(user: ProvisionedUser) -> Json<Value> {
     }))
 }
 
-/// A layer builder with the store `url` names, migrated.
-async fn open_store(url: &str) -> Result<ProvisioningLayerBuilder, StoreError> {
+/// A layer builder with the store `url` names, migrated, and the SCIM router on the same
+/// store when a SCIM secret is set.
+async fn open_store(
+    url: &str,
+    mapping: &AttributeMapping,
+    scim_token: Option<&str>,
+) -> Result<(ProvisioningLayerBuilder, Option<Router>), String> {
+    fn scim<S: UserStore + Clone>(
+        store: &S,
+        mapping: &AttributeMapping,
+        token: Option<&str>,
+    ) -> Result<Option<Router>, String> {
+        token
+            .map(|token| {
+                Scim::new(store.clone())
+                    .bearer_token("scim", token)
+                    .mapping(mapping.clone())
+                    .router()
+                    .map_err(|e| format!("JIT_SCIM_TOKEN: {e}"))
+            })
+            .transpose()
+    }
+    let database = |e: StoreError| format!("JIT_DATABASE_URL: cannot open the database: {e}");
     if url.starts_with("sqlite:") {
-        let store = SqliteStore::connect(url).await?;
-        store.migrate().await?;
-        Ok(ProvisioningLayer::builder().store(store))
+        let store = SqliteStore::connect(url).await.map_err(database)?;
+        store.migrate().await.map_err(database)?;
+        let router = scim(&store, mapping, scim_token)?;
+        Ok((ProvisioningLayer::builder().store(store), router))
     } else {
-        let store = PostgresStore::connect(url).await?;
-        store.migrate().await?;
-        Ok(ProvisioningLayer::builder().store(store))
+        let store = PostgresStore::connect(url).await.map_err(database)?;
+        store.migrate().await.map_err(database)?;
+        let router = scim(&store, mapping, scim_token)?;
+        Ok((ProvisioningLayer::builder().store(store), router))
     }
 }
 
 async fn run() -> Result<(), String> {
     let settings = settings().map_err(|e| format!("{}: {}", e.variable, e.message))?;
 
-    let builder = open_store(&settings.database_url)
-        .await
-        .map_err(|e| format!("JIT_DATABASE_URL: cannot open the database: {e}"))?;
+    let mut mapping = AttributeMapping::new().default_roles(settings.default_roles.clone());
+    for (group, role) in &settings.group_roles {
+        mapping = mapping.group_role(group, role);
+    }
+    let (builder, scim) = open_store(
+        &settings.database_url,
+        &mapping,
+        settings.scim_token.as_deref(),
+    )
+    .await?;
 
     // With no issuer configured, a development issuer on loopback stands in for one.
     let dev_issuer = if settings.issuers.is_empty() {
@@ -228,10 +264,6 @@ async fn run() -> Result<(), String> {
     } else {
         None
     };
-    let mut mapping = AttributeMapping::new().default_roles(settings.default_roles.clone());
-    for (group, role) in &settings.group_roles {
-        mapping = mapping.group_role(group, role);
-    }
     let mut builder = builder
         .mapping(mapping)
         .link_by_verified_email(settings.link_by_verified_email);
@@ -253,9 +285,12 @@ async fn run() -> Result<(), String> {
         tracing::warn!("{unreachable}; requests get 503 until they can be reached");
     }
 
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/me", get(me).layer(layer))
         .route("/healthz", get(|| async { "ok" }));
+    if let Some(scim) = scim {
+        app = app.nest("/scim/v2", scim);
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("JIT_LISTEN: cannot listen on {}: {e}", settings.listen))?;

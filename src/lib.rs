@@ -71,6 +71,7 @@
 //! - `sqlite` (default): [`SqliteStore`].
 //! - `postgres`: [`PostgresStore`], for several servers sharing one database.
 //! - `axum`: [`VerifiedClaims`], [`ProvisionedUser`] and their `Option`s as extractors.
+//! - `scim`: [`scim::Scim`], a SCIM 2.0 service provider on the same store.
 //! - `test-util`: [`testing::TestIssuer`], a real issuer on loopback that mints tokens.
 
 #![deny(missing_docs)]
@@ -89,6 +90,10 @@ mod user;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
+
+#[cfg(feature = "scim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "scim")))]
+pub mod scim;
 
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -118,6 +123,6 @@ pub use crate::store::SqliteStore;
 pub use crate::store::{MemoryStore, StoreError, UserStore};
 pub use crate::token::{Algorithm, TokenKind, TokenSource, VerifiedClaims};
 pub use crate::user::{
-    Identity, IdentityKey, NewUser, ProvisionedUser, RoleGrant, RoleSource, User, UserStatus,
-    UserUpdate,
+    Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, ProvisionedUser, RoleGrant,
+    RoleSource, User, UserStatus, UserUpdate,
 };

@@ -164,6 +164,13 @@ pub struct User {
     pub status: UserStatus,
     /// An identifier the identity provider's provisioning system (SCIM) knows the user by.
     pub external_id: Option<String>,
+    /// SCIM attributes that have no field of their own (`title`, `phoneNumbers`, the enterprise
+    /// extension, …), as the SCIM client last sent them.
+    pub scim_attributes: Map<String, Value>,
+    /// The fields SCIM has set (`user_name`, `email`, `display_name`, `given_name`,
+    /// `family_name`, `locale`, `groups`): a login's sync leaves them alone unless the field's
+    /// policy is [`SyncPolicy::Override`](crate::SyncPolicy::Override).
+    pub scim_managed: Vec<String>,
     /// Incremented by every change; writes that expect an older version fail with a conflict.
     pub version: i64,
     /// When the account was created.
@@ -205,6 +212,8 @@ impl User {
             attributes: new.attributes,
             status: new.status,
             external_id: new.external_id,
+            scim_attributes: new.scim_attributes,
+            scim_managed: new.scim_managed,
             version: 1,
             created_at: now,
             updated_at: now,
@@ -228,6 +237,8 @@ impl User {
             attributes,
             status,
             external_id,
+            scim_attributes,
+            scim_managed,
         } = update;
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(value) = $field { self.$field = value; } )* };
@@ -244,7 +255,9 @@ impl User {
             groups,
             attributes,
             status,
-            external_id
+            external_id,
+            scim_attributes,
+            scim_managed
         );
         if let Some(roles) = roles {
             self.roles = normalize_roles(roles);
@@ -259,6 +272,104 @@ pub(crate) fn normalize_roles(mut roles: Vec<RoleGrant>) -> Vec<RoleGrant> {
     roles.sort();
     roles.dedup();
     roles
+}
+
+/// A group of users, as a SCIM client manages it. Members' [`User::groups`] list its
+/// display name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    /// Stable identifier, a UUID v7.
+    pub id: Uuid,
+    /// Its name, unique (compared case-insensitively); what members' `groups` hold and what
+    /// group-to-role rules match.
+    pub display_name: String,
+    /// The identifier the SCIM client knows it by.
+    pub external_id: Option<String>,
+    /// The members, by user id, sorted.
+    pub members: Vec<Uuid>,
+    /// Other SCIM attributes, as last sent.
+    pub scim_attributes: Map<String, Value>,
+    /// Incremented by every change.
+    pub version: i64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A group a store is asked to create.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewGroup {
+    /// See [`Group::display_name`].
+    pub display_name: String,
+    /// See [`Group::external_id`].
+    pub external_id: Option<String>,
+    /// See [`Group::members`].
+    pub members: Vec<Uuid>,
+    /// See [`Group::scim_attributes`].
+    pub scim_attributes: Map<String, Value>,
+}
+
+/// A change to a group: each `Some` field is replaced.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[allow(clippy::option_option)]
+pub struct GroupUpdate {
+    /// New [`Group::display_name`].
+    pub display_name: Option<String>,
+    /// New [`Group::external_id`].
+    pub external_id: Option<Option<String>>,
+    /// New [`Group::members`], the whole set.
+    pub members: Option<Vec<Uuid>>,
+    /// New [`Group::scim_attributes`].
+    pub scim_attributes: Option<Map<String, Value>>,
+}
+
+impl Group {
+    /// Builds a new group's record, as stores do on insert.
+    pub fn from_new(new: NewGroup, now: DateTime<Utc>) -> Self {
+        let mut members = new.members;
+        members.sort_unstable();
+        members.dedup();
+        Self {
+            id: Uuid::now_v7(),
+            display_name: new.display_name,
+            external_id: new.external_id,
+            members,
+            scim_attributes: new.scim_attributes,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Applies `update`, as stores do; returns the users whose membership changed.
+    pub fn apply(&mut self, update: GroupUpdate, now: DateTime<Utc>) -> Vec<Uuid> {
+        let mut affected = Vec::new();
+        if let Some(name) = update.display_name {
+            if name != self.display_name {
+                affected.extend(self.members.iter().copied());
+            }
+            self.display_name = name;
+        }
+        if let Some(external_id) = update.external_id {
+            self.external_id = external_id;
+        }
+        if let Some(attributes) = update.scim_attributes {
+            self.scim_attributes = attributes;
+        }
+        if let Some(mut members) = update.members {
+            members.sort_unstable();
+            members.dedup();
+            affected.extend(members.iter().filter(|m| !self.members.contains(m)));
+            affected.extend(self.members.iter().filter(|m| !members.contains(m)));
+            self.members = members;
+        }
+        affected.sort_unstable();
+        affected.dedup();
+        self.version += 1;
+        self.updated_at = now;
+        affected
+    }
 }
 
 /// A sign-in method of a user.
@@ -306,6 +417,10 @@ pub struct NewUser {
     pub status: UserStatus,
     /// See [`User::external_id`].
     pub external_id: Option<String>,
+    /// See [`User::scim_attributes`].
+    pub scim_attributes: Map<String, Value>,
+    /// See [`User::scim_managed`].
+    pub scim_managed: Vec<String>,
 }
 
 impl Default for NewUser {
@@ -324,6 +439,8 @@ impl Default for NewUser {
             attributes: Map::new(),
             status: UserStatus::Active,
             external_id: None,
+            scim_attributes: Map::new(),
+            scim_managed: Vec::new(),
         }
     }
 }
@@ -358,6 +475,10 @@ pub struct UserUpdate {
     pub status: Option<UserStatus>,
     /// New [`User::external_id`].
     pub external_id: Option<Option<String>>,
+    /// New [`User::scim_attributes`], the whole object.
+    pub scim_attributes: Option<Map<String, Value>>,
+    /// New [`User::scim_managed`].
+    pub scim_managed: Option<Vec<String>>,
 }
 
 impl UserUpdate {

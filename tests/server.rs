@@ -318,3 +318,101 @@ async fn two_server_processes_share_one_postgres_database() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn scim_is_mounted_when_a_token_is_set() {
+    let idp = TestIssuer::start().await;
+    let db = tempfile::tempdir().unwrap();
+    let secret = "reference-server-scim-secret";
+    let server = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+            ("JIT_GROUP_ROLES", "Admins=admin"),
+            ("JIT_SCIM_TOKEN", secret),
+        ],
+        &db,
+    );
+    let client = reqwest::Client::new();
+    let scim = |path: &str| format!("{}/scim/v2{path}", server.base);
+    let config = client
+        .get(scim("/ServiceProviderConfig"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.status(), 200);
+    let refused = client
+        .get(scim("/Users"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // A person signs in; the IdP finds them by userName, adds them to a group, deactivates them.
+    let token = idp
+        .id_token()
+        .subject("srv-user")
+        .email("srv@example.com", true)
+        .sign();
+    let me = format!("{}/me", server.base);
+    assert_eq!(get_with(&client, &me, Some(&token)).await.status, 200);
+    let found: serde_json::Value = client
+        .get(scim("/Users?filter=userName+eq+%22srv%40example.com%22"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = found["Resources"][0]["id"].as_str().unwrap().to_owned();
+    let group = client
+        .post(scim("/Groups"))
+        .bearer_auth(secret)
+        .header("content-type", "application/scim+json")
+        .body(json!({"displayName": "Admins", "members": [{"value": id}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(group.status(), 201);
+    assert_eq!(
+        get_with(&client, &me, Some(&token)).await.json()["roles"],
+        json!(["admin"])
+    );
+    let deactivate = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "Replace", "path": "active", "value": "False"}]
+    });
+    let patched = client
+        .patch(scim(&format!("/Users/{id}")))
+        .bearer_auth(secret)
+        .header("content-type", "application/scim+json")
+        .body(deactivate.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    assert_eq!(get_with(&client, &me, Some(&token)).await.status, 403);
+
+    // Without the variable there is no SCIM at all.
+    let plain = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ],
+        &tempfile::tempdir().unwrap(),
+    );
+    let missing = client
+        .get(format!("{}/scim/v2/Users", plain.base))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let stderr = refuses(&[("JIT_SCIM_TOKEN", "short")]);
+    assert!(stderr.contains("JIT_SCIM_TOKEN"), "{stderr}");
+}

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use tower_jit_provisioning::store::StoreEvent;
 use tower_jit_provisioning::{
-    Actor, AuditEvent, AuditKind, IdentityKey, NewUser, StoreError, UserStatus, UserStore,
-    UserUpdate,
+    Actor, AuditEvent, AuditKind, GroupUpdate, IdentityKey, NewGroup, NewUser, StoreError,
+    UserStatus, UserStore, UserUpdate,
 };
 
 fn audit() -> AuditEvent {
@@ -412,6 +412,181 @@ macro_rules! store_contract {
                         "{k}: {link:?}"
                     );
                 }
+            }
+
+            #[tokio::test]
+            async fn users_without_identities_and_unique_login_names() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let with_name = |name: &str| NewUser {
+                    user_name: Some(name.to_owned()),
+                    ..NewUser::default()
+                };
+                let created = store
+                    .insert_user(with_name("Bjensen@Example.com"), audit())
+                    .await
+                    .unwrap();
+                assert!(store.identities(created.id).await.unwrap().is_empty());
+                let found = store
+                    .find_by_user_name("bjensen@example.COM")
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(found.id, created.id);
+                let taken = store
+                    .insert_user(with_name("BJENSEN@example.com"), audit())
+                    .await;
+                assert!(
+                    matches!(taken, Err(StoreError::Duplicate("user_name"))),
+                    "{taken:?}"
+                );
+                let by_login = store
+                    .create_user(with_name("bjensen@example.com"), &key("b"), None, audit())
+                    .await;
+                assert!(
+                    matches!(by_login, Err(StoreError::Duplicate("user_name"))),
+                    "{by_login:?}"
+                );
+                assert!(store.find_by_identity(&key("b")).await.unwrap().is_none());
+                // Users without a login name do not collide.
+                store
+                    .insert_user(NewUser::default(), audit())
+                    .await
+                    .unwrap();
+                store
+                    .insert_user(NewUser::default(), audit())
+                    .await
+                    .unwrap();
+            }
+
+            #[tokio::test]
+            async fn users_page_in_a_stable_order() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let mut ids = Vec::new();
+                for _ in 0..7 {
+                    ids.push(
+                        store
+                            .insert_user(NewUser::default(), audit())
+                            .await
+                            .unwrap()
+                            .id,
+                    );
+                }
+                ids.sort();
+                let first = store.list_users(None, 3).await.unwrap();
+                let second = store.list_users(Some(first[2].id), 3).await.unwrap();
+                let third = store.list_users(Some(second[2].id), 3).await.unwrap();
+                let paged: Vec<_> = first
+                    .iter()
+                    .chain(&second)
+                    .chain(&third)
+                    .map(|u| u.id)
+                    .collect();
+                assert_eq!(paged, ids);
+                assert_eq!(third.len(), 1);
+            }
+
+            #[tokio::test]
+            async fn groups_and_memberships() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let a = store
+                    .insert_user(NewUser::default(), audit())
+                    .await
+                    .unwrap()
+                    .id;
+                let b = store
+                    .insert_user(NewUser::default(), audit())
+                    .await
+                    .unwrap()
+                    .id;
+                let group = store
+                    .insert_group(NewGroup {
+                        display_name: "Admins".into(),
+                        external_id: Some("g-1".into()),
+                        members: vec![a],
+                        ..NewGroup::default()
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(group.members, vec![a]);
+                assert_eq!(store.get_group(group.id).await.unwrap().unwrap(), group);
+                let dup = store
+                    .insert_group(NewGroup {
+                        display_name: "ADMINS".into(),
+                        ..NewGroup::default()
+                    })
+                    .await;
+                assert!(
+                    matches!(dup, Err(StoreError::Duplicate("display_name"))),
+                    "{dup:?}"
+                );
+                let ghost = store
+                    .insert_group(NewGroup {
+                        display_name: "Ghosts".into(),
+                        members: vec![uuid::Uuid::now_v7()],
+                        ..NewGroup::default()
+                    })
+                    .await;
+                assert!(matches!(ghost, Err(StoreError::NotFound)), "{ghost:?}");
+
+                let (updated, affected) = store
+                    .update_group(
+                        group.id,
+                        Some(group.version),
+                        GroupUpdate {
+                            members: Some(vec![b]),
+                            ..GroupUpdate::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                let mut expected = vec![a, b];
+                expected.sort();
+                assert_eq!(affected, expected);
+                assert_eq!(updated.members, vec![b]);
+                let stale = store
+                    .update_group(group.id, Some(group.version), GroupUpdate::default())
+                    .await;
+                assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+                assert!(store.groups_of(a).await.unwrap().is_empty());
+                assert_eq!(store.groups_of(b).await.unwrap()[0].id, group.id);
+                let (renamed, affected) = store
+                    .update_group(
+                        group.id,
+                        None,
+                        GroupUpdate {
+                            display_name: Some("Operators".into()),
+                            ..GroupUpdate::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(renamed.display_name, "Operators");
+                assert_eq!(affected, vec![b], "a rename affects every member");
+                assert_eq!(store.list_groups(None, 10).await.unwrap().len(), 1);
+
+                // Deleting a member user removes the membership.
+                store
+                    .delete_user(b, AuditEvent::new(AuditKind::Deleted, Actor::Application))
+                    .await
+                    .unwrap();
+                assert!(
+                    store
+                        .get_group(group.id)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .members
+                        .is_empty()
+                );
+                assert_eq!(store.delete_group(group.id).await.unwrap(), Some(vec![]));
+                assert_eq!(store.delete_group(group.id).await.unwrap(), None);
+                assert!(store.get_group(group.id).await.unwrap().is_none());
             }
 
             #[tokio::test]

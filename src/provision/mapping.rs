@@ -106,17 +106,38 @@ impl Field {
     }
 }
 
-/// When a later login overwrites a field.
+/// When a later login overwrites a field. A login whose token lacks the field's claim never
+/// writes it.
+///
+/// A field SCIM has set (see [`User::scim_managed`]) belongs to the SCIM client: `Always` leaves
+/// it alone, and only `Override` lets the token's value replace it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SyncPolicy {
-    /// Every login writes the value from the token when it differs. The default.
+    /// Every login writes the value from the token when it differs, except into a field SCIM
+    /// has set. The default.
     #[default]
     Always,
+    /// Every login writes the value from the token when it differs, even over a value SCIM
+    /// set.
+    Override,
     /// A login writes the value only when the field is empty.
     IfEmpty,
     /// Set when the account is created, never by a login after.
     Never,
+}
+
+impl SyncPolicy {
+    /// Whether a login may write a field holding `current` (empty or not), which SCIM has set
+    /// (`scim`) or not, with a different value.
+    fn writes(self, current_is_empty: bool, scim: bool) -> bool {
+        match self {
+            Self::Always => !scim,
+            Self::Override => true,
+            Self::IfEmpty => current_is_empty,
+            Self::Never => false,
+        }
+    }
 }
 
 /// The profile mapped from one token's claims.
@@ -141,6 +162,9 @@ pub struct MappedProfile {
     pub locale: Option<String>,
     /// Groups, sorted, without duplicates.
     pub groups: Vec<String>,
+    /// Whether the token carried any groups claim at all (an empty one included): a token
+    /// without one says nothing about groups, and a login's sync leaves them alone.
+    pub groups_asserted: bool,
     /// Mapped extras.
     pub attributes: Map<String, Value>,
     /// Role grants from mapping rules ([`RoleSource::Mapping`]).
@@ -327,9 +351,11 @@ impl AttributeMapping {
         };
 
         let mut groups: Vec<String> = claims.groups().to_vec();
+        let mut groups_asserted = claims.groups_asserted();
         for path in &self.group_claims {
             if let Some(value) = lookup(claims.claims(), path) {
                 groups.extend(strings(value));
+                groups_asserted = true;
             }
         }
         groups.sort();
@@ -352,6 +378,7 @@ impl AttributeMapping {
             picture: text(Field::Picture),
             locale: text(Field::Locale),
             groups,
+            groups_asserted,
             attributes,
             roles: Vec::new(),
         };
@@ -383,13 +410,17 @@ impl AttributeMapping {
             .collect()
     }
 
-    /// The record of a new account for `profile`.
-    pub(crate) fn new_user(&self, profile: &MappedProfile, status: UserStatus) -> NewUser {
-        let mut roles: Vec<RoleGrant> = self
-            .default_roles
+    /// The grants of the default roles, for a new account.
+    pub(crate) fn default_role_grants(&self) -> Vec<RoleGrant> {
+        self.default_roles
             .iter()
             .map(|role| RoleGrant::new(role.clone(), RoleSource::Default))
-            .collect();
+            .collect()
+    }
+
+    /// The record of a new account for `profile`.
+    pub(crate) fn new_user(&self, profile: &MappedProfile, status: UserStatus) -> NewUser {
+        let mut roles = self.default_role_grants();
         roles.extend(profile.roles.iter().cloned());
         NewUser {
             email: profile.email.clone(),
@@ -405,6 +436,8 @@ impl AttributeMapping {
             attributes: profile.attributes.clone(),
             status,
             external_id: None,
+            scim_attributes: Map::new(),
+            scim_managed: Vec::new(),
         }
     }
 
@@ -420,19 +453,21 @@ impl AttributeMapping {
 
         macro_rules! sync_text {
             ($field:expr, $name:ident) => {{
-                if let Some(value) = self.decide($field, &user.$name, &profile.$name) {
+                if let Some(value) = self.decide(user, $field, &user.$name, &profile.$name) {
                     update.$name = Some(value);
                     changed.push($field.as_str());
                 }
             }};
         }
-        if let Some(email) = self.decide(Field::Email, &user.email, &profile.email) {
+        if let Some(email) = self.decide(user, Field::Email, &user.email, &profile.email) {
             update.email = Some(email);
             update.email_verified = Some(profile.email_verified);
             changed.push(Field::Email.as_str());
         } else if user.email == profile.email
             && user.email_verified != profile.email_verified
-            && self.policy(Field::Email) == SyncPolicy::Always
+            && self
+                .policy(Field::Email)
+                .writes(false, is_scim(user, Field::Email))
         {
             update.email_verified = Some(profile.email_verified);
             changed.push("email_verified");
@@ -444,11 +479,11 @@ impl AttributeMapping {
         sync_text!(Field::Picture, picture);
         sync_text!(Field::Locale, locale);
 
-        let apply_groups = match self.policy(Field::Groups) {
-            SyncPolicy::Always => user.groups != profile.groups,
-            SyncPolicy::IfEmpty => user.groups.is_empty() && !profile.groups.is_empty(),
-            SyncPolicy::Never => false,
-        };
+        let apply_groups = profile.groups_asserted
+            && user.groups != profile.groups
+            && self
+                .policy(Field::Groups)
+                .writes(user.groups.is_empty(), is_scim(user, Field::Groups));
         if apply_groups {
             update.groups = Some(profile.groups.clone());
             changed.push(Field::Groups.as_str());
@@ -458,11 +493,9 @@ impl AttributeMapping {
         for (name, _, policy) in &self.attributes {
             let current = attributes.get(name);
             let mapped = profile.attributes.get(name);
-            let write = match policy {
-                SyncPolicy::Always => current != mapped,
-                SyncPolicy::IfEmpty => current.is_none_or(Value::is_null) && mapped.is_some(),
-                SyncPolicy::Never => false,
-            };
+            let write = current != mapped
+                && (!matches!(policy, SyncPolicy::IfEmpty) || mapped.is_some())
+                && policy.writes(current.is_none_or(Value::is_null), false);
             if write {
                 match mapped {
                     Some(value) => attributes.insert(name.clone(), value.clone()),
@@ -484,13 +517,23 @@ impl AttributeMapping {
         }
 
         // Mapping grants are replaced by what the rules justify now; every other grant stays.
+        // Group rules follow the groups the user holds after this sync, which are SCIM's when
+        // SCIM manages them, so either path to a group grants the same roles.
+        let groups = update.groups.as_ref().unwrap_or(&user.groups);
         let mut roles: Vec<RoleGrant> = user
             .roles
             .iter()
             .filter(|g| !matches!(g.source, RoleSource::Mapping(_)))
             .cloned()
             .collect();
-        roles.extend(profile.roles.iter().cloned());
+        roles.extend(
+            profile
+                .roles
+                .iter()
+                .filter(|g| !is_group_rule(&g.source))
+                .cloned(),
+        );
+        roles.extend(self.group_grants(groups));
         let roles = crate::user::normalize_roles(roles);
         if roles != user.roles {
             update.roles = Some(roles);
@@ -503,17 +546,58 @@ impl AttributeMapping {
     #[allow(clippy::option_option)]
     fn decide(
         &self,
+        user: &User,
         field: Field,
         current: &Option<String>,
         mapped: &Option<String>,
     ) -> Option<Option<String>> {
-        let write = match self.policy(field) {
-            SyncPolicy::Always => current != mapped,
-            SyncPolicy::IfEmpty => current.as_deref().is_none_or(str::is_empty) && mapped.is_some(),
-            SyncPolicy::Never => false,
-        };
+        let empty = current.as_deref().is_none_or(str::is_empty);
+        let policy = self.policy(field);
+        // A claim the token does not carry says nothing: the field is left as it is (an access
+        // token without `name` must not erase the name an ID token gave).
+        let write =
+            mapped.is_some() && current != mapped && policy.writes(empty, is_scim(user, field));
         write.then(|| mapped.clone())
     }
+
+    /// The grants the group rules make for `groups`.
+    pub(crate) fn group_grants(&self, groups: &[String]) -> Vec<RoleGrant> {
+        self.role_rules
+            .iter()
+            .filter_map(|rule| match rule {
+                RoleRule::Group { group, role } if groups.iter().any(|g| g == group) => {
+                    Some(RoleGrant::new(role.clone(), RoleSource::Mapping(rule.id())))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `roles` with the group-rule grants replaced by what `groups` justify now: for a
+    /// membership change made by SCIM.
+    pub(crate) fn regrant_for_groups(
+        &self,
+        roles: &[RoleGrant],
+        groups: &[String],
+    ) -> Vec<RoleGrant> {
+        let mut roles: Vec<RoleGrant> = roles
+            .iter()
+            .filter(|g| !is_group_rule(&g.source))
+            .cloned()
+            .collect();
+        roles.extend(self.group_grants(groups));
+        crate::user::normalize_roles(roles)
+    }
+}
+
+/// Whether SCIM has set `field` on `user`.
+fn is_scim(user: &User, field: Field) -> bool {
+    user.scim_managed.iter().any(|f| f == field.as_str())
+}
+
+/// Whether a grant comes from a group-to-role rule.
+fn is_group_rule(source: &RoleSource) -> bool {
+    matches!(source, RoleSource::Mapping(rule) if rule.starts_with("group:"))
 }
 
 /// A digest of a mapped profile: equal profiles, equal fingerprints.

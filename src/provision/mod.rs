@@ -377,11 +377,22 @@ impl Provisioner {
         } else {
             UserStatus::Active
         };
-        let new_user = self.config.mapping.new_user(&admitted.profile, status);
+        let mut new_user = self.config.mapping.new_user(&admitted.profile, status);
         let audit = AuditEvent::new(AuditKind::Provisioned, Actor::Login);
-        Ok(store
-            .create_user(new_user, &admitted.key, fingerprint, audit)
-            .await?)
+        match store
+            .create_user(new_user.clone(), &admitted.key, fingerprint, audit.clone())
+            .await
+        {
+            // The login name is someone else's (the same address at another issuer, or an
+            // account SCIM created): the account goes without one rather than fail.
+            Err(StoreError::Duplicate("user_name")) => {
+                new_user.user_name = None;
+                Ok(store
+                    .create_user(new_user, &admitted.key, fingerprint, audit)
+                    .await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     fn needs_approval(&self, claims: &VerifiedClaims, profile: &MappedProfile) -> bool {
@@ -425,8 +436,15 @@ impl Provisioner {
             });
             if trusted {
                 let email = admitted.profile.email.as_deref().unwrap_or_default();
-                // Exactly one verified candidate, or none: an ambiguous address links nobody.
-                let candidates = store.find_by_verified_email(email, 2).await?;
+                // Accounts holding the address verified, or as their login name (as SCIM
+                // clients create them). Exactly one candidate, or none: an ambiguous address
+                // links nobody.
+                let mut candidates = store.find_by_verified_email(email, 2).await?;
+                if let Some(user) = store.find_by_user_name(email).await?
+                    && !candidates.iter().any(|c| c.id == user.id)
+                {
+                    candidates.push(user);
+                }
                 if let [user] = candidates.as_slice()
                     && self.free_for(user, &admitted.key).await?
                 {
@@ -470,8 +488,13 @@ impl Provisioner {
         {
             return Ok((user, identity));
         }
+        let mut keep_user_name = false;
         for _ in 0..CONFLICT_RETRIES {
-            let (update, fields) = self.config.mapping.changes(&user, &admitted.profile);
+            let (mut update, mut fields) = self.config.mapping.changes(&user, &admitted.profile);
+            if keep_user_name {
+                update.user_name = None;
+                fields.retain(|f| *f != "user_name");
+            }
             if update.is_empty() {
                 break;
             }
@@ -493,6 +516,10 @@ impl Provisioner {
                         .await?
                         .map(|(user, _)| user)
                         .ok_or(Failure::Broken)?;
+                }
+                // The new login name is taken: sync everything else.
+                Err(StoreError::Duplicate("user_name")) if !keep_user_name => {
+                    keep_user_name = true;
                 }
                 Err(other) => return Err(other.into()),
             }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore};
 use crate::audit::{Audit, AuditEvent};
-use crate::user::{Identity, IdentityKey, NewUser, User, UserUpdate};
+use crate::user::{Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, User, UserUpdate};
 
 /// How many audit events a [`MemoryStore`] keeps.
 const KEPT_EVENTS: usize = 10_000;
@@ -36,10 +36,48 @@ struct State {
     users: HashMap<Uuid, User>,
     identities: HashMap<IdentityKey, Identity>,
     tombstones: HashSet<IdentityKey>,
+    groups: HashMap<Uuid, Group>,
     events: Vec<AuditEvent>,
 }
 
 impl State {
+    /// Refuses a user record whose unique values another user holds.
+    fn check_unique(&self, user: &User) -> Result<(), StoreError> {
+        let others = || self.users.values().filter(|u| u.id != user.id);
+        if let Some(name) = &user.user_name
+            && others().any(|u| {
+                u.user_name
+                    .as_ref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+        {
+            return Err(StoreError::Duplicate("user_name"));
+        }
+        if let Some(external_id) = &user.external_id
+            && others().any(|u| u.external_id.as_ref() == Some(external_id))
+        {
+            return Err(StoreError::Duplicate("external_id"));
+        }
+        Ok(())
+    }
+
+    /// Refuses a group record whose unique values another group holds, or unknown members.
+    fn check_group(&self, group: &Group) -> Result<(), StoreError> {
+        let others = || self.groups.values().filter(|g| g.id != group.id);
+        if others().any(|g| g.display_name.eq_ignore_ascii_case(&group.display_name)) {
+            return Err(StoreError::Duplicate("display_name"));
+        }
+        if let Some(external_id) = &group.external_id
+            && others().any(|g| g.external_id.as_ref() == Some(external_id))
+        {
+            return Err(StoreError::Duplicate("external_id"));
+        }
+        if group.members.iter().any(|m| !self.users.contains_key(m)) {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     /// The identity's current owner (the insert-or-get "get"), or an error if it was deleted;
     /// `None` when the identity is free to be written.
     fn taken(&self, key: &IdentityKey) -> Result<Option<Resolved>, StoreError> {
@@ -140,16 +178,9 @@ impl UserStore for MemoryStore {
         if let Some(existing) = state.taken(key)? {
             return Ok(existing);
         }
-        if let Some(external_id) = &user.external_id
-            && state
-                .users
-                .values()
-                .any(|u| u.external_id.as_ref() == Some(external_id))
-        {
-            return Err(StoreError::Duplicate("external_id"));
-        }
         let mut user = User::from_new(user, now);
         user.last_login_at = Some(now);
+        state.check_unique(&user)?;
         let identity = Identity {
             key: key.clone(),
             user_id: user.id,
@@ -234,6 +265,108 @@ impl UserStore for MemoryStore {
         Ok(users)
     }
 
+    async fn find_by_user_name(&self, user_name: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .state()
+            .users
+            .values()
+            .find(|u| {
+                u.user_name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+            })
+            .cloned())
+    }
+
+    async fn insert_user(&self, user: NewUser, audit: AuditEvent) -> Result<User, StoreError> {
+        let mut state = self.state();
+        let user = User::from_new(user, crate::user::now());
+        state.check_unique(&user)?;
+        state.users.insert(user.id, user.clone());
+        self.emit(&mut state, audit.user(user.id));
+        drop(state);
+        self.inner.feed.publish(StoreEvent::Changed {
+            user_id: user.id,
+            version: user.version,
+        });
+        Ok(user)
+    }
+
+    async fn list_users(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<User>, StoreError> {
+        let mut users: Vec<User> = self
+            .state()
+            .users
+            .values()
+            .filter(|u| after.is_none_or(|after| u.id > after))
+            .cloned()
+            .collect();
+        users.sort_by_key(|u| u.id);
+        users.truncate(limit);
+        Ok(users)
+    }
+
+    async fn insert_group(&self, group: NewGroup) -> Result<Group, StoreError> {
+        let mut state = self.state();
+        let group = Group::from_new(group, crate::user::now());
+        state.check_group(&group)?;
+        state.groups.insert(group.id, group.clone());
+        Ok(group)
+    }
+
+    async fn get_group(&self, id: Uuid) -> Result<Option<Group>, StoreError> {
+        Ok(self.state().groups.get(&id).cloned())
+    }
+
+    async fn list_groups(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Group>, StoreError> {
+        let mut groups: Vec<Group> = self
+            .state()
+            .groups
+            .values()
+            .filter(|g| after.is_none_or(|after| g.id > after))
+            .cloned()
+            .collect();
+        groups.sort_by_key(|g| g.id);
+        groups.truncate(limit);
+        Ok(groups)
+    }
+
+    async fn update_group(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        update: GroupUpdate,
+    ) -> Result<(Group, Vec<Uuid>), StoreError> {
+        let mut state = self.state();
+        let mut group = state.groups.get(&id).cloned().ok_or(StoreError::NotFound)?;
+        if expected_version.is_some_and(|v| v != group.version) {
+            return Err(StoreError::Conflict);
+        }
+        let affected = group.apply(update, crate::user::now());
+        state.check_group(&group)?;
+        state.groups.insert(id, group.clone());
+        Ok((group, affected))
+    }
+
+    async fn delete_group(&self, id: Uuid) -> Result<Option<Vec<Uuid>>, StoreError> {
+        Ok(self.state().groups.remove(&id).map(|g| g.members))
+    }
+
+    async fn groups_of(&self, user_id: Uuid) -> Result<Vec<Group>, StoreError> {
+        let mut groups: Vec<Group> = self
+            .state()
+            .groups
+            .values()
+            .filter(|g| g.members.contains(&user_id))
+            .cloned()
+            .collect();
+        groups.sort_by_key(|g| g.id);
+        Ok(groups)
+    }
+
     async fn identities(&self, user_id: Uuid) -> Result<Vec<Identity>, StoreError> {
         let mut identities: Vec<Identity> = self
             .state()
@@ -258,20 +391,17 @@ impl UserStore for MemoryStore {
         audit: Option<AuditEvent>,
     ) -> Result<User, StoreError> {
         let mut state = self.state();
-        if let Some(Some(external_id)) = &update.external_id
-            && state
-                .users
-                .values()
-                .any(|u| u.id != user_id && u.external_id.as_ref() == Some(external_id))
-        {
-            return Err(StoreError::Duplicate("external_id"));
-        }
-        let user = state.users.get_mut(&user_id).ok_or(StoreError::NotFound)?;
+        let mut user = state
+            .users
+            .get(&user_id)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
         if expected_version.is_some_and(|v| v != user.version) {
             return Err(StoreError::Conflict);
         }
         user.apply(update, crate::user::now());
-        let user = user.clone();
+        state.check_unique(&user)?;
+        state.users.insert(user_id, user.clone());
         if let Some(audit) = audit {
             self.emit(&mut state, audit.user(user_id));
         }
@@ -318,6 +448,9 @@ impl UserStore for MemoryStore {
         for key in keys {
             state.identities.remove(&key);
             state.tombstones.insert(key);
+        }
+        for group in state.groups.values_mut() {
+            group.members.retain(|m| *m != user_id);
         }
         self.emit(&mut state, audit.user(user_id));
         drop(state);

@@ -52,7 +52,8 @@ pub use self::sqlite::SqliteStore;
 
 use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::user::{
-    Identity, IdentityKey, NewUser, RoleGrant, RoleSource, User, UserStatus, UserUpdate,
+    Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, RoleGrant, RoleSource, User,
+    UserStatus, UserUpdate,
 };
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -74,7 +75,8 @@ pub enum StoreError {
     /// The identity belonged to a deleted user: it is never provisioned again.
     #[error("identity belongs to a deleted user")]
     IdentityDeleted,
-    /// A value that must be unique is taken (`external_id`, `user_name`).
+    /// A value that must be unique is taken (`external_id`, `user_name`, a group's
+    /// `display_name`).
     #[error("`{0}` is already taken")]
     Duplicate(&'static str),
     /// Anything else the backend reported (a schema that was not migrated, a corrupt row).
@@ -239,6 +241,75 @@ pub trait UserStore: fmt::Debug + Send + Sync + 'static {
         email: &str,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
+
+    /// The user whose `user_name` is `user_name`, compared case-insensitively (ASCII).
+    fn find_by_user_name(
+        &self,
+        user_name: &str,
+    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send;
+
+    /// Creates a user with no identity yet (as SCIM does, ahead of the first sign-in), and emits
+    /// `audit`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Duplicate`] when `user_name` or `external_id` is taken.
+    fn insert_user(
+        &self,
+        user: NewUser,
+        audit: AuditEvent,
+    ) -> impl Future<Output = Result<User, StoreError>> + Send;
+
+    /// Up to `limit` users with ids after `after` (all, from the first, for `None`), in id
+    /// order: a stable order to page through every user.
+    fn list_users(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<User>, StoreError>> + Send;
+
+    /// Creates a group.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Duplicate`] when `display_name` or `external_id` is taken;
+    /// [`StoreError::NotFound`] when a member does not exist.
+    fn insert_group(
+        &self,
+        group: NewGroup,
+    ) -> impl Future<Output = Result<Group, StoreError>> + Send;
+
+    /// The group `id`.
+    fn get_group(&self, id: Uuid)
+    -> impl Future<Output = Result<Option<Group>, StoreError>> + Send;
+
+    /// Up to `limit` groups with ids after `after`, in id order.
+    fn list_groups(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Group>, StoreError>> + Send;
+
+    /// Applies `update` if the group is at `expected_version` (any for `None`); returns the
+    /// group and the users whose memberships changed (whose `groups` the caller should update).
+    fn update_group(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        update: GroupUpdate,
+    ) -> impl Future<Output = Result<(Group, Vec<Uuid>), StoreError>> + Send;
+
+    /// Deletes the group; returns its former members, or `None` if it did not exist.
+    fn delete_group(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Vec<Uuid>>, StoreError>> + Send;
+
+    /// The groups `user_id` is a member of, in id order.
+    fn groups_of(
+        &self,
+        user_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<Group>, StoreError>> + Send;
 
     /// The identities that sign in to `user_id`.
     fn identities(
@@ -428,6 +499,10 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         email: &'a str,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<User>, StoreError>>;
+    fn find_by_user_name<'a>(
+        &'a self,
+        user_name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
     fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>>;
     fn update_user(
         &self,
@@ -494,6 +569,13 @@ impl<S: UserStore> DynStore for S {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<User>, StoreError>> {
         Box::pin(UserStore::find_by_verified_email(self, email, limit))
+    }
+
+    fn find_by_user_name<'a>(
+        &'a self,
+        user_name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<User>, StoreError>> {
+        Box::pin(UserStore::find_by_user_name(self, user_name))
     }
 
     fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>> {

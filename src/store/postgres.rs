@@ -44,7 +44,9 @@ use uuid::Uuid;
 use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore, sql};
 use crate::audit::{Actor, Audit, AuditEvent, AuditKind};
 use crate::error::ErrorChain;
-use crate::user::{Identity, IdentityKey, NewUser, RoleGrant, User, UserUpdate};
+use crate::user::{
+    Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, RoleGrant, User, UserUpdate,
+};
 
 /// The channel changes are broadcast on.
 const CHANNEL: &str = "jit_user_changes";
@@ -410,7 +412,8 @@ macro_rules! user_columns {
     () => {
         "u.id, u.email, u.email_verified, u.user_name, u.display_name, u.given_name, \
          u.family_name, u.picture, u.locale, u.roles, u.groups, u.attributes, u.status, \
-         u.external_id, u.version, u.created_at, u.updated_at, u.last_login_at"
+         u.external_id, u.scim_attributes, u.scim_managed, u.version, u.created_at, \
+         u.updated_at, u.last_login_at"
     };
 }
 
@@ -439,6 +442,8 @@ struct UserRow {
     attributes: Json<Map<String, Value>>,
     status: String,
     external_id: Option<String>,
+    scim_attributes: Json<Map<String, Value>>,
+    scim_managed: Json<Vec<String>>,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -462,6 +467,8 @@ impl UserRow {
             attributes: self.attributes.0,
             status: sql::status(&self.status)?,
             external_id: self.external_id,
+            scim_attributes: self.scim_attributes.0,
+            scim_managed: self.scim_managed.0,
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -554,16 +561,17 @@ async fn write_user(
         concat!(
             "INSERT INTO jit_users (email, email_verified, user_name, display_name, given_name, ",
             "family_name, picture, locale, roles, groups, attributes, status, external_id, ",
-            "version, created_at, updated_at, last_login_at, id) ",
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            "scim_attributes, scim_managed, version, created_at, updated_at, last_login_at, id) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, ",
+            "$18, $19, $20)"
         )
     } else {
         concat!(
             "UPDATE jit_users SET email = $1, email_verified = $2, user_name = $3, ",
             "display_name = $4, given_name = $5, family_name = $6, picture = $7, locale = $8, ",
             "roles = $9, groups = $10, attributes = $11, status = $12, external_id = $13, ",
-            "version = $14, created_at = $15, updated_at = $16, last_login_at = $17 ",
-            "WHERE id = $18 AND version = $19"
+            "scim_attributes = $14, scim_managed = $15, version = $16, created_at = $17, ",
+            "updated_at = $18, last_login_at = $19 WHERE id = $20 AND version = $21"
         )
     };
     let result = sqlx::query(query)
@@ -580,6 +588,8 @@ async fn write_user(
         .bind(Json(&user.attributes))
         .bind(user.status.as_str())
         .bind(user.external_id.as_deref())
+        .bind(Json(&user.scim_attributes))
+        .bind(Json(&user.scim_managed))
         .bind(user.version)
         .bind(user.created_at)
         .bind(user.updated_at)
@@ -590,9 +600,120 @@ async fn write_user(
         .await;
     match result {
         Ok(done) => Ok(done.rows_affected() == 1),
-        Err(err) if sql::is_unique_violation(&err) => Err(StoreError::Duplicate("external_id")),
-        Err(err) => Err(store_error(err)),
+        Err(err) => Err(unique_or(
+            err,
+            &[
+                ("jit_users_user_name", "user_name"),
+                ("jit_users_external_id", "external_id"),
+            ],
+        )),
     }
+}
+
+/// A unique violation as [`StoreError::Duplicate`] naming the column, else a store error.
+fn unique_or(err: sqlx::Error, constraints: &[(&str, &'static str)]) -> StoreError {
+    if let sqlx::Error::Database(db) = &err
+        && db.is_unique_violation()
+        && let Some(constraint) = db.constraint()
+        && let Some((_, name)) = constraints.iter().find(|(c, _)| *c == constraint)
+    {
+        return StoreError::Duplicate(name);
+    }
+    store_error(err)
+}
+
+const GROUP_COLUMNS: &str = concat!(
+    "g.id, g.display_name, g.external_id, g.scim_attributes, g.version, g.created_at, ",
+    "g.updated_at, COALESCE((SELECT json_agg(m.user_id ORDER BY m.user_id) FROM ",
+    "jit_group_members m WHERE m.group_id = g.id), '[]'::json) AS members"
+);
+
+#[derive(FromRow)]
+struct GroupRow {
+    id: Uuid,
+    display_name: String,
+    external_id: Option<String>,
+    scim_attributes: Json<Map<String, Value>>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    members: Json<Vec<Uuid>>,
+}
+
+impl GroupRow {
+    fn into_group(self) -> Group {
+        Group {
+            id: self.id,
+            display_name: self.display_name,
+            external_id: self.external_id,
+            members: self.members.0,
+            scim_attributes: self.scim_attributes.0,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+async fn write_group(
+    tx: &mut Transaction<'static, Postgres>,
+    group: &Group,
+    insert: bool,
+    expected_version: i64,
+) -> Result<bool, StoreError> {
+    let query = if insert {
+        concat!(
+            "INSERT INTO jit_groups (display_name, external_id, scim_attributes, version, ",
+            "created_at, updated_at, id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        )
+    } else {
+        concat!(
+            "UPDATE jit_groups SET display_name = $1, external_id = $2, scim_attributes = $3, ",
+            "version = $4, created_at = $5, updated_at = $6 WHERE id = $7 AND version = $8"
+        )
+    };
+    let done = sqlx::query(query)
+        .bind(&group.display_name)
+        .bind(group.external_id.as_deref())
+        .bind(Json(&group.scim_attributes))
+        .bind(group.version)
+        .bind(group.created_at)
+        .bind(group.updated_at)
+        .bind(group.id)
+        .bind(expected_version)
+        .execute(&mut **tx)
+        .await
+        .map_err(|err| {
+            unique_or(
+                err,
+                &[
+                    ("jit_groups_display_name", "display_name"),
+                    ("jit_groups_external_id", "external_id"),
+                ],
+            )
+        })?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM jit_group_members WHERE group_id = $1")
+        .bind(group.id)
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    sqlx::query(concat!(
+        "INSERT INTO jit_group_members (group_id, user_id, created_at) ",
+        "SELECT $1, member, $3 FROM unnest($2::uuid[]) AS member"
+    ))
+    .bind(group.id)
+    .bind(&group.members)
+    .bind(group.updated_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(|err| match &err {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        _ => store_error(err),
+    })?;
+    Ok(true)
 }
 
 impl UserStore for PostgresStore {
@@ -734,6 +855,143 @@ impl UserStore for PostgresStore {
         .await
         .map_err(store_error)?;
         rows.into_iter().map(UserRow::into_user).collect()
+    }
+
+    async fn find_by_user_name(&self, user_name: &str) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM jit_users u WHERE lower(u.user_name) = lower($1)"
+        ))
+        .bind(user_name)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(store_error)?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    async fn insert_user(&self, user: NewUser, audit: AuditEvent) -> Result<User, StoreError> {
+        let mut tx = self.begin().await?;
+        let user = User::from_new(user, crate::user::now());
+        write_user(&mut tx, &user, true, 0).await?;
+        let event = audit.user(user.id);
+        self.persist(&mut tx, &event).await?;
+        Self::notify(&mut tx, user.id, &user.version.to_string()).await?;
+        tx.commit().await.map_err(store_error)?;
+        self.inner.audit.emit(&event);
+        self.inner.feed.publish(StoreEvent::Changed {
+            user_id: user.id,
+            version: user.version,
+        });
+        Ok(user)
+    }
+
+    async fn list_users(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<User>, StoreError> {
+        let rows: Vec<UserRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM jit_users u WHERE ($1::uuid IS NULL OR u.id > $1) ORDER BY u.id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(store_error)?;
+        rows.into_iter().map(UserRow::into_user).collect()
+    }
+
+    async fn insert_group(&self, group: NewGroup) -> Result<Group, StoreError> {
+        let mut tx = self.begin().await?;
+        let group = Group::from_new(group, crate::user::now());
+        write_group(&mut tx, &group, true, 0).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(group)
+    }
+
+    async fn get_group(&self, id: Uuid) -> Result<Option<Group>, StoreError> {
+        let row: Option<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM jit_groups g WHERE g.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(row.map(GroupRow::into_group))
+    }
+
+    async fn list_groups(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Group>, StoreError> {
+        let rows: Vec<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM jit_groups g WHERE ($1::uuid IS NULL OR g.id > $1) \
+             ORDER BY g.id LIMIT $2"
+        )))
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows.into_iter().map(GroupRow::into_group).collect())
+    }
+
+    async fn update_group(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        update: GroupUpdate,
+    ) -> Result<(Group, Vec<Uuid>), StoreError> {
+        let mut tx = self.begin().await?;
+        let row: Option<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM jit_groups g WHERE g.id = $1 FOR UPDATE"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let mut group = row.ok_or(StoreError::NotFound)?.into_group();
+        if expected_version.is_some_and(|v| v != group.version) {
+            return Err(StoreError::Conflict);
+        }
+        let read_version = group.version;
+        let affected = group.apply(update, crate::user::now());
+        if !write_group(&mut tx, &group, false, read_version).await? {
+            return Err(StoreError::Conflict);
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok((group, affected))
+    }
+
+    async fn delete_group(&self, id: Uuid) -> Result<Option<Vec<Uuid>>, StoreError> {
+        let mut tx = self.begin().await?;
+        let members: Vec<Uuid> =
+            sqlx::query_scalar("SELECT user_id FROM jit_group_members WHERE group_id = $1")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        let deleted = sqlx::query("DELETE FROM jit_groups WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected()
+            == 1;
+        tx.commit().await.map_err(store_error)?;
+        Ok(deleted.then_some(members))
+    }
+
+    async fn groups_of(&self, user_id: Uuid) -> Result<Vec<Group>, StoreError> {
+        let rows: Vec<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM jit_groups g WHERE g.id IN \
+             (SELECT group_id FROM jit_group_members WHERE user_id = $1) ORDER BY g.id"
+        )))
+        .bind(user_id)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows.into_iter().map(GroupRow::into_group).collect())
     }
 
     async fn identities(&self, user_id: Uuid) -> Result<Vec<Identity>, StoreError> {

@@ -25,10 +25,6 @@ pub(crate) fn classify(err: sqlx::Error, transient: impl Fn(&str) -> bool) -> St
     }
 }
 
-pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 pub(crate) fn status(name: &str) -> Result<UserStatus, StoreError> {
     UserStatus::from_name(name)
         .ok_or_else(|| StoreError::Backend(format!("unknown status `{name}`").into()))

@@ -23,7 +23,9 @@ use uuid::Uuid;
 
 use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore, sql};
 use crate::audit::{Actor, Audit, AuditEvent, AuditKind};
-use crate::user::{Identity, IdentityKey, NewUser, RoleGrant, User, UserUpdate};
+use crate::user::{
+    Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, RoleGrant, User, UserUpdate,
+};
 
 /// A [`UserStore`] on SQLite. Cheap to clone: clones share one connection pool.
 ///
@@ -281,7 +283,8 @@ macro_rules! user_columns {
     () => {
         "u.id, u.email, u.email_verified, u.user_name, u.display_name, u.given_name, \
          u.family_name, u.picture, u.locale, u.roles, u.groups, u.attributes, u.status, \
-         u.external_id, u.version, u.created_at, u.updated_at, u.last_login_at"
+         u.external_id, u.scim_attributes, u.scim_managed, u.version, u.created_at, \
+         u.updated_at, u.last_login_at"
     };
 }
 
@@ -316,6 +319,8 @@ struct UserRow {
     attributes: String,
     status: String,
     external_id: Option<String>,
+    scim_attributes: String,
+    scim_managed: String,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -339,6 +344,8 @@ impl UserRow {
             attributes: from_json::<Map<String, Value>>(&self.attributes)?,
             status: sql::status(&self.status)?,
             external_id: self.external_id,
+            scim_attributes: from_json(&self.scim_attributes)?,
+            scim_managed: from_json(&self.scim_managed)?,
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -441,15 +448,16 @@ async fn write_user(
         concat!(
             "INSERT INTO jit_users (email, email_verified, user_name, display_name, given_name, ",
             "family_name, picture, locale, roles, groups, attributes, status, external_id, ",
-            "version, created_at, updated_at, last_login_at, id) ",
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "scim_attributes, scim_managed, version, created_at, updated_at, last_login_at, id) ",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
     } else {
         concat!(
             "UPDATE jit_users SET email = ?, email_verified = ?, user_name = ?, ",
             "display_name = ?, given_name = ?, family_name = ?, picture = ?, locale = ?, ",
-            "roles = ?, groups = ?, attributes = ?, status = ?, external_id = ?, version = ?, ",
-            "created_at = ?, updated_at = ?, last_login_at = ? WHERE id = ? AND version = ?"
+            "roles = ?, groups = ?, attributes = ?, status = ?, external_id = ?, ",
+            "scim_attributes = ?, scim_managed = ?, version = ?, created_at = ?, updated_at = ?, ",
+            "last_login_at = ? WHERE id = ? AND version = ?"
         )
     };
     let result = sqlx::query(query)
@@ -466,6 +474,8 @@ async fn write_user(
         .bind(json(&user.attributes))
         .bind(user.status.as_str())
         .bind(user.external_id.as_deref())
+        .bind(json(&user.scim_attributes))
+        .bind(json(&user.scim_managed))
         .bind(user.version)
         .bind(user.created_at)
         .bind(user.updated_at)
@@ -476,9 +486,126 @@ async fn write_user(
         .await;
     match result {
         Ok(done) => Ok(done.rows_affected() == 1),
-        Err(err) if sql::is_unique_violation(&err) => Err(StoreError::Duplicate("external_id")),
-        Err(err) => Err(store_error(err)),
+        Err(err) => Err(unique_or(
+            err,
+            &[("user_name", "user_name"), ("external_id", "external_id")],
+        )),
     }
+}
+
+/// A unique violation as [`StoreError::Duplicate`] naming the column, else a store error.
+/// SQLite names the column in its message: `UNIQUE constraint failed: jit_users.user_name`.
+fn unique_or(err: sqlx::Error, columns: &[(&str, &'static str)]) -> StoreError {
+    if let sqlx::Error::Database(db) = &err
+        && db.is_unique_violation()
+    {
+        let message = db.message();
+        for (column, name) in columns {
+            if message.contains(&format!(".{column}")) {
+                return StoreError::Duplicate(name);
+            }
+        }
+    }
+    store_error(err)
+}
+
+const GROUP_COLUMNS: &str = concat!(
+    "g.id, g.display_name, g.external_id, g.scim_attributes, g.version, g.created_at, ",
+    "g.updated_at, (SELECT json_group_array(user_id) FROM (SELECT user_id FROM ",
+    "jit_group_members m WHERE m.group_id = g.id ORDER BY user_id)) AS members"
+);
+
+#[derive(FromRow)]
+struct GroupRow {
+    id: String,
+    display_name: String,
+    external_id: Option<String>,
+    scim_attributes: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    members: String,
+}
+
+impl GroupRow {
+    fn into_group(self) -> Result<Group, StoreError> {
+        let members: Vec<String> = from_json(&self.members)?;
+        Ok(Group {
+            id: parse_uuid(&self.id)?,
+            display_name: self.display_name,
+            external_id: self.external_id,
+            members: members
+                .iter()
+                .map(|m| parse_uuid(m))
+                .collect::<Result<_, _>>()?,
+            scim_attributes: from_json(&self.scim_attributes)?,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+async fn write_group(
+    tx: &mut Transaction<'static, Sqlite>,
+    group: &Group,
+    insert: bool,
+    expected_version: i64,
+) -> Result<bool, StoreError> {
+    let query = if insert {
+        concat!(
+            "INSERT INTO jit_groups (display_name, external_id, scim_attributes, version, ",
+            "created_at, updated_at, id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
+    } else {
+        concat!(
+            "UPDATE jit_groups SET display_name = ?, external_id = ?, scim_attributes = ?, ",
+            "version = ?, created_at = ?, updated_at = ? WHERE id = ? AND version = ?"
+        )
+    };
+    let done = sqlx::query(query)
+        .bind(&group.display_name)
+        .bind(group.external_id.as_deref())
+        .bind(json(&group.scim_attributes))
+        .bind(group.version)
+        .bind(group.created_at)
+        .bind(group.updated_at)
+        .bind(group.id.to_string())
+        .bind(expected_version)
+        .execute(&mut **tx)
+        .await
+        .map_err(|err| {
+            unique_or(
+                err,
+                &[
+                    ("display_name", "display_name"),
+                    ("external_id", "external_id"),
+                ],
+            )
+        })?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM jit_group_members WHERE group_id = ?")
+        .bind(group.id.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    for member in &group.members {
+        sqlx::query(
+            "INSERT INTO jit_group_members (group_id, user_id, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(group.id.to_string())
+        .bind(member.to_string())
+        .bind(group.updated_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            _ => store_error(err),
+        })?;
+    }
+    Ok(true)
 }
 
 impl UserStore for SqliteStore {
@@ -593,6 +720,149 @@ impl UserStore for SqliteStore {
         .await
         .map_err(store_error)?;
         rows.into_iter().map(UserRow::into_user).collect()
+    }
+
+    async fn find_by_user_name(&self, user_name: &str) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM jit_users u WHERE u.user_name = ? COLLATE NOCASE"
+        ))
+        .bind(user_name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    async fn insert_user(&self, user: NewUser, audit: AuditEvent) -> Result<User, StoreError> {
+        let mut tx = self.begin().await?;
+        let user = User::from_new(user, crate::user::now());
+        write_user(&mut tx, &user, true, 0).await?;
+        let event = audit.user(user.id);
+        self.persist(&mut tx, &event).await?;
+        tx.commit().await.map_err(store_error)?;
+        self.emit_committed(&event);
+        self.feed.publish(StoreEvent::Changed {
+            user_id: user.id,
+            version: user.version,
+        });
+        Ok(user)
+    }
+
+    async fn list_users(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<User>, StoreError> {
+        let rows: Vec<UserRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM jit_users u WHERE (?1 IS NULL OR u.id > ?1) ORDER BY u.id LIMIT ?2"
+        ))
+        .bind(after.map(|id| id.to_string()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.into_iter().map(UserRow::into_user).collect()
+    }
+
+    async fn insert_group(&self, group: NewGroup) -> Result<Group, StoreError> {
+        let mut tx = self.begin().await?;
+        let group = Group::from_new(group, crate::user::now());
+        write_group(&mut tx, &group, true, 0).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(group)
+    }
+
+    async fn get_group(&self, id: Uuid) -> Result<Option<Group>, StoreError> {
+        let row: Option<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM jit_groups g WHERE g.id = ?"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.map(GroupRow::into_group).transpose()
+    }
+
+    async fn list_groups(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Group>, StoreError> {
+        let rows: Vec<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM jit_groups g WHERE (?1 IS NULL OR g.id > ?1) \
+             ORDER BY g.id LIMIT ?2"
+        )))
+        .bind(after.map(|id| id.to_string()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.into_iter().map(GroupRow::into_group).collect()
+    }
+
+    async fn update_group(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        update: GroupUpdate,
+    ) -> Result<(Group, Vec<Uuid>), StoreError> {
+        let mut tx = self.begin().await?;
+        let row: Option<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM jit_groups g WHERE g.id = ?"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let mut group = row.ok_or(StoreError::NotFound)?.into_group()?;
+        if expected_version.is_some_and(|v| v != group.version) {
+            return Err(StoreError::Conflict);
+        }
+        let read_version = group.version;
+        let affected = group.apply(update, crate::user::now());
+        if !write_group(&mut tx, &group, false, read_version).await? {
+            return Err(StoreError::Conflict);
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok((group, affected))
+    }
+
+    async fn delete_group(&self, id: Uuid) -> Result<Option<Vec<Uuid>>, StoreError> {
+        let mut tx = self.begin().await?;
+        let members: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM jit_group_members WHERE group_id = ?")
+                .bind(id.to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        let deleted = sqlx::query("DELETE FROM jit_groups WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected()
+            == 1;
+        tx.commit().await.map_err(store_error)?;
+        if !deleted {
+            return Ok(None);
+        }
+        members
+            .iter()
+            .map(|m| parse_uuid(m))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    async fn groups_of(&self, user_id: Uuid) -> Result<Vec<Group>, StoreError> {
+        let rows: Vec<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {GROUP_COLUMNS} FROM jit_groups g WHERE g.id IN \
+             (SELECT group_id FROM jit_group_members WHERE user_id = ?) ORDER BY g.id"
+        )))
+        .bind(user_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.into_iter().map(GroupRow::into_group).collect()
     }
 
     async fn identities(&self, user_id: Uuid) -> Result<Vec<Identity>, StoreError> {

@@ -252,6 +252,7 @@ struct ClaimsInner {
     authorized_party: Option<String>,
     email_verified: bool,
     groups: Vec<String>,
+    groups_asserted: bool,
     expires_at: DateTime<Utc>,
     issued_at: DateTime<Utc>,
     claims: Map<String, Value>,
@@ -282,9 +283,9 @@ impl VerifiedClaims {
             }
             _ => false,
         };
-        let groups = lookup(&claims, &rules.groups_claim)
-            .map(strings)
-            .unwrap_or_default();
+        let groups_claim = lookup(&claims, &rules.groups_claim);
+        let groups_asserted = groups_claim.is_some();
+        let groups = groups_claim.map(strings).unwrap_or_default();
         let expires_at = timestamp(&claims, "exp").ok_or(TokenError::Malformed)?;
         let issued_at = timestamp(&claims, "iat").ok_or(TokenError::Malformed)?;
         Ok(Self(Arc::new(ClaimsInner {
@@ -295,6 +296,7 @@ impl VerifiedClaims {
             authorized_party,
             email_verified,
             groups,
+            groups_asserted,
             expires_at,
             issued_at,
             claims,
@@ -369,6 +371,11 @@ impl VerifiedClaims {
     /// The `locale` claim.
     pub fn locale(&self) -> Option<&str> {
         self.str_claim("locale")
+    }
+
+    /// Whether the token carries the issuer's groups claim at all (an empty list included).
+    pub fn groups_asserted(&self) -> bool {
+        self.0.groups_asserted
     }
 
     /// Group names from the issuer's groups claim (`groups` unless

@@ -246,7 +246,8 @@ mod counting {
     use std::sync::atomic::Ordering;
     use tower_jit_provisioning::store::{ChangeFeed, Resolved};
     use tower_jit_provisioning::{
-        AuditEvent, Identity, IdentityKey, NewUser, StoreError, User, UserStore, UserUpdate,
+        AuditEvent, Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, StoreError, User,
+        UserStore, UserUpdate,
     };
     use uuid::Uuid;
 
@@ -291,6 +292,46 @@ mod counting {
         }
         async fn identities(&self, user_id: Uuid) -> Result<Vec<Identity>, StoreError> {
             self.inner.identities(user_id).await
+        }
+        async fn find_by_user_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+            self.inner.find_by_user_name(name).await
+        }
+        async fn insert_user(&self, user: NewUser, audit: AuditEvent) -> Result<User, StoreError> {
+            self.inner.insert_user(user, audit).await
+        }
+        async fn list_users(
+            &self,
+            after: Option<Uuid>,
+            limit: usize,
+        ) -> Result<Vec<User>, StoreError> {
+            self.inner.list_users(after, limit).await
+        }
+        async fn insert_group(&self, group: NewGroup) -> Result<Group, StoreError> {
+            self.inner.insert_group(group).await
+        }
+        async fn get_group(&self, id: Uuid) -> Result<Option<Group>, StoreError> {
+            self.inner.get_group(id).await
+        }
+        async fn list_groups(
+            &self,
+            after: Option<Uuid>,
+            limit: usize,
+        ) -> Result<Vec<Group>, StoreError> {
+            self.inner.list_groups(after, limit).await
+        }
+        async fn update_group(
+            &self,
+            id: Uuid,
+            expected_version: Option<i64>,
+            update: GroupUpdate,
+        ) -> Result<(Group, Vec<Uuid>), StoreError> {
+            self.inner.update_group(id, expected_version, update).await
+        }
+        async fn delete_group(&self, id: Uuid) -> Result<Option<Vec<Uuid>>, StoreError> {
+            self.inner.delete_group(id).await
+        }
+        async fn groups_of(&self, user_id: Uuid) -> Result<Vec<Group>, StoreError> {
+            self.inner.groups_of(user_id).await
         }
         async fn get_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
             self.inner.get_user(id).await

@@ -1,0 +1,352 @@
+//! `/Groups`: groups and their members. A membership change rewrites the members' `groups`
+//! and re-applies the mapping's group-to-role rules, so roles follow groups whichever path
+//! (a token's claim, or SCIM) set them.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::OriginalUri;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::error::ScimError;
+use super::filter::{get_ci, matches};
+use super::{
+    ClientName, ListParams, ScimState, actor, created, parse_id, patch as patching, read_json,
+    respond, scim_time,
+};
+use crate::audit::{AuditEvent, AuditKind};
+use crate::store::{StoreError, UserStore};
+use crate::user::{Group, GroupUpdate, NewGroup, UserUpdate};
+
+/// The core Group schema.
+pub(crate) const CORE_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+const READ_ONLY: [&str; 2] = ["id", "meta"];
+const PROJECTED: [&str; 6] = [
+    "schemas",
+    "id",
+    "meta",
+    "displayName",
+    "externalId",
+    "members",
+];
+const RETRIES: usize = 5;
+
+/// A group in SCIM form.
+pub(crate) fn view(group: &Group, base: &str) -> Value {
+    let mut resource = group.scim_attributes.clone();
+    resource.insert("schemas".into(), json!([CORE_GROUP]));
+    resource.insert("id".into(), Value::from(group.id.to_string()));
+    resource.insert(
+        "displayName".into(),
+        Value::from(group.display_name.as_str()),
+    );
+    if let Some(external_id) = &group.external_id {
+        resource.insert("externalId".into(), Value::from(external_id.as_str()));
+    }
+    let members: Vec<Value> = group
+        .members
+        .iter()
+        .map(|m| json!({"value": m.to_string(), "type": "User", "$ref": format!("{base}/Users/{m}")}))
+        .collect();
+    resource.insert("members".into(), Value::Array(members));
+    resource.insert(
+        "meta".into(),
+        json!({
+            "resourceType": "Group",
+            "created": scim_time(group.created_at),
+            "lastModified": scim_time(group.updated_at),
+            "location": format!("{base}/Groups/{}", group.id),
+            "version": format!("W/\"{}\"", group.version),
+        }),
+    );
+    Value::Object(resource)
+}
+
+struct Projected {
+    display_name: String,
+    external_id: Option<String>,
+    members: Vec<Uuid>,
+    extras: Map<String, Value>,
+}
+
+fn project(resource: &Value) -> Result<Projected, ScimError> {
+    let object = resource
+        .as_object()
+        .ok_or_else(|| ScimError::invalid_syntax("a Group is a JSON object"))?;
+    let display_name = get_ci(object, "displayName")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ScimError::invalid_value("displayName is required"))?
+        .to_owned();
+    let external_id = match get_ci(object, "externalId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ScimError::invalid_value("externalId is a string")),
+    };
+    let members = match get_ci(object, "members") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_object()
+                    .and_then(|o| get_ci(o, "value"))
+                    .and_then(Value::as_str)
+                    .and_then(|v| Uuid::parse_str(v).ok())
+                    .ok_or_else(|| ScimError::invalid_value("a member is not a known user id"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ScimError::invalid_value("members is a list")),
+    };
+    let mut extras = object.clone();
+    extras.retain(|k, _| !PROJECTED.iter().any(|p| p.eq_ignore_ascii_case(k)));
+    Ok(Projected {
+        display_name,
+        external_id,
+        members,
+        extras,
+    })
+}
+
+impl Projected {
+    fn update(&self) -> GroupUpdate {
+        GroupUpdate {
+            display_name: Some(self.display_name.clone()),
+            external_id: Some(self.external_id.clone()),
+            members: Some(self.members.clone()),
+            scim_attributes: Some(self.extras.clone()),
+        }
+    }
+}
+
+/// A member that does not exist is the client's mistake, not a missing resource.
+fn member_error(error: StoreError) -> ScimError {
+    match error {
+        StoreError::NotFound => ScimError::invalid_value("a member is not a known user id"),
+        other => other.into(),
+    }
+}
+
+impl<S: UserStore + Clone> ScimState<S> {
+    /// Brings the `groups` (and the group-derived roles) of each user in `affected` in line
+    /// with their memberships; SCIM owns their groups from now on.
+    async fn sync_members(&self, affected: &[Uuid], client: &ClientName) -> Result<(), ScimError> {
+        for &user_id in affected {
+            for attempt in 0..RETRIES {
+                let Some(user) = self.store.get_user(user_id).await? else {
+                    break;
+                };
+                let mut groups: Vec<String> = self
+                    .store
+                    .groups_of(user_id)
+                    .await?
+                    .into_iter()
+                    .map(|g| g.display_name)
+                    .collect();
+                groups.sort();
+                let roles = self.mapping.regrant_for_groups(&user.roles, &groups);
+                let mut managed = user.scim_managed.clone();
+                if !managed.iter().any(|m| m == "groups") {
+                    managed.push("groups".to_owned());
+                }
+                if groups == user.groups && roles == user.roles && managed == user.scim_managed {
+                    break;
+                }
+                let mut fields = vec!["groups"];
+                if roles != user.roles {
+                    fields.push("roles");
+                }
+                let update = UserUpdate {
+                    groups: Some(groups),
+                    roles: Some(roles),
+                    scim_managed: Some(managed),
+                    ..UserUpdate::default()
+                };
+                let audit = AuditEvent::new(AuditKind::Updated, actor(client)).fields(fields);
+                match self
+                    .store
+                    .update_user(user_id, Some(user.version), update, Some(audit))
+                    .await
+                {
+                    Err(StoreError::Conflict) if attempt + 1 < RETRIES => continue,
+                    Err(StoreError::NotFound) => break,
+                    other => {
+                        other?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn all_groups(&self) -> Result<Vec<Group>, ScimError> {
+        let mut groups = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.list_groups(after, 500).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.id);
+            groups.extend(page);
+        }
+        Ok(groups)
+    }
+
+    async fn list_groups(&self, params: &ListParams, base: &str) -> Result<Response, ScimError> {
+        let resources: Vec<Value> = self
+            .all_groups()
+            .await?
+            .iter()
+            .map(|group| view(group, base))
+            .filter(|resource| params.filter.as_ref().is_none_or(|f| matches(f, resource)))
+            .collect();
+        Ok(params.respond(resources))
+    }
+}
+
+pub(crate) async fn list<S: UserStore + Clone>(
+    State(state): State<Arc<ScimState<S>>>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ScimError> {
+    let params = ListParams::from_query(query.as_deref())?;
+    let base = state.base(&headers, &uri, "/Groups");
+    state.list_groups(&params, &base).await
+}
+
+pub(crate) async fn search<S: UserStore + Clone>(
+    State(state): State<Arc<ScimState<S>>>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Body,
+) -> Result<Response, ScimError> {
+    let body = read_json(&headers, body).await?;
+    let params = ListParams::from_search(&body)?;
+    let base = state.base(&headers, &uri, "/Groups/.search");
+    state.list_groups(&params, &base).await
+}
+
+pub(crate) async fn fetch<S: UserStore + Clone>(
+    State(state): State<Arc<ScimState<S>>>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ScimError> {
+    let params = ListParams::from_query(query.as_deref())?;
+    let group = state
+        .store
+        .get_group(parse_id(&id)?)
+        .await?
+        .ok_or_else(ScimError::not_found)?;
+    let base = state.base(&headers, &uri, "/Groups");
+    Ok(respond(StatusCode::OK, &params.select(view(&group, &base))))
+}
+
+pub(crate) async fn create<S: UserStore + Clone>(
+    State(state): State<Arc<ScimState<S>>>,
+    Extension(client): Extension<ClientName>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Body,
+) -> Result<Response, ScimError> {
+    let resource = read_json(&headers, body).await?;
+    let projected = project(&resource)?;
+    let group = state
+        .store
+        .insert_group(NewGroup {
+            display_name: projected.display_name,
+            external_id: projected.external_id,
+            members: projected.members,
+            scim_attributes: projected.extras,
+        })
+        .await
+        .map_err(member_error)?;
+    state.sync_members(&group.members, &client).await?;
+    let base = state.base(&headers, &uri, "/Groups");
+    Ok(created(&view(&group, &base)))
+}
+
+pub(crate) async fn replace<S: UserStore + Clone>(
+    State(state): State<Arc<ScimState<S>>>,
+    Extension(client): Extension<ClientName>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ScimError> {
+    let id = parse_id(&id)?;
+    let resource = read_json(&headers, body).await?;
+    let projected = project(&resource)?;
+    let (group, affected) = state
+        .store
+        .update_group(id, None, projected.update())
+        .await
+        .map_err(member_error)?;
+    state.sync_members(&affected, &client).await?;
+    let base = state.base(&headers, &uri, "/Groups");
+    Ok(respond(StatusCode::OK, &view(&group, &base)))
+}
+
+pub(crate) async fn patch<S: UserStore + Clone>(
+    State(state): State<Arc<ScimState<S>>>,
+    Extension(client): Extension<ClientName>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ScimError> {
+    let id = parse_id(&id)?;
+    let body = read_json(&headers, body).await?;
+    let operations = patching::parse(&body)?;
+    let mut result = Err(ScimError::from(StoreError::Conflict));
+    for _ in 0..RETRIES {
+        let group = state
+            .store
+            .get_group(id)
+            .await?
+            .ok_or_else(ScimError::not_found)?;
+        let mut resource = view(&group, "");
+        patching::apply(&mut resource, &operations, &READ_ONLY)?;
+        let projected = project(&resource)?;
+        match state
+            .store
+            .update_group(id, Some(group.version), projected.update())
+            .await
+        {
+            Err(StoreError::Conflict) => continue,
+            other => {
+                result = other.map_err(member_error);
+                break;
+            }
+        }
+    }
+    let (group, affected) = result?;
+    state.sync_members(&affected, &client).await?;
+    let base = state.base(&headers, &uri, "/Groups");
+    Ok(respond(StatusCode::OK, &view(&group, &base)))
+}
+
+pub(crate) async fn delete<S: UserStore + Clone>(
+    State(state): State<Arc<ScimState<S>>>,
+    Extension(client): Extension<ClientName>,
+    Path(id): Path<String>,
+) -> Result<Response, ScimError> {
+    let id = parse_id(&id)?;
+    match state.store.delete_group(id).await? {
+        Some(members) => {
+            state.sync_members(&members, &client).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        None => Err(ScimError::not_found()),
+    }
+}

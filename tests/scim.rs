@@ -1,0 +1,1229 @@
+//! The SCIM service provider over real HTTP on a real SQLite file (and PostgreSQL where it
+//! matters), beside the JIT layer on the same store, as the reference server runs them.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::Router;
+use common::{Reply, Server, get_with, sqlite_store, user_app};
+use serde_json::{Value, json};
+use tower_jit_provisioning::scim::Scim;
+use tower_jit_provisioning::testing::TestIssuer;
+use tower_jit_provisioning::{
+    Actor, AttributeMapping, AuditKind, Field, ProvisioningLayer, SqliteStore, SyncPolicy,
+    UserStore,
+};
+
+const SECRET: &str = "scim-secret-for-tests-0123456789";
+const CORE_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+fn mapping() -> AttributeMapping {
+    AttributeMapping::new()
+        .group_role("Admins", "admin")
+        .default_roles(["member"])
+}
+
+/// The JIT layer on `/me` and SCIM under `/scim/v2`, on one SQLite file.
+struct Harness {
+    idp: TestIssuer,
+    store: SqliteStore,
+    _dir: tempfile::TempDir,
+    server: Server,
+    http: reqwest::Client,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        Self::with(|b| b).await
+    }
+
+    async fn with(
+        configure: impl FnOnce(
+            tower_jit_provisioning::ProvisioningLayerBuilder,
+        ) -> tower_jit_provisioning::ProvisioningLayerBuilder,
+    ) -> Self {
+        let idp = TestIssuer::start().await;
+        let (store, dir) = sqlite_store().await;
+        let layer = configure(
+            ProvisioningLayer::builder()
+                .issuer(idp.issuer().trust_email_domains(["example.com"]))
+                .store(store.clone())
+                .mapping(mapping()),
+        )
+        .build()
+        .unwrap();
+        let app = app(layer, &store);
+        Self {
+            idp,
+            store,
+            _dir: dir,
+            server: Server::start(app).await,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn scim(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.scim_as(SECRET, method, path, body).await
+    }
+
+    async fn scim_as(&self, secret: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self
+            .http
+            .request(
+                method.parse().unwrap(),
+                self.server.url(&format!("/scim/v2{path}")),
+            )
+            .bearer_auth(secret);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/scim+json")
+                .body(body.to_string());
+        }
+        reply(request.send().await.unwrap()).await
+    }
+
+    async fn me(&self, token: &str) -> Reply {
+        get_with(&self.http, &self.server.url("/me"), Some(token)).await
+    }
+
+    async fn create_user(&self, body: Value) -> Value {
+        let reply = self.scim("POST", "/Users", Some(body)).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.json()
+    }
+}
+
+fn app(layer: ProvisioningLayer, store: &SqliteStore) -> Router {
+    let scim = Scim::new(store.clone())
+        .bearer_token("okta", SECRET)
+        .bearer_token("entra", "another-secret-for-entra-0123")
+        .mapping(mapping())
+        .router()
+        .unwrap();
+    user_app(layer).nest("/scim/v2", scim)
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn user(user_name: &str) -> Value {
+    json!({
+        "schemas": [CORE_USER],
+        "userName": user_name,
+        "name": {"givenName": "Barbara", "familyName": "Jensen"},
+        "emails": [{"value": user_name, "type": "work", "primary": true}],
+        "active": true
+    })
+}
+
+#[allow(clippy::needless_pass_by_value)]
+fn patch(operations: Value) -> Value {
+    json!({"schemas": [PATCH_OP], "Operations": operations})
+}
+
+fn id_of(resource: &Value) -> String {
+    resource["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_secret_guards_every_endpoint() {
+    let h = Harness::start().await;
+    for (secret, method, path) in [
+        ("", "GET", "/Users"),
+        ("wrong-secret-wrong-secret", "GET", "/Users"),
+        ("wrong-secret-wrong-secret", "POST", "/Users"),
+        ("wrong-secret-wrong-secret", "GET", "/ServiceProviderConfig"),
+        ("wrong-secret-wrong-secret", "GET", "/nonexistent"),
+    ] {
+        let reply = h.scim_as(secret, method, path, None).await;
+        assert_eq!(reply.status, 401, "{method} {path}");
+        assert_eq!(reply.header("content-type"), Some("application/scim+json"));
+        assert_eq!(
+            reply.json()["schemas"][0],
+            "urn:ietf:params:scim:api:messages:2.0:Error"
+        );
+        assert_eq!(reply.json()["status"], "401");
+    }
+    let no_header = reply(
+        h.http
+            .get(h.server.url("/scim/v2/Users"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(no_header.status, 401);
+    // Both clients' secrets work.
+    assert_eq!(h.scim("GET", "/Users", None).await.status, 200);
+    assert_eq!(
+        h.scim_as("another-secret-for-entra-0123", "GET", "/Users", None)
+            .await
+            .status,
+        200
+    );
+    // Weak or missing secrets are refused when the router is built.
+    assert!(Scim::new(h.store.clone()).router().is_err());
+    assert!(
+        Scim::new(h.store.clone())
+            .bearer_token("x", "short")
+            .router()
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn create_get_and_the_media_types() {
+    let h = Harness::start().await;
+    let created = h
+        .scim("POST", "/Users", Some(user("bjensen@example.com")))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(
+        created.header("content-type"),
+        Some("application/scim+json")
+    );
+    let resource = created.json();
+    let id = id_of(&resource);
+    let location = created.header("location").unwrap().to_owned();
+    assert!(
+        location.ends_with(&format!("/scim/v2/Users/{id}")),
+        "{location}"
+    );
+    assert_eq!(resource["meta"]["location"], location);
+    assert_eq!(resource["meta"]["resourceType"], "User");
+    assert_eq!(resource["meta"]["version"], "W/\"1\"");
+    for field in ["created", "lastModified"] {
+        let at = resource["meta"][field].as_str().unwrap();
+        chrono::DateTime::parse_from_rfc3339(at).unwrap();
+    }
+    assert_eq!(resource["userName"], "bjensen@example.com");
+    assert_eq!(resource["name"]["givenName"], "Barbara");
+    assert_eq!(resource["active"], true);
+    assert_eq!(
+        resource["roles"],
+        json!([{"value": "member"}]),
+        "default roles for new accounts"
+    );
+
+    let fetched = h.scim("GET", &format!("/Users/{id}"), None).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.json(), resource);
+
+    // application/json is accepted too; other types are not.
+    let json_body = h
+        .http
+        .post(h.server.url("/scim/v2/Users"))
+        .bearer_auth(SECRET)
+        .header("content-type", "application/json")
+        .body(user("second@example.com").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_body.status(), 201);
+    let xml = h
+        .http
+        .post(h.server.url("/scim/v2/Users"))
+        .bearer_auth(SECRET)
+        .header("content-type", "text/xml")
+        .body("<user/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(xml.status(), 415);
+
+    let missing = h
+        .scim("GET", "/Users/0190d1a0-0000-7000-8000-000000000000", None)
+        .await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["status"], "404");
+    assert_eq!(h.scim("GET", "/Users/not-a-uuid", None).await.status, 404);
+    let no_name = h
+        .scim("POST", "/Users", Some(json!({"schemas": [CORE_USER]})))
+        .await;
+    assert_eq!(no_name.status, 400);
+    assert_eq!(no_name.json()["scimType"], "invalidValue");
+    let garbage = h
+        .http
+        .post(h.server.url("/scim/v2/Users"))
+        .bearer_auth(SECRET)
+        .header("content-type", "application/scim+json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+}
+
+#[tokio::test]
+async fn duplicate_user_names_are_409_uniqueness() {
+    let h = Harness::start().await;
+    h.create_user(user("dup@example.com")).await;
+    let again = h
+        .scim("POST", "/Users", Some(user("DUP@example.com")))
+        .await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.json()["scimType"], "uniqueness");
+}
+
+#[tokio::test]
+async fn filters_paging_and_attribute_selection() {
+    let h = Harness::start().await;
+    let mut ids = Vec::new();
+    for (i, name) in ["alice", "bob", "carol", "dave", "erin"].iter().enumerate() {
+        let mut body = user(&format!("{name}@example.com"));
+        body["externalId"] = json!(format!("EXT-{i}"));
+        body["title"] = json!(if i % 2 == 0 { "Engineer" } else { "Manager" });
+        body["emails"] = json!([
+            {"value": format!("{name}@example.com"), "type": "work", "primary": true},
+            {"value": format!("{name}@home.example"), "type": "home"}
+        ]);
+        body[ENTERPRISE] = json!({"department": if i < 2 { "Sales" } else { "R&D" }});
+        ids.push(id_of(&h.create_user(body).await));
+    }
+    let h = &h;
+    let list = |query: &'static str| async move {
+        let reply = h.scim("GET", &format!("/Users?{query}"), None).await;
+        assert_eq!(reply.status, 200, "{query}: {}", reply.body);
+        reply.json()
+    };
+    let names = |response: &Value| -> Vec<String> {
+        response["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["userName"]
+                    .as_str()
+                    .unwrap()
+                    .split('@')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("filter=userName+eq+%22BOB%40example.com%22", vec!["bob"]),
+        ("filter=externalId+eq+%22EXT-2%22", vec!["carol"]),
+        ("filter=externalId+eq+%22ext-2%22", vec![]),
+        (
+            "filter=userName+ne+%22bob%40example.com%22",
+            vec!["alice", "carol", "dave", "erin"],
+        ),
+        ("filter=userName+co+%22r%22", vec!["carol", "erin"]),
+        ("filter=userName+sw+%22d%22", vec!["dave"]),
+        (
+            "filter=title+pr+and+title+eq+%22manager%22",
+            vec!["bob", "dave"],
+        ),
+        (
+            "filter=userName+sw+%22a%22+or+userName+sw+%22e%22",
+            vec!["alice", "erin"],
+        ),
+        ("filter=not+(title+eq+%22Engineer%22)", vec!["bob", "dave"]),
+        (
+            "filter=emails%5Btype+eq+%22home%22+and+value+co+%22carol%22%5D",
+            vec!["carol"],
+        ),
+        (
+            "filter=emails.value+eq+%22dave%40home.example%22",
+            vec!["dave"],
+        ),
+        (
+            "filter=urn%3Aietf%3Aparams%3Ascim%3Aschemas%3Aextension%3Aenterprise%3A2.0%3AUser%3Adepartment+eq+%22sales%22",
+            vec!["alice", "bob"],
+        ),
+        ("filter=userName+eq+%22nobody%40example.com%22", vec![]),
+    ];
+    for (query, expected) in cases {
+        let response = list(query).await;
+        assert_eq!(names(&response), expected, "{query}");
+        assert_eq!(response["totalResults"], expected.len(), "{query}");
+    }
+
+    // Paging: a stable order, integer counters.
+    let page = list("startIndex=2&count=2").await;
+    assert_eq!(page["totalResults"], 5);
+    assert_eq!(page["startIndex"], 2);
+    assert_eq!(page["itemsPerPage"], 2);
+    assert_eq!(names(&page), ["bob", "carol"]);
+    assert!(page["totalResults"].is_u64() && page["itemsPerPage"].is_u64());
+    let last = list("startIndex=5&count=10").await;
+    assert_eq!(names(&last), ["erin"]);
+    let empty = list("startIndex=9").await;
+    assert_eq!(empty["itemsPerPage"], 0);
+    assert_eq!(empty["Resources"], json!([]));
+    let unfiltered = list("").await;
+    assert_eq!(
+        names(&unfiltered),
+        ["alice", "bob", "carol", "dave", "erin"]
+    );
+
+    // Attribute selection.
+    let selected =
+        list("filter=userName+eq+%22bob%40example.com%22&attributes=userName,emails.value").await;
+    let bob = &selected["Resources"][0];
+    assert_eq!(bob["id"], ids[1], "id is always returned");
+    assert_eq!(bob["userName"], "bob@example.com");
+    assert_eq!(
+        bob["emails"],
+        json!([{"value": "bob@example.com"}, {"value": "bob@home.example"}])
+    );
+    assert!(bob.get("name").is_none() && bob.get("meta").is_none());
+    let excluded = h
+        .scim(
+            "GET",
+            &format!("/Users/{}?excludedAttributes=emails,name", ids[1]),
+            None,
+        )
+        .await
+        .json();
+    assert!(excluded.get("emails").is_none() && excluded.get("name").is_none());
+    assert_eq!(excluded["userName"], "bob@example.com");
+
+    // A bad filter is 400 invalidFilter.
+    let bad = h
+        .scim("GET", "/Users?filter=userName+zz+%22x%22", None)
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["scimType"], "invalidFilter");
+
+    // POST /Users/.search takes the same parameters.
+    let searched = h
+        .scim(
+            "POST",
+            "/Users/.search",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "title eq \"Engineer\"",
+                "attributes": ["userName"],
+                "startIndex": 1,
+                "count": 2
+            })),
+        )
+        .await
+        .json();
+    assert_eq!(searched["totalResults"], 3);
+    assert_eq!(names(&searched), ["alice", "carol"]);
+}
+
+#[tokio::test]
+async fn put_replaces_and_patch_edits_with_every_kind_of_path() {
+    let h = Harness::start().await;
+    let mut body = user("pat@example.com");
+    body["externalId"] = json!("pat-1");
+    body[ENTERPRISE] = json!({"department": "Ops", "manager": {"value": "boss"}});
+    let id = id_of(&h.create_user(body).await);
+    let path = format!("/Users/{id}");
+
+    // PUT replaces the resource.
+    let mut replacement = user("pat@example.com");
+    replacement["displayName"] = json!("Pat");
+    replacement["name"] = json!({"givenName": "Patricia", "familyName": "Smith"});
+    replacement[ENTERPRISE] = json!({"department": "Finance"});
+    let put = h.scim("PUT", &path, Some(replacement)).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let resource = put.json();
+    assert_eq!(resource["displayName"], "Pat");
+    assert_eq!(resource["name"]["givenName"], "Patricia");
+    assert!(
+        resource.get("externalId").is_none(),
+        "PUT replaces: externalId cleared"
+    );
+    assert_eq!(resource[ENTERPRISE], json!({"department": "Finance"}));
+    assert_eq!(resource["meta"]["version"], "W/\"2\"");
+
+    let patched = h
+        .scim(
+            "PATCH",
+            &path,
+            Some(patch(json!([
+                {"op": "add", "path": "nickName", "value": "Patty"},
+                {"op": "replace", "path": "name.familyName", "value": "Jones"},
+                {"op": "add", "path": "emails", "value": [{"value": "pat@home.example", "type": "home"}]},
+                {"op": "replace", "path": "emails[type eq \"home\"].value", "value": "patty@home.example"},
+                {"op": "replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "value": "Legal"},
+                {"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value", "value": "cfo"},
+                {"op": "replace", "value": {"title": "Counsel"}},
+                {"op": "remove", "path": "displayName"}
+            ]))),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    let resource = patched.json();
+    assert_eq!(resource["nickName"], "Patty");
+    assert_eq!(resource["name"]["familyName"], "Jones");
+    assert_eq!(resource["name"]["givenName"], "Patricia");
+    assert_eq!(
+        resource["emails"],
+        json!([
+            {"value": "pat@example.com", "type": "work", "primary": true},
+            {"value": "patty@home.example", "type": "home"}
+        ])
+    );
+    assert_eq!(resource[ENTERPRISE]["department"], "Legal");
+    assert_eq!(resource[ENTERPRISE]["manager"]["value"], "cfo");
+    assert_eq!(resource["title"], "Counsel");
+    assert!(resource.get("displayName").is_none());
+    // What a GET shows is what was written.
+    assert_eq!(h.scim("GET", &path, None).await.json(), resource);
+
+    // Errors: a read-only target, a bad path, no target, an unknown user.
+    for (operations, scim_type) in [
+        (
+            json!([{"op": "replace", "path": "id", "value": "x"}]),
+            "mutability",
+        ),
+        (
+            json!([{"op": "replace", "path": "emails[type", "value": "x"}]),
+            "invalidPath",
+        ),
+        (json!([{"op": "remove"}]), "noTarget"),
+        (
+            json!([{"op": "remove", "path": "userName"}]),
+            "invalidValue",
+        ),
+    ] {
+        let reply = h
+            .scim("PATCH", &path, Some(patch(operations.clone())))
+            .await;
+        assert_eq!(reply.status, 400, "{operations}");
+        assert_eq!(reply.json()["scimType"], scim_type, "{operations}");
+    }
+    let unknown = h
+        .scim(
+            "PATCH",
+            "/Users/0190d1a0-0000-7000-8000-000000000000",
+            Some(patch(json!([{"op": "add", "path": "title", "value": "x"}]))),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+}
+
+#[tokio::test]
+async fn deactivated_users_are_still_returned_and_delete_removes() {
+    let h = Harness::start().await;
+    let id = id_of(&h.create_user(user("gone@example.com")).await);
+    let path = format!("/Users/{id}");
+    h.scim(
+        "PATCH",
+        &path,
+        Some(patch(
+            json!([{"op": "replace", "path": "active", "value": false}]),
+        )),
+    )
+    .await;
+    let fetched = h.scim("GET", &path, None).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.json()["active"], false);
+    let deleted = h.scim("DELETE", &path, None).await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(h.scim("GET", &path, None).await.status, 404);
+    assert_eq!(h.scim("DELETE", &path, None).await.status, 404);
+}
+
+#[tokio::test]
+async fn entra_patch_replace_capitalised_with_string_booleans() {
+    let h = Harness::start().await;
+    let id = id_of(&h.create_user(user("entra@example.com")).await);
+    let reply = h
+        .scim(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(patch(
+                json!([{"op": "Replace", "path": "active", "value": "False"}]),
+            )),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["active"], false);
+    let reply = h
+        .scim(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(patch(
+                json!([{"op": "Replace", "path": "active", "value": "True"}]),
+            )),
+        )
+        .await;
+    assert_eq!(reply.json()["active"], true);
+}
+
+#[tokio::test]
+async fn entra_path_less_replace_with_dotted_and_urn_keys() {
+    let h = Harness::start().await;
+    let id = id_of(&h.create_user(user("dotted@example.com")).await);
+    let reply = h
+        .scim(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(patch(json!([{"op": "Replace", "value": {
+                "name.givenName": "Gina",
+                "name.familyName": "Ray",
+                "displayName": "Gina Ray",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "42",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"costCenter": "CC-7"}
+            }}]))),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let resource = reply.json();
+    assert_eq!(
+        resource["name"],
+        json!({"givenName": "Gina", "familyName": "Ray"})
+    );
+    assert_eq!(resource["displayName"], "Gina Ray");
+    assert_eq!(
+        resource[ENTERPRISE],
+        json!({"employeeNumber": "42", "costCenter": "CC-7"})
+    );
+    assert_eq!(
+        resource["schemas"],
+        json!([CORE_USER, ENTERPRISE]),
+        "the extension's schema is listed once it has attributes"
+    );
+}
+
+#[tokio::test]
+async fn entra_add_on_a_missing_work_email_creates_it() {
+    let h = Harness::start().await;
+    let id = id_of(
+        &h.create_user(json!({"schemas": [CORE_USER], "userName": "noemail-user"}))
+            .await,
+    );
+    let reply = h
+        .scim(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(patch(json!([{
+                "op": "Add",
+                "path": "emails[type eq \"work\"].value",
+                "value": "created@example.com"
+            }]))),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.json()["emails"],
+        json!([{"type": "work", "value": "created@example.com"}])
+    );
+    let stored = h
+        .store
+        .get_user(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.email.as_deref(), Some("created@example.com"));
+}
+
+#[tokio::test]
+async fn entra_member_removal_by_value_list_removes_only_that_member() {
+    let h = Harness::start().await;
+    let a = id_of(&h.create_user(user("m1@example.com")).await);
+    let b = id_of(&h.create_user(user("m2@example.com")).await);
+    let c = id_of(&h.create_user(user("m3@example.com")).await);
+    let group = h
+        .scim(
+            "POST",
+            "/Groups",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": "Team",
+                "members": [{"value": a}, {"value": b}, {"value": c}]
+            })),
+        )
+        .await;
+    assert_eq!(group.status, 201, "{}", group.body);
+    let gid = id_of(&group.json());
+    let reply = h
+        .scim(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            Some(patch(
+                json!([{"op": "Remove", "path": "members", "value": [{"value": b}]}]),
+            )),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let members: Vec<String> = reply.json()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected = vec![a.clone(), c.clone()];
+    expected.sort();
+    assert_eq!(members, expected);
+    assert_eq!(
+        h.scim("GET", &format!("/Users/{b}"), None)
+            .await
+            .json()
+            .get("groups"),
+        None
+    );
+    assert_eq!(
+        h.scim("GET", &format!("/Users/{a}"), None).await.json()["groups"][0]["display"],
+        "Team"
+    );
+}
+
+#[tokio::test]
+async fn okta_deactivates_with_put_and_a_put_without_active_leaves_the_status() {
+    let h = Harness::start().await;
+    let id = id_of(&h.create_user(user("okta@example.com")).await);
+    let path = format!("/Users/{id}");
+    let mut body = user("okta@example.com");
+    body["active"] = json!(false);
+    let reply = h.scim("PUT", &path, Some(body)).await;
+    assert_eq!(reply.json()["active"], false);
+    // A PUT that omits `active` does not reactivate…
+    let mut body = user("okta@example.com");
+    body.as_object_mut().unwrap().remove("active");
+    body["displayName"] = json!("Renamed");
+    let reply = h.scim("PUT", &path, Some(body.clone())).await;
+    assert_eq!(reply.json()["active"], false);
+    assert_eq!(reply.json()["displayName"], "Renamed");
+    // …nor deactivate an active user.
+    let mut active = user("okta@example.com");
+    active["active"] = json!(true);
+    h.scim("PUT", &path, Some(active)).await;
+    let reply = h.scim("PUT", &path, Some(body)).await;
+    assert_eq!(reply.json()["active"], true);
+}
+
+#[tokio::test]
+async fn okta_path_less_replace_deactivates() {
+    let h = Harness::start().await;
+    let id = id_of(&h.create_user(user("okta2@example.com")).await);
+    let reply = h
+        .scim(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(patch(
+                json!([{"op": "replace", "value": {"active": false}}]),
+            )),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["active"], false);
+}
+
+#[tokio::test]
+async fn okta_password_and_empty_groups_in_create_are_ignored_never_stored() {
+    let h = Harness::start().await;
+    let mut body = user("pw@example.com");
+    body["password"] = json!("Hunter2!Hunter2!");
+    body["groups"] = json!([]);
+    let reply = h.scim("POST", "/Users", Some(body)).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert!(!reply.body.contains("Hunter2"), "never echoed");
+    let id = id_of(&reply.json());
+    assert!(
+        !h.scim("GET", &format!("/Users/{id}"), None)
+            .await
+            .body
+            .contains("Hunter2")
+    );
+    let stored: Vec<String> = sqlx::query_scalar("SELECT scim_attributes FROM jit_users")
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap();
+    assert!(
+        stored
+            .iter()
+            .all(|s| !s.contains("Hunter2") && !s.contains("password"))
+    );
+    let dump: Vec<String> = sqlx::query_scalar("SELECT * FROM jit_audit_events")
+        .fetch_all(h.store.pool())
+        .await
+        .unwrap_or_default();
+    assert!(dump.iter().all(|s| !s.contains("Hunter2")));
+}
+
+#[tokio::test]
+async fn read_only_attributes_echoed_back_in_put_are_ignored() {
+    let h = Harness::start().await;
+    let created = h.create_user(user("echo@example.com")).await;
+    let id = id_of(&created);
+    let mut echoed = created.clone();
+    echoed["id"] = json!("some-other-id");
+    echoed["meta"]["version"] = json!("W/\"99\"");
+    echoed["groups"] = json!([{"value": "made-up"}]);
+    echoed["displayName"] = json!("Echo");
+    let reply = h.scim("PUT", &format!("/Users/{id}"), Some(echoed)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let resource = reply.json();
+    assert_eq!(resource["id"], id);
+    assert_eq!(resource["displayName"], "Echo");
+    assert!(resource.get("groups").is_none());
+    assert_eq!(resource["meta"]["version"], "W/\"2\"");
+}
+
+#[tokio::test]
+async fn discovery_endpoints_tell_the_truth() {
+    let h = Harness::start().await;
+    let config = h.scim("GET", "/ServiceProviderConfig", None).await;
+    assert_eq!(config.status, 200);
+    let config = config.json();
+    assert_eq!(config["patch"]["supported"], true);
+    assert_eq!(config["filter"]["supported"], true);
+    assert_eq!(config["bulk"]["supported"], false);
+    assert_eq!(config["sort"]["supported"], false);
+    assert_eq!(config["etag"]["supported"], false);
+    assert_eq!(config["changePassword"]["supported"], false);
+    assert_eq!(
+        config["authenticationSchemes"][0]["type"],
+        "oauthbearertoken"
+    );
+
+    let types = h.scim("GET", "/ResourceTypes", None).await.json();
+    assert_eq!(types["totalResults"], 2);
+    let user_type = h.scim("GET", "/ResourceTypes/User", None).await.json();
+    assert_eq!(user_type["endpoint"], "/Users");
+    assert_eq!(user_type["schemaExtensions"][0]["schema"], ENTERPRISE);
+    let schemas = h.scim("GET", "/Schemas", None).await.json();
+    assert_eq!(schemas["totalResults"], 3);
+    let user_schema = h
+        .scim("GET", &format!("/Schemas/{CORE_USER}"), None)
+        .await
+        .json();
+    let attribute = |name: &str| {
+        user_schema["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(attribute("userName")["uniqueness"], "server");
+    assert_eq!(attribute("password")["returned"], "never");
+    assert_eq!(attribute("groups")["mutability"], "readOnly");
+
+    for (method, path, status) in [
+        ("POST", "/ServiceProviderConfig", 405),
+        ("DELETE", "/Schemas", 405),
+        ("PUT", "/ResourceTypes", 405),
+        ("PATCH", "/Users", 405),
+        ("POST", "/.search", 501),
+        ("POST", "/Bulk", 501),
+        ("GET", "/Nope", 404),
+    ] {
+        let reply = h.scim(method, path, Some(json!({}))).await;
+        assert_eq!(reply.status, status, "{method} {path}");
+        assert_eq!(reply.header("content-type"), Some("application/scim+json"));
+    }
+}
+
+#[tokio::test]
+async fn group_membership_grants_the_same_roles_as_a_token_group() {
+    let h = Harness::start().await;
+    // Through SCIM.
+    let scim_user = id_of(&h.create_user(user("viascim@example.com")).await);
+    let group = h
+        .scim(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "Admins", "members": [{"value": scim_user}]})),
+        )
+        .await;
+    assert_eq!(group.status, 201, "{}", group.body);
+    let gid = id_of(&group.json());
+    let resource = h
+        .scim("GET", &format!("/Users/{scim_user}"), None)
+        .await
+        .json();
+    assert_eq!(
+        resource["roles"],
+        json!([{"value": "admin"}, {"value": "member"}])
+    );
+    assert_eq!(resource["groups"][0]["value"], gid);
+    // Through a token.
+    let token = h
+        .idp
+        .id_token()
+        .subject("viatoken")
+        .groups(["Admins"])
+        .sign();
+    assert_eq!(
+        h.me(&token).await.json()["roles"],
+        json!(["admin", "member"])
+    );
+
+    // Removing the membership revokes the role; renaming the group follows.
+    h.scim(
+        "PATCH",
+        &format!("/Groups/{gid}"),
+        Some(patch(
+            json!([{"op": "remove", "path": format!("members[value eq \"{scim_user}\"]")}]),
+        )),
+    )
+    .await;
+    let resource = h
+        .scim("GET", &format!("/Users/{scim_user}"), None)
+        .await
+        .json();
+    assert_eq!(resource["roles"], json!([{"value": "member"}]));
+    let stored = h
+        .store
+        .get_user(scim_user.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.groups.is_empty());
+    // Group filters and lookups.
+    let found = h
+        .scim("GET", "/Groups?filter=displayName+eq+%22admins%22", None)
+        .await
+        .json();
+    assert_eq!(found["totalResults"], 1);
+    let dup = h
+        .scim("POST", "/Groups", Some(json!({"displayName": "ADMINS"})))
+        .await;
+    assert_eq!(dup.status, 409);
+    let ghost = h
+        .scim(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "Ghosts", "members": [{"value": "0190d1a0-0000-7000-8000-000000000000"}]})),
+        )
+        .await;
+    assert_eq!(ghost.status, 400);
+    assert_eq!(
+        h.scim("DELETE", &format!("/Groups/{gid}"), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        h.scim("GET", &format!("/Groups/{gid}"), None).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_scim_user_is_linked_on_first_login_by_external_id_never_duplicated() {
+    let h = Harness::with(|b| b.link_by_claim("oid")).await;
+    let mut body = user("linked@example.com");
+    body["externalId"] = json!("entra-object-id-1");
+    let id = id_of(&h.create_user(body).await);
+    let token = h
+        .idp
+        .id_token()
+        .subject("pairwise-subject")
+        .claim("oid", "entra-object-id-1")
+        .sign();
+    let me = h.me(&token).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["id"], id);
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM jit_users")
+        .fetch_one(h.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+}
+
+#[tokio::test]
+async fn a_scim_user_is_linked_by_verified_email_against_user_name() {
+    let h = Harness::with(|b| b.link_by_verified_email(true)).await;
+    let id = id_of(
+        &h.create_user(json!({"schemas": [CORE_USER], "userName": "kim@example.com"}))
+            .await,
+    );
+    let unverified = h
+        .idp
+        .id_token()
+        .subject("u1")
+        .email("kim@example.com", false)
+        .sign();
+    assert_ne!(
+        h.me(&unverified).await.json()["id"],
+        id,
+        "never by an unverified address"
+    );
+    let verified = h
+        .idp
+        .id_token()
+        .subject("u2")
+        .email("Kim@Example.com", true)
+        .sign();
+    assert_eq!(h.me(&verified).await.json()["id"], id);
+}
+
+#[tokio::test]
+async fn a_jit_user_is_found_by_the_identity_providers_user_name_lookup() {
+    let h = Harness::start().await;
+    let token = h
+        .idp
+        .id_token()
+        .subject("jit-first")
+        .email("jit@example.com", true)
+        .claim("given_name", "Jo")
+        .claim("family_name", "Tee")
+        .sign();
+    let id = h.me(&token).await.json()["id"].as_str().unwrap().to_owned();
+    let found = h
+        .scim(
+            "GET",
+            "/Users?filter=userName+eq+%22jit%40example.com%22",
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(found["totalResults"], 1);
+    let resource = &found["Resources"][0];
+    assert_eq!(resource["id"], id);
+    assert_eq!(
+        resource["name"],
+        json!({"givenName": "Jo", "familyName": "Tee"})
+    );
+    assert_eq!(resource["emails"][0]["value"], "jit@example.com");
+}
+
+#[tokio::test]
+async fn attributes_scim_pushes_are_not_overwritten_by_a_later_login() {
+    let h = Harness::with(|b| b.link_by_claim("oid")).await;
+    let mut body = user("owned@example.com");
+    body["externalId"] = json!("oid-7");
+    body["displayName"] = json!("From SCIM");
+    let id = id_of(&h.create_user(body).await);
+    let token = h
+        .idp
+        .id_token()
+        .subject("s7")
+        .claim("oid", "oid-7")
+        .claim("name", "From Token")
+        .claim("locale", "de")
+        .sign();
+    let me = h.me(&token).await.json();
+    assert_eq!(
+        me["display_name"], "From SCIM",
+        "SCIM set it: the login leaves it"
+    );
+    assert_eq!(me["id"], id);
+    let stored = h
+        .store
+        .get_user(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.locale.as_deref(),
+        Some("de"),
+        "SCIM never set locale: synced"
+    );
+
+    // With `Override`, the token's value wins.
+    let h = Harness::with(|b| {
+        b.link_by_claim("oid")
+            .mapping(mapping().sync(Field::DisplayName, SyncPolicy::Override))
+    })
+    .await;
+    let mut body = user("owned@example.com");
+    body["externalId"] = json!("oid-7");
+    body["displayName"] = json!("From SCIM");
+    h.create_user(body).await;
+    let me = h.me(&token_for(&h.idp, "oid-7")).await.json();
+    assert_eq!(me["display_name"], "From Token");
+}
+
+fn token_for(idp: &TestIssuer, oid: &str) -> String {
+    idp.id_token()
+        .subject("s-override")
+        .claim("oid", oid)
+        .claim("name", "From Token")
+        .sign()
+}
+
+#[tokio::test]
+async fn a_scim_deactivation_refuses_the_very_next_request_and_logins_never_undo_it() {
+    for how in ["patch", "put", "delete"] {
+        let h = Harness::start().await;
+        let token = h
+            .idp
+            .id_token()
+            .subject(format!("victim-{how}"))
+            .email("v@example.com", true)
+            .sign();
+        let id = h.me(&token).await.json()["id"].as_str().unwrap().to_owned();
+        let path = format!("/Users/{id}");
+        let reply = match how {
+            "patch" => {
+                h.scim(
+                    "PATCH",
+                    &path,
+                    Some(patch(
+                        json!([{"op": "replace", "path": "active", "value": false}]),
+                    )),
+                )
+                .await
+            }
+            "put" => {
+                let mut body = h.scim("GET", &path, None).await.json();
+                body["active"] = json!(false);
+                h.scim("PUT", &path, Some(body)).await
+            }
+            _ => h.scim("DELETE", &path, None).await,
+        };
+        assert!(
+            reply.status == 200 || reply.status == 204,
+            "{how}: {}",
+            reply.body
+        );
+        // The token and the account are cached: the next request is refused all the same.
+        let refused = h.me(&token).await;
+        assert_eq!(refused.status, 403, "{how}");
+        let fresh = h.idp.id_token().subject(format!("victim-{how}")).sign();
+        assert_eq!(
+            h.me(&fresh).await.status,
+            403,
+            "{how}: a new login does not undo it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reactivate_on_login_is_the_only_way_back() {
+    let h = Harness::with(|b| b.reactivate_on_login(true)).await;
+    let token = h.idp.id_token().subject("back").sign();
+    let id = h.me(&token).await.json()["id"].as_str().unwrap().to_owned();
+    h.scim(
+        "PATCH",
+        &format!("/Users/{id}"),
+        Some(patch(
+            json!([{"op": "replace", "path": "active", "value": false}]),
+        )),
+    )
+    .await;
+    assert_eq!(h.me(&token).await.status, 200);
+}
+
+#[tokio::test]
+async fn scim_changes_are_audited_with_the_client_as_actor() {
+    let h = Harness::start().await;
+    let id = id_of(&h.create_user(user("audited@example.com")).await);
+    let path = format!("/Users/{id}");
+    h.scim(
+        "PATCH",
+        &path,
+        Some(patch(json!([{"op": "add", "path": "title", "value": "x"}]))),
+    )
+    .await;
+    h.scim(
+        "PATCH",
+        &path,
+        Some(patch(
+            json!([{"op": "replace", "path": "active", "value": false}]),
+        )),
+    )
+    .await;
+    h.scim(
+        "PATCH",
+        &path,
+        Some(patch(
+            json!([{"op": "replace", "path": "active", "value": true}]),
+        )),
+    )
+    .await;
+    h.scim("DELETE", &path, None).await;
+    let events = h
+        .store
+        .audit_events(Some(id.parse().unwrap()))
+        .await
+        .unwrap();
+    let kinds: Vec<AuditKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            AuditKind::Provisioned,
+            AuditKind::Updated,
+            AuditKind::Deactivated,
+            AuditKind::Reactivated,
+            AuditKind::Deleted
+        ]
+    );
+    assert!(events.iter().all(|e| e.actor == Actor::Scim("okta".into())));
+    assert!(events[1].fields.contains(&"scim_attributes".to_owned()));
+}
+
+#[tokio::test]
+async fn a_scim_deactivation_reaches_every_server_sharing_a_postgres_store() {
+    let Some(db) = common::PgDatabase::create("a_scim_deactivation_reaches_every_server").await
+    else {
+        return;
+    };
+    let idp = TestIssuer::start().await;
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let store = db.store().await;
+        let layer = ProvisioningLayer::builder()
+            .issuer(idp.issuer())
+            .store(store.clone())
+            .build()
+            .unwrap();
+        let scim = Scim::new(store.clone())
+            .bearer_token("okta", SECRET)
+            .router()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !store.is_listening() {
+            assert!(started.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        servers.push(Server::start(user_app(layer).nest("/scim/v2", scim)).await);
+    }
+    let http = reqwest::Client::new();
+    let token = idp.id_token().subject("pg-victim").sign();
+    let id = get_with(&http, &servers[0].url("/me"), Some(&token))
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        get_with(&http, &servers[1].url("/me"), Some(&token))
+            .await
+            .status,
+        200
+    );
+    let reply = http
+        .patch(servers[0].url(&format!("/scim/v2/Users/{id}")))
+        .bearer_auth(SECRET)
+        .header("content-type", "application/scim+json")
+        .body(patch(json!([{"op": "replace", "path": "active", "value": false}])).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let started = std::time::Instant::now();
+    for server in &servers {
+        loop {
+            let status = get_with(&http, &server.url("/me"), Some(&token))
+                .await
+                .status;
+            if status == 403 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "a server never heard"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    println!(
+        "SCIM deactivation refused on both servers after {:?}",
+        started.elapsed()
+    );
+}
