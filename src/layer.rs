@@ -198,11 +198,20 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // The instance `poll_ready` approved goes with this request; the clone stays for the
         // next one (tower-service: "Be careful when cloning inner services").
         let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        // The common case — a token seen before, for a user cached — is decided here, with no
+        // allocation and nothing awaited; everything else takes the asynchronous path.
+        if self.shared.authenticate_cached(&mut request) {
+            return ResponseFuture {
+                state: State::Calling {
+                    future: ready.call(request),
+                },
+            };
+        }
         let authenticate = Box::pin(authenticate(Arc::clone(&self.shared), request));
         ResponseFuture {
             state: State::Authenticating {
@@ -211,6 +220,34 @@ where
                 handler: self.handler.clone(),
             },
         }
+    }
+}
+
+impl Shared {
+    /// Lets the request through if its token is in the verified-token cache and (with a
+    /// store) its user in the user cache, current and active. `false` leaves the request
+    /// untouched for [`authenticate`], which decides every other case.
+    fn authenticate_cached<B>(&self, request: &mut Request<B>) -> bool {
+        let Some(token) = extract::candidate(
+            &self.token_source,
+            request.headers(),
+            request.uri(),
+            self.max_token_bytes,
+        ) else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        let Some(verified) = self.verifier.cached(token, now) else {
+            return false;
+        };
+        if let Some(provisioner) = &self.provisioner {
+            let Some(user) = provisioner.cached(&verified, now) else {
+                return false;
+            };
+            request.extensions_mut().insert(user);
+        }
+        request.extensions_mut().insert(verified.claims.clone());
+        true
     }
 }
 

@@ -512,8 +512,10 @@ pub(crate) struct Account {
     pub(crate) identity: Identity,
     /// The change epoch when the user was read from the store.
     pub(crate) read_epoch: u64,
-    /// When a sign-in was last recorded for it (Unix seconds).
-    pub(crate) login_noted: std::sync::atomic::AtomicI64,
+    /// When the user was read from the store: past the cache's time-to-live it is read again.
+    pub(crate) read_at: std::time::Instant,
+    /// When a sign-in was last recorded for it, in milliseconds after `read_at`.
+    pub(crate) login_noted: std::sync::atomic::AtomicU64,
 }
 
 impl ProvisionedUser {

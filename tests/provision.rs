@@ -7,8 +7,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{CountingStore, LogCapture, Reply, Server, get_with, sqlite_store, user_app};
+use common::{LogCapture, Reply, Server, get_with, sqlite_store, user_app};
 use serde_json::json;
+use tower_jit_provisioning::testing::CountingStore;
 use tower_jit_provisioning::testing::TestIssuer;
 use tower_jit_provisioning::{
     AttributeMapping, AuditKind, DenyReason, Field, Issuer, NewUser, ProvisioningLayer,

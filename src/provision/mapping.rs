@@ -600,14 +600,57 @@ fn is_group_rule(source: &RoleSource) -> bool {
     matches!(source, RoleSource::Mapping(rule) if rule.starts_with("group:"))
 }
 
-/// A digest of a mapped profile: equal profiles, equal fingerprints.
+/// A digest of a mapped profile: equal profiles, equal fingerprints. Collision-resistant
+/// (SHA-256, 128 bits kept): a person who controls some of their claims cannot make a changed
+/// profile — lost groups and roles included — look unchanged.
 pub(crate) fn fingerprint(profile: &MappedProfile) -> String {
-    let bytes = serde_json::to_vec(profile).expect("serializing plain data");
-    let digest = digest::digest(&digest::SHA256, &bytes);
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    fn bytes(context: &mut digest::Context, data: &[u8]) {
+        context.update(&(data.len() as u64).to_le_bytes());
+        context.update(data);
+    }
+    let mut context = digest::Context::new(&digest::SHA256);
+    for text in [
+        &profile.email,
+        &profile.user_name,
+        &profile.display_name,
+        &profile.given_name,
+        &profile.family_name,
+        &profile.picture,
+        &profile.locale,
+    ] {
+        match text {
+            Some(text) => bytes(&mut context, text.as_bytes()),
+            // A length no string has marks an absent value.
+            None => context.update(&u64::MAX.to_le_bytes()),
+        }
+    }
+    context.update(&[
+        u8::from(profile.email_verified),
+        u8::from(profile.groups_asserted),
+    ]);
+    context.update(&(profile.groups.len() as u64).to_le_bytes());
+    for group in &profile.groups {
+        bytes(&mut context, group.as_bytes());
+    }
+    context.update(&(profile.roles.len() as u64).to_le_bytes());
+    for grant in &profile.roles {
+        bytes(&mut context, grant.role.as_bytes());
+        bytes(&mut context, grant.source.to_string().as_bytes());
+    }
+    if !profile.attributes.is_empty() {
+        bytes(
+            &mut context,
+            &serde_json::to_vec(&profile.attributes).expect("serializing plain data"),
+        );
+    }
+    let digest = context.finish();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(32);
+    for byte in &digest.as_ref()[..16] {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 impl fmt::Debug for AttributeMapping {

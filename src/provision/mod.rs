@@ -27,10 +27,11 @@ pub mod mapping;
 pub mod policy;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 pub use self::mapping::{AttributeMapping, Field, MappedProfile, SyncPolicy};
@@ -113,8 +114,12 @@ pub(crate) struct Admitted {
 struct Freshness {
     /// Bumped by every change event. An account read at an older epoch may be stale.
     epoch: AtomicU64,
+    /// The epoch of the last reset: an account read before it is stale, whoever it is.
+    reset_epoch: AtomicU64,
     /// The newest version each recently changed user reached (`i64::MAX`: deleted).
     changed: moka::sync::Cache<Uuid, i64>,
+    /// How long an account read from the store may be served without reading it again.
+    ttl: Duration,
 }
 
 impl Freshness {
@@ -130,11 +135,20 @@ impl Freshness {
             StoreEvent::Deleted { user_id } => self.changed.insert(user_id, i64::MAX),
             StoreEvent::Reset => users.invalidate_all(),
         }
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        if matches!(event, StoreEvent::Reset) {
+            self.reset_epoch.fetch_max(epoch, Ordering::AcqRel);
+        }
     }
 
-    /// Whether `account` may be served: nothing changed since it was read, or its user did not.
-    fn is_current(&self, account: &Account) -> bool {
+    /// Whether `account` may be served at `now`: read within the time-to-live, after the last
+    /// reset, and either nothing changed since it was read or its user did not.
+    fn is_current(&self, account: &Account, now: Instant) -> bool {
+        if now.saturating_duration_since(account.read_at) > self.ttl
+            || account.read_epoch < self.reset_epoch.load(Ordering::Acquire)
+        {
+            return false;
+        }
         account.read_epoch >= self.epoch.load(Ordering::Acquire)
             || self
                 .changed
@@ -195,6 +209,8 @@ impl Provisioner {
             .build();
         let freshness = Arc::new(Freshness {
             epoch: AtomicU64::new(0),
+            reset_epoch: AtomicU64::new(0),
+            ttl: config.cache_ttl,
             // Four times the accounts cached, so a change record outlives every account it
             // could make stale (both expire with the same time-to-live).
             changed: moka::sync::Cache::builder()
@@ -226,6 +242,34 @@ impl Provisioner {
             .map(|(_, rules)| rules)
     }
 
+    /// The account behind a token seen before, if it is cached, current, synced with the
+    /// token's claims and active: the whole hot path, synchronous, with no store access.
+    pub(crate) fn cached(&self, token: &VerifiedToken, now: Instant) -> Option<ProvisionedUser> {
+        let admitted = token.admitted.get()?;
+        let usable = |account: &Account| {
+            account.user.status == UserStatus::Active
+                && account.identity.claims_fingerprint.as_deref() == Some(&admitted.fingerprint)
+                && self.freshness.is_current(account, now)
+        };
+        // The account this token resolved to last, if still current: no lookup at all.
+        let held = token.account.load();
+        let account = match held.as_ref().filter(|account| usable(account)) {
+            Some(account) => Arc::clone(account),
+            None => {
+                let account = self
+                    .users
+                    .get(&admitted.key)
+                    .now_or_never()
+                    .flatten()
+                    .filter(|account| usable(account))?;
+                token.account.store(Some(Arc::clone(&account)));
+                account
+            }
+        };
+        self.note_login(&account, admitted, now);
+        Some(ProvisionedUser::new(account, token.claims.clone()))
+    }
+
     /// The account behind a verified token, created if this is its first sign-in.
     pub(crate) async fn provision(&self, token: &VerifiedToken) -> Result<ProvisionedUser, Error> {
         let admitted = match token.admitted.get() {
@@ -246,7 +290,8 @@ impl Provisioner {
         };
         match account.user.status {
             UserStatus::Active => {
-                self.note_login(&account, &admitted);
+                self.note_login(&account, &admitted, Instant::now());
+                token.account.store(Some(Arc::clone(&account)));
                 Ok(ProvisionedUser::new(account, token.claims.clone()))
             }
             UserStatus::PendingApproval => Err(self
@@ -310,7 +355,7 @@ impl Provisioner {
         claims: &VerifiedClaims,
     ) -> Result<Arc<Account>, Failure> {
         if let Some(account) = self.users.get(&admitted.key).await {
-            let current = self.freshness.is_current(&account);
+            let current = self.freshness.is_current(&account, Instant::now());
             let synced = match account.user.status {
                 UserStatus::Active => {
                     account.identity.claims_fingerprint.as_deref() == Some(&admitted.fingerprint)
@@ -352,7 +397,8 @@ impl Provisioner {
             user,
             identity,
             read_epoch,
-            login_noted: AtomicI64::new(Utc::now().timestamp()),
+            read_at: Instant::now(),
+            login_noted: AtomicU64::new(0),
         }))
     }
 
@@ -535,14 +581,16 @@ impl Provisioner {
     }
 
     /// Records a sign-in of a cached account in the background, at most once per interval.
-    fn note_login(&self, account: &Arc<Account>, admitted: &Arc<Admitted>) {
-        let now = Utc::now().timestamp();
-        let interval = i64::try_from(self.config.login_interval.as_secs()).unwrap_or(i64::MAX);
+    /// The resolution that cached the account recorded one when it read it.
+    fn note_login(&self, account: &Account, admitted: &Arc<Admitted>, now: Instant) {
+        let elapsed = u64::try_from(now.saturating_duration_since(account.read_at).as_millis())
+            .unwrap_or(u64::MAX);
+        let interval = u64::try_from(self.config.login_interval.as_millis()).unwrap_or(u64::MAX);
         let last = account.login_noted.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < interval
+        if elapsed.saturating_sub(last) < interval
             || account
                 .login_noted
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(last, elapsed, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
         {
             return;

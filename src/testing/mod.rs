@@ -44,6 +44,10 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
+mod counting;
+
+pub use self::counting::CountingStore;
+
 use crate::builder::Issuer;
 use crate::token::{Algorithm, TokenKind};
 

@@ -168,9 +168,12 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
 
     /// Whether a key with `kid` is held and still trusted, without waiting for anything: what a
     /// token verified earlier needs to stay accepted.
-    pub(crate) fn holds(&self, kid: Option<&str>) -> bool {
-        self.usable(Instant::now())
-            .is_some_and(|set| set.has_key(kid))
+    pub(crate) fn holds(&self, kid: Option<&str>, now: Instant) -> bool {
+        let current = self.current.load();
+        current.as_ref().is_some_and(|set| {
+            now.saturating_duration_since(set.fetched_at) <= self.timing.max_staleness
+                && set.has_key(kid)
+        })
     }
 
     /// Fetches the keys now unless the cool-down forbids it, and waits for the result.

@@ -20,7 +20,9 @@
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use openidconnect::core::CoreIdToken;
@@ -36,6 +38,7 @@ use super::jwks::{KeyManager, KeySet};
 use super::{Algorithm, TokenError, TokenKind};
 use crate::error::Error;
 use crate::provision::Admitted;
+use crate::user::Account;
 
 /// The validated settings of one issuer.
 #[derive(Debug)]
@@ -291,9 +294,14 @@ pub(crate) struct VerifiedToken {
     pub(crate) claims: VerifiedClaims,
     issuer: usize,
     kid: Option<String>,
-    valid_until: DateTime<Utc>,
+    /// When the token stops being acceptable (its `exp`, or its maximum age), on the monotonic
+    /// clock.
+    valid_until: Instant,
     /// The provisioner's admission of these claims, computed once.
     pub(crate) admitted: OnceLock<Arc<Admitted>>,
+    /// The account these claims resolved to last, for the hot path to reuse while it is
+    /// current.
+    pub(crate) account: ArcSwapOption<Account>,
     /// Whether a refusal of this token was audited already.
     pub(crate) denial_audited: AtomicBool,
 }
@@ -317,19 +325,39 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilInvalid {
         token: &Arc<VerifiedToken>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(
-            (token.valid_until - Utc::now())
-                .to_std()
-                .unwrap_or(Duration::ZERO),
-        )
+        Some(token.valid_until.saturating_duration_since(Instant::now()))
     }
 }
+
+/// Hashes a SHA-256 digest by its first eight bytes: the digest is already uniform, and only
+/// tokens that verified are ever inserted, so nothing is gained by hashing it again.
+#[derive(Clone, Copy, Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length, then its bytes.
+        if bytes.len() >= 8 {
+            let mut head = [0u8; 8];
+            head.copy_from_slice(&bytes[..8]);
+            self.0 ^= u64::from_le_bytes(head);
+        }
+    }
+
+    fn write_usize(&mut self, _length: usize) {}
+}
+
+type DigestHash = std::hash::BuildHasherDefault<DigestHasher>;
 
 /// Every configured issuer, the route from a token to the right one, and the cache of tokens
 /// already verified.
 pub(crate) struct TokenVerifier {
     issuers: Vec<IssuerVerifier>,
-    cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>>,
+    cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedToken>, DigestHash>>,
 }
 
 impl TokenVerifier {
@@ -339,7 +367,7 @@ impl TokenVerifier {
             moka::sync::Cache::builder()
                 .max_capacity(cache_capacity)
                 .expire_after(UntilInvalid)
-                .build()
+                .build_with_hasher(DigestHash::default())
         });
         Self { issuers, cache }
     }
@@ -348,29 +376,47 @@ impl TokenVerifier {
         &self.issuers
     }
 
+    /// The token, if it was verified already and is still acceptable: unexpired, and signed by
+    /// a key still in its issuer's key set (a key the issuer withdrew stops its tokens at the
+    /// next request). Synchronous, and only a hash and a lookup.
+    pub(crate) fn cached(&self, token: &str, now: Instant) -> Option<Arc<VerifiedToken>> {
+        let cache = self.cache.as_ref()?;
+        self.lookup(cache, &sha256(token), now)
+    }
+
+    fn lookup(
+        &self,
+        cache: &moka::sync::Cache<[u8; 32], Arc<VerifiedToken>, DigestHash>,
+        digest: &[u8; 32],
+        now: Instant,
+    ) -> Option<Arc<VerifiedToken>> {
+        let hit = cache.get(digest)?;
+        let issuer = &self.issuers[hit.issuer];
+        if now < hit.valid_until && issuer.keys.holds(hit.kid.as_deref(), now) {
+            return Some(hit);
+        }
+        cache.invalidate(digest);
+        None
+    }
+
     /// Verifies `token`, or finds it verified already.
-    ///
-    /// A cached token is served only while it is unexpired and the key that signed it is still
-    /// in its issuer's key set: a key the issuer withdrew stops its tokens at the next request.
     pub(crate) async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, Error> {
-        let digest = self.cache.as_ref().map(|_| sha256(token));
-        if let (Some(cache), Some(digest)) = (&self.cache, &digest)
-            && let Some(hit) = cache.get(digest)
-        {
-            let issuer = &self.issuers[hit.issuer];
-            if Utc::now() < hit.valid_until && issuer.keys.holds(hit.kid.as_deref()) {
-                return Ok(hit);
-            }
-            cache.invalidate(digest);
+        let Some(cache) = &self.cache else {
+            return Ok(Arc::new(self.verify_uncached(token).await?));
+        };
+        let digest = sha256(token);
+        if let Some(hit) = self.lookup(cache, &digest, Instant::now()) {
+            return Ok(hit);
         }
         let verified = Arc::new(self.verify_uncached(token).await?);
-        if let (Some(cache), Some(digest)) = (&self.cache, digest) {
-            cache.insert(digest, Arc::clone(&verified));
-        }
+        cache.insert(digest, Arc::clone(&verified));
         Ok(verified)
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, Error> {
+        if !super::extract::is_token_syntax(token) {
+            return Err(Error::InvalidToken(TokenError::Malformed));
+        }
         let raw = RawToken::parse(token).map_err(Error::InvalidToken)?;
         let (index, issuer) = raw
             .issuer()
@@ -390,12 +436,17 @@ impl TokenVerifier {
                 claims.issued_at() + TimeDelta::from_std(max_age).unwrap_or_default() + leeway;
             valid_until = valid_until.min(oldest);
         }
+        // The cache runs on the monotonic clock: a wall-clock jump cannot extend an entry.
+        let remaining = (valid_until - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
         Ok(VerifiedToken {
             claims,
             issuer: index,
             kid,
-            valid_until,
+            valid_until: Instant::now() + remaining,
             admitted: OnceLock::new(),
+            account: ArcSwapOption::empty(),
             denial_audited: AtomicBool::new(false),
         })
     }

@@ -1,0 +1,120 @@
+//! Per-request cost through the whole layer, in process (`tower::ServiceExt::oneshot`), against
+//! a bare app in the same run; and raw signature verification, the floor of the cold path.
+//!
+//! Run with `cargo bench --bench layer`.
+
+mod support;
+
+use std::hint::black_box;
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::Value;
+use tower::ServiceExt;
+use tower_jit_provisioning::testing::TestIssuer;
+use tower_jit_provisioning::{Algorithm, MemoryStore, ProvisioningLayer};
+
+const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn per_request(c: &mut Criterion) {
+    let rt = runtime();
+    let idp = rt.block_on(TestIssuer::start());
+    let store = MemoryStore::new();
+    let layer = |token_cache: u64| {
+        ProvisioningLayer::builder()
+            .issuer(idp.issuer())
+            .store(store.clone())
+            .token_cache(token_cache)
+            .build()
+            .unwrap()
+    };
+    let hot = layer(10_000);
+    let cold = layer(0);
+    rt.block_on(hot.fetch_keys()).unwrap();
+    rt.block_on(cold.fetch_keys()).unwrap();
+    let bare = support::hello();
+    let hot_app = support::hello_user().layer(hot);
+    let cold_app = support::hello_user().layer(cold);
+    let token = idp.id_token().subject("bench-user").sign();
+    // Warm: the user exists and is cached in both layers, the token in the hot one.
+    for app in [&hot_app, &cold_app] {
+        let response = rt
+            .block_on(app.clone().oneshot(support::request(&token)))
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    let mut group = c.benchmark_group("request");
+    group.bench_function("no_layer", |b| {
+        b.to_async(&rt)
+            .iter(|| bare.clone().oneshot(support::request(&token)))
+    });
+    group.bench_function("hot_path", |b| {
+        b.to_async(&rt)
+            .iter(|| hot_app.clone().oneshot(support::request(&token)))
+    });
+    for alg in ALGORITHMS {
+        let token = idp.id_token().subject("bench-user").algorithm(alg).sign();
+        let response = rt
+            .block_on(cold_app.clone().oneshot(support::request(&token)))
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        group.bench_function(format!("new_token_cached_user/{alg}"), |b| {
+            b.to_async(&rt)
+                .iter(|| cold_app.clone().oneshot(support::request(&token)))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("verify_raw");
+    for alg in ALGORITHMS {
+        let token = idp.id_token().subject("bench-user").algorithm(alg).sign();
+        let (signing_input, signature) = token.rsplit_once('.').unwrap();
+        let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        let key = public_key(&idp.jwks(), &idp.current_kid(alg), alg);
+        assert!(key.verify_sig(signing_input.as_bytes(), &signature).is_ok());
+        group.bench_function(alg.as_str(), |b| {
+            b.iter(|| key.verify_sig(black_box(signing_input.as_bytes()), black_box(&signature)))
+        });
+    }
+    group.finish();
+}
+
+/// The issuer's key as aws-lc-rs parses it, once, outside the measurement.
+fn public_key(jwks: &Value, kid: &str, alg: Algorithm) -> ParsedPublicKey {
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .unwrap();
+    let member = |name: &str| URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap();
+    match alg {
+        Algorithm::RS256 => RsaPublicKeyComponents {
+            n: member("n"),
+            e: member("e"),
+        }
+        .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+        .unwrap(),
+        Algorithm::ES256 => {
+            let mut point = vec![4];
+            point.extend(member("x"));
+            point.extend(member("y"));
+            ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).unwrap()
+        }
+        Algorithm::EdDSA => ParsedPublicKey::new(&signature::ED25519, member("x")).unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+criterion_group!(benches, per_request);
+criterion_main!(benches);
