@@ -223,8 +223,8 @@ async fn a_connection_killed_mid_transaction_leaves_no_orphan() {
     let a = Instance::start(&db, &idp).await;
     let admin = PgPoolOptions::new().connect(&db.url).await.unwrap();
 
-    // Hold a lock that lets the provisioning transaction insert the user, then makes it wait
-    // on the identity insert: the transaction is open, half-way through.
+    // Hold a lock that lets the provisioning read the identities but makes its write wait:
+    // the provisioning transaction is open, half-way through.
     let mut blocker = admin.begin().await.unwrap();
     sqlx::query("LOCK TABLE jit_identities IN EXCLUSIVE MODE")
         .execute(&mut *blocker)
@@ -238,7 +238,7 @@ async fn a_connection_killed_mid_transaction_leaves_no_orphan() {
     let pid: i32 = loop {
         let waiting: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO jit_identities%'",
+             AND wait_event_type = 'Lock'",
         )
         .fetch_optional(&admin)
         .await

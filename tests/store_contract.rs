@@ -108,6 +108,117 @@ macro_rules! store_contract {
                 assert_eq!(store.identities(id).await.unwrap().len(), 1);
             }
 
+            /// First sign-ins arriving together (which the SQL stores write in one batch) each
+            /// get their own answer: one's conflict costs no one else theirs.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_creates_each_get_their_own_answer() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let gone = store
+                    .create_user(NewUser::default(), &key("gone"), None, audit())
+                    .await
+                    .unwrap();
+                store.delete_user(gone.user.id, audit()).await.unwrap();
+                let holder = NewUser {
+                    external_id: Some("ext-taken".into()),
+                    ..NewUser::default()
+                };
+                store
+                    .create_user(holder, &key("holder"), None, audit())
+                    .await
+                    .unwrap();
+
+                #[derive(Clone, Copy, Debug, PartialEq)]
+                enum Case {
+                    Fresh,
+                    Shared,
+                    SameName,
+                    Tombstoned,
+                    ExternalIdTaken,
+                }
+                let mut cases = Vec::new();
+                for i in 0..16 {
+                    cases.push((Case::Fresh, i));
+                }
+                for i in 0..8 {
+                    cases.push((Case::Shared, i));
+                    cases.push((Case::SameName, i));
+                }
+                for i in 0..4 {
+                    cases.push((Case::Tombstoned, i));
+                    cases.push((Case::ExternalIdTaken, i));
+                }
+                let gate = Arc::new(tokio::sync::Barrier::new(cases.len()));
+                let tasks: Vec<_> = cases
+                    .into_iter()
+                    .map(|(case, i)| {
+                        let (store, gate) = (store.clone(), Arc::clone(&gate));
+                        tokio::spawn(async move {
+                            let (subject, user) = match case {
+                                Case::Fresh => (format!("fresh{i}"), NewUser::default()),
+                                Case::Shared => ("shared".to_owned(), NewUser::default()),
+                                Case::SameName => (
+                                    format!("named{i}"),
+                                    NewUser {
+                                        // The same login name, in different case.
+                                        user_name: Some(if i % 2 == 0 {
+                                            "Same@Example.com".into()
+                                        } else {
+                                            "same@example.COM".into()
+                                        }),
+                                        ..NewUser::default()
+                                    },
+                                ),
+                                Case::Tombstoned => ("gone".to_owned(), NewUser::default()),
+                                Case::ExternalIdTaken => (
+                                    format!("ext{i}"),
+                                    NewUser {
+                                        external_id: Some("ext-taken".into()),
+                                        ..NewUser::default()
+                                    },
+                                ),
+                            };
+                            gate.wait().await;
+                            (
+                                case,
+                                store.create_user(user, &key(&subject), None, audit()).await,
+                            )
+                        })
+                    })
+                    .collect();
+                let mut shared_ids = HashSet::new();
+                let (mut fresh, mut shared_written, mut named) = (0, 0, 0);
+                for task in tasks {
+                    let (case, result) = task.await.unwrap();
+                    match (case, result) {
+                        (Case::Fresh, Ok(r)) if r.written => fresh += 1,
+                        (Case::Shared, Ok(r)) => {
+                            shared_written += usize::from(r.written);
+                            shared_ids.insert(r.user.id);
+                        }
+                        (Case::SameName, Ok(r)) if r.written => named += 1,
+                        (Case::SameName, Err(StoreError::Duplicate("user_name"))) => {}
+                        (Case::Tombstoned, Err(StoreError::IdentityDeleted)) => {}
+                        (Case::ExternalIdTaken, Err(StoreError::Duplicate("external_id"))) => {}
+                        (case, other) => panic!("{case:?}: unexpected {other:?}"),
+                    }
+                }
+                assert_eq!(fresh, 16, "every fresh identity created");
+                assert_eq!(shared_written, 1, "one creator of the shared identity");
+                assert_eq!(shared_ids.len(), 1, "one user for the shared identity");
+                assert_eq!(named, 1, "one owner of the login name");
+                // holder + 16 fresh + shared + one named.
+                assert_eq!(store.list_users(None, 100).await.unwrap().len(), 19);
+                assert!(
+                    store
+                        .find_by_identity(&key("gone"))
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+            }
+
             #[tokio::test]
             async fn one_subject_at_two_issuers_is_two_users() {
                 let Some((store, _guard)) = make().await else {

@@ -7,6 +7,9 @@
 //!   transaction that loses the race rolls back (its user row with it) and returns the winner's
 //!   user, so concurrent first logins on any number of servers end with one user and one
 //!   identity.
+//! - First sign-ins arriving together are created by one statement and one commit (group
+//!   commit), the identity claimed with `ON CONFLICT DO NOTHING` before the user is written;
+//!   a batch that meets a value taken in a race is written again one creation at a time.
 //! - Updates lock the user's row (`SELECT … FOR UPDATE`) and check the version the caller read;
 //!   a write based on a stale read fails with [`StoreError::Conflict`] instead of overwriting a
 //!   concurrent change, and the caller reads again. No update is lost.
@@ -30,18 +33,20 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{FromRow, Postgres, Transaction};
+use sqlx::{FromRow, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore, sql};
+use super::batch::{Created, Creation, CreationResult, Creations, GroupCommit, announce};
+use super::sql::{self, json};
+use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore};
 use crate::audit::{Actor, Audit, AuditEvent, AuditKind};
 use crate::error::ErrorChain;
 use crate::user::{
@@ -76,6 +81,9 @@ struct Inner {
     persist_audit: bool,
     listener: tokio::task::AbortHandle,
     listening: Arc<AtomicBool>,
+    /// First sign-ins, written in batches; started on first use with the settings then in
+    /// force.
+    creations: OnceLock<Creations>,
 }
 
 impl Drop for Inner {
@@ -129,6 +137,7 @@ impl PostgresStore {
                 persist_audit: true,
                 listener,
                 listening,
+                creations: OnceLock::new(),
             }),
         }
     }
@@ -220,25 +229,22 @@ impl PostgresStore {
         tx: &mut Transaction<'static, Postgres>,
         event: &AuditEvent,
     ) -> Result<(), StoreError> {
-        if !self.inner.persist_audit {
-            return Ok(());
-        }
-        sqlx::query(concat!(
-            "INSERT INTO jit_audit_events (at, kind, actor, issuer, subject, user_id, reason, fields) ",
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        ))
-        .bind(event.at)
-        .bind(event.kind.as_str())
-        .bind(Json(&event.actor))
-        .bind(event.issuer.as_deref())
-        .bind(event.subject.as_deref())
-        .bind(event.user_id)
-        .bind(event.reason.as_deref())
-        .bind(Json(&event.fields))
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
-        Ok(())
+        persist_event(tx, event, self.inner.persist_audit).await
+    }
+
+    fn creations(&self) -> &Creations {
+        self.inner.creations.get_or_init(|| {
+            let writer = CreationWriter {
+                pool: self.inner.pool.clone(),
+                feed: self.inner.feed.clone(),
+                audit: self.inner.audit.clone(),
+                persist_audit: self.inner.persist_audit,
+            };
+            GroupCommit::new(MAX_CREATION_BATCH, move |jobs| {
+                let writer = writer.clone();
+                async move { writer.create_all(jobs).await }
+            })
+        })
     }
 
     /// Queues the change broadcast; PostgreSQL delivers it when the transaction commits.
@@ -330,6 +336,211 @@ impl PostgresStore {
             identity,
             written: false,
         })
+    }
+}
+
+async fn persist_event(
+    tx: &mut Transaction<'static, Postgres>,
+    event: &AuditEvent,
+    persist: bool,
+) -> Result<(), StoreError> {
+    if !persist {
+        return Ok(());
+    }
+    sqlx::query(concat!(
+        "INSERT INTO jit_audit_events (at, kind, actor, issuer, subject, user_id, reason, fields) ",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    ))
+    .bind(event.at)
+    .bind(event.kind.as_str())
+    .bind(Json(&event.actor))
+    .bind(event.issuer.as_deref())
+    .bind(event.subject.as_deref())
+    .bind(event.user_id)
+    .bind(event.reason.as_deref())
+    .bind(Json(&event.fields))
+    .execute(&mut **tx)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
+/// The most first sign-ins written by one statement.
+const MAX_CREATION_BATCH: usize = 64;
+
+/// What the creation writer needs of its store (not the store itself, which owns the writer).
+#[derive(Clone)]
+struct CreationWriter {
+    pool: PgPool,
+    feed: ChangeFeed,
+    audit: Audit,
+    persist_audit: bool,
+}
+
+/// Every creation of a batch in one statement, so one round trip and one commit (one flush of
+/// the log to disk) serve them all. Each creation's identity is claimed with `ON CONFLICT DO
+/// NOTHING` (a concurrent claim by another server waits, then loses), its user and audit event
+/// written only if the claim held, its change broadcast; one row per creation says what
+/// happened. Values taken per the statement's snapshot are skipped rather than tried; one
+/// taken in a race makes the statement fail, and the creations are then written one by one.
+const CREATE_BATCH: &str = r"
+WITH job AS (
+    SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+        $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+        $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+        $19::text[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::text[],
+        $24::text[], $25::text[])
+    WITH ORDINALITY AS j(id, issuer, subject, fingerprint, email, email_verified, user_name,
+        display_name, given_name, family_name, picture, locale, roles, groups, attributes,
+        status, external_id, scim_attributes, scim_managed, now, audit_at, audit_kind, audit_actor,
+        audit_reason, audit_fields, n)
+), checked AS (
+    SELECT job.*,
+        EXISTS (SELECT 1 FROM jit_identity_tombstones t
+                WHERE t.issuer = job.issuer AND t.subject = job.subject) AS tombstoned,
+        EXISTS (SELECT 1 FROM jit_identities i
+                WHERE i.issuer = job.issuer AND i.subject = job.subject) AS taken,
+        job.user_name IS NOT NULL AND EXISTS (SELECT 1 FROM jit_users u
+                WHERE lower(u.user_name) = lower(job.user_name)) AS user_name_taken,
+        job.external_id IS NOT NULL AND EXISTS (SELECT 1 FROM jit_users u
+                WHERE u.external_id = job.external_id) AS external_id_taken
+    FROM job
+), claimed AS (
+    INSERT INTO jit_identities (issuer, subject, user_id, claims_fingerprint, created_at,
+        updated_at, last_login_at)
+    SELECT issuer, subject, id, fingerprint, now, now, now FROM checked
+    WHERE NOT (tombstoned OR taken OR user_name_taken OR external_id_taken)
+    ORDER BY n
+    ON CONFLICT (issuer, subject) DO NOTHING
+    RETURNING user_id
+), users AS (
+    INSERT INTO jit_users (id, email, email_verified, user_name, display_name, given_name,
+        family_name, picture, locale, roles, groups, attributes, status, external_id,
+        scim_attributes, scim_managed, version, created_at, updated_at, last_login_at)
+    SELECT c.id, email, email_verified, user_name, display_name, given_name, family_name,
+        picture, locale, roles::jsonb, groups::jsonb, attributes::jsonb, status, external_id,
+        scim_attributes::jsonb, scim_managed::jsonb, 1, now, now, now
+    FROM checked c JOIN claimed ON claimed.user_id = c.id
+    RETURNING id
+), audit AS (
+    INSERT INTO jit_audit_events (at, kind, actor, issuer, subject, user_id, reason, fields)
+    SELECT audit_at, audit_kind, audit_actor::jsonb, issuer, subject, c.id, audit_reason,
+        audit_fields::jsonb
+    FROM checked c JOIN users ON users.id = c.id
+    WHERE $26
+)
+SELECT users.id IS NOT NULL AS written, tombstoned, taken, user_name_taken, external_id_taken,
+    CASE WHEN users.id IS NOT NULL THEN pg_notify($27, c.id::text || ':1') END
+FROM checked c LEFT JOIN users ON users.id = c.id
+ORDER BY c.n
+";
+
+impl CreationWriter {
+    async fn create_all(&self, jobs: Vec<Creation>) -> Vec<CreationResult> {
+        let results = match self.write(&jobs).await {
+            Ok(created) => created.into_iter().map(Ok).collect(),
+            Err(err) if sql::passes(&err, transient_code) => {
+                sql::shared_unavailable(err, jobs.len())
+            }
+            // The statement wrote nothing (a value was taken in a race): each on its own, so
+            // that each gets its own answer.
+            Err(_) => {
+                let mut results = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    results.push(self.write_one(job).await);
+                }
+                results
+            }
+        };
+        announce(jobs, results, &self.audit, &self.feed)
+    }
+
+    async fn write(&self, jobs: &[Creation]) -> Result<Vec<Created>, sqlx::Error> {
+        fn column<T>(jobs: &[Creation], value: impl Fn(&Creation) -> T) -> Vec<T> {
+            jobs.iter().map(value).collect()
+        }
+        let rows = sqlx::query(CREATE_BATCH)
+            .bind(column(jobs, |j| j.user.id))
+            .bind(column(jobs, |j| j.key.issuer().to_owned()))
+            .bind(column(jobs, |j| j.key.subject().to_owned()))
+            .bind(column(jobs, |j| j.fingerprint.clone()))
+            .bind(column(jobs, |j| j.user.email.clone()))
+            .bind(column(jobs, |j| j.user.email_verified))
+            .bind(column(jobs, |j| j.user.user_name.clone()))
+            .bind(column(jobs, |j| j.user.display_name.clone()))
+            .bind(column(jobs, |j| j.user.given_name.clone()))
+            .bind(column(jobs, |j| j.user.family_name.clone()))
+            .bind(column(jobs, |j| j.user.picture.clone()))
+            .bind(column(jobs, |j| j.user.locale.clone()))
+            .bind(column(jobs, |j| json(&j.user.roles)))
+            .bind(column(jobs, |j| json(&j.user.groups)))
+            .bind(column(jobs, |j| json(&j.user.attributes)))
+            .bind(column(jobs, |j| j.user.status.as_str().to_owned()))
+            .bind(column(jobs, |j| j.user.external_id.clone()))
+            .bind(column(jobs, |j| json(&j.user.scim_attributes)))
+            .bind(column(jobs, |j| json(&j.user.scim_managed)))
+            .bind(column(jobs, |j| j.user.created_at))
+            .bind(column(jobs, |j| j.event.at))
+            .bind(column(jobs, |j| j.event.kind.as_str().to_owned()))
+            .bind(column(jobs, |j| json(&j.event.actor)))
+            .bind(column(jobs, |j| j.event.reason.clone()))
+            .bind(column(jobs, |j| json(&j.event.fields)))
+            .bind(self.persist_audit)
+            .bind(CHANNEL)
+            .fetch_all(&self.pool)
+            .await?;
+        debug_assert_eq!(rows.len(), jobs.len(), "one outcome row per creation");
+        rows.iter()
+            .map(|row| {
+                Ok(if row.try_get("written")? {
+                    Created::Written
+                } else if row.try_get("tombstoned")? {
+                    Created::Deleted
+                } else if row.try_get("taken")? {
+                    Created::Taken
+                } else if row.try_get("user_name_taken")? {
+                    Created::Duplicate("user_name")
+                } else if row.try_get("external_id_taken")? {
+                    Created::Duplicate("external_id")
+                } else {
+                    // Claimed by a concurrent transaction after this statement's snapshot.
+                    Created::Taken
+                })
+            })
+            .collect()
+    }
+
+    /// One creation in a transaction of its own, statement by statement: the answer for a
+    /// creation whose batch failed.
+    async fn write_one(&self, job: &Creation) -> Result<Created, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        match PostgresStore::taken(&mut tx, &job.key).await {
+            Ok(Some(_)) => return Ok(Created::Taken),
+            Err(StoreError::IdentityDeleted) => return Ok(Created::Deleted),
+            Err(other) => return Err(other),
+            Ok(None) => {}
+        }
+        match write_user(&mut tx, &job.user, true, 0).await {
+            Err(StoreError::Duplicate(column)) => return Ok(Created::Duplicate(column)),
+            other => other?,
+        };
+        let now = job.user.created_at;
+        if !PostgresStore::claim_identity(
+            &mut tx,
+            &job.key,
+            job.user.id,
+            job.fingerprint.as_deref(),
+            now,
+        )
+        .await?
+        {
+            // Claimed by another server meanwhile: our user row goes with the rollback.
+            return Ok(Created::Taken);
+        }
+        persist_event(&mut tx, &job.event, self.persist_audit).await?;
+        PostgresStore::notify(&mut tx, job.user.id, &job.user.version.to_string()).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(Created::Written)
     }
 }
 
@@ -540,15 +751,17 @@ impl AuditRow {
 
 /// Sorts sqlx errors into "try again later" (503) and "broken" (500).
 fn store_error(err: sqlx::Error) -> StoreError {
-    // SQLSTATE classes and codes that pass: connection exceptions (08), insufficient resources
-    // (53), operator intervention such as a shutdown or a cancelled statement (57), and
-    // serialization failures, deadlocks and lock timeouts.
-    sql::classify(err, |code| {
-        code.starts_with("08")
-            || code.starts_with("53")
-            || code.starts_with("57")
-            || matches!(code, "40001" | "40P01" | "55P03")
-    })
+    sql::classify(err, transient_code)
+}
+
+/// SQLSTATE classes and codes that pass: connection exceptions (08), insufficient resources
+/// (53), operator intervention such as a shutdown or a cancelled statement (57), and
+/// serialization failures, deadlocks and lock timeouts.
+fn transient_code(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57")
+        || matches!(code, "40001" | "40P01" | "55P03")
 }
 
 async fn write_user(
@@ -737,41 +950,12 @@ impl UserStore for PostgresStore {
         fingerprint: Option<&str>,
         audit: AuditEvent,
     ) -> Result<Resolved, StoreError> {
-        let mut tx = self.begin().await?;
-        if let Some(existing) = Self::taken(&mut tx, key).await? {
-            return Ok(existing);
-        }
-        let now = crate::user::now();
-        let mut user = User::from_new(user, now);
-        user.last_login_at = Some(now);
-        write_user(&mut tx, &user, true, 0).await?;
-        if !Self::claim_identity(&mut tx, key, user.id, fingerprint, now).await? {
-            // Another server created this identity meanwhile: our user row goes with the
-            // rollback, and theirs is the answer.
-            tx.rollback().await.map_err(store_error)?;
-            return self.winner(key).await;
-        }
-        let event = audit.identity(key).user(user.id);
-        self.persist(&mut tx, &event).await?;
-        Self::notify(&mut tx, user.id, &user.version.to_string()).await?;
-        tx.commit().await.map_err(store_error)?;
-        self.inner.audit.emit(&event);
-        self.inner.feed.publish(StoreEvent::Changed {
-            user_id: user.id,
-            version: user.version,
-        });
-        let identity = Identity {
-            key: key.clone(),
-            user_id: user.id,
-            created_at: now,
-            last_login_at: Some(now),
-            claims_fingerprint: fingerprint.map(str::to_owned),
-        };
-        Ok(Resolved {
-            user,
-            identity,
-            written: true,
-        })
+        Creation::new(user, key, fingerprint, audit)
+            .create(
+                self.creations(),
+                |key| async move { self.winner(&key).await },
+            )
+            .await
     }
 
     async fn link_identity(

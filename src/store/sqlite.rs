@@ -5,23 +5,34 @@
 //!   read, so "look up, then insert" cannot interleave with another writer, in this process or
 //!   any other on the same file. The unique `(issuer, subject)` key backs that up.
 //! - Audit events are persisted in the transaction of the write they describe.
+//! - Writes of this process take turns on an async lock and (with [`SqliteStore::connect`]) one
+//!   connection of their own, instead of meeting on SQLite's sleeping busy handler.
+//! - First sign-ins arriving together are written in one transaction (group commit): one
+//!   round trip to the connection's thread and one commit for the lot.
+//! - With [`SqliteStore::connect`], WAL checkpoints (which sync the files to disk) run in a
+//!   background task shortly after writes, never on a request's path.
 //! - Migrations are embedded, applied by [`SqliteStore::migrate`], and tracked in their own table,
 //!   `_jit_provisioning_migrations`, so they never collide with the application's own sqlx
 //!   migrations in the same database.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, FromRow, Row, Sqlite, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use uuid::Uuid;
 
-use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore, sql};
+use super::batch::{Created, Creation, CreationResult, Creations, GroupCommit, announce};
+use super::sql::{self, json};
+use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore};
 use crate::audit::{Actor, Audit, AuditEvent, AuditKind};
 use crate::user::{
     Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, RoleGrant, User, UserUpdate,
@@ -41,11 +52,29 @@ use crate::user::{
 /// ```
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Reads, and the application's own queries.
     pool: SqlitePool,
+    /// Writes. [`SqliteStore::connect`] gives them a connection of their own: a connection's
+    /// page cache survives its own writes but not another connection's, so a lone writer
+    /// keeps its cache warm. A store made [`SqliteStore::from_pool`] writes through that pool.
+    writes: SqlitePool,
+    /// Taken by every write transaction of this process. SQLite admits one writer at a time
+    /// and makes the others retry on a sleeping busy handler (1 ms, then longer); queueing
+    /// them here instead hands the lock over the moment it is free. Other processes on the
+    /// same file still meet the busy timeout.
+    writer: Arc<Mutex<()>>,
     feed: ChangeFeed,
     audit: Audit,
     persist_audit: bool,
+    /// First sign-ins, written in batches; started on first use with the settings then in
+    /// force.
+    creations: Arc<OnceLock<Creations>>,
+    /// Told of every commit, when a background task checkpoints the WAL for this store.
+    wrote: Option<Arc<watch::Sender<()>>>,
 }
+
+/// How long commits gather before the background checkpoint that follows them.
+const CHECKPOINT_DELAY: Duration = Duration::from_millis(100);
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url`: `sqlite://path/to/file.db`, or
@@ -65,23 +94,48 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5));
         // An in-memory database exists per connection: one connection keeps it one database.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if in_memory { 1 } else { 8 })
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+        // A checkpoint copies the WAL into the database and syncs both files to disk: on the
+        // request path, one commit in a few hundred would wait for two fsyncs. They run in a
+        // background task instead; durability is that of `synchronous = NORMAL` either way.
+        let options = if in_memory {
+            options
+        } else {
+            options.pragma("wal_autocheckpoint", "0")
+        };
+        let pool_options = |max| {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(5))
+                // A connection to a local file does not go stale; a ping per acquire would
+                // cost a round trip to the connection's thread on every query.
+                .test_before_acquire(false)
+        };
+        let pool = pool_options(if in_memory { 1 } else { 4 })
+            .connect_with(options.clone())
             .await
             .map_err(store_error)?;
-        Ok(Self::from_pool(pool))
+        let mut store = Self::from_pool(pool);
+        if !in_memory {
+            store.writes = pool_options(1).connect_lazy_with(options);
+            let (wrote, commits) = watch::channel(());
+            tokio::spawn(checkpoint_in_background(store.pool.clone(), commits));
+            store.wrote = Some(Arc::new(wrote));
+        }
+        Ok(store)
     }
 
     /// A store on an existing pool. The pool should enable foreign keys (sqlx does by
     /// default) and WAL.
     pub fn from_pool(pool: SqlitePool) -> Self {
         Self {
+            writes: pool.clone(),
             pool,
+            writer: Arc::new(Mutex::new(())),
             feed: ChangeFeed::new(),
             audit: Audit::new(),
             persist_audit: true,
+            creations: Arc::new(OnceLock::new()),
+            wrote: None,
         }
     }
 
@@ -89,6 +143,7 @@ impl SqliteStore {
     #[must_use]
     pub fn with_audit(mut self, audit: Audit) -> Self {
         self.audit = audit;
+        self.creations = Arc::new(OnceLock::new());
         self
     }
 
@@ -97,6 +152,7 @@ impl SqliteStore {
     #[must_use]
     pub fn persist_audit(mut self, persist: bool) -> Self {
         self.persist_audit = persist;
+        self.creations = Arc::new(OnceLock::new());
         self
     }
 
@@ -110,7 +166,7 @@ impl SqliteStore {
         let mut migrator = sqlx::migrate!("migrations/sqlite");
         migrator.dangerous_set_table_name(sql::MIGRATIONS_TABLE);
         migrator
-            .run(&self.pool)
+            .run(&self.writes)
             .await
             .map_err(|err| StoreError::Backend(Box::new(err)))
     }
@@ -123,6 +179,7 @@ impl SqliteStore {
     /// Closes the pool; every later operation fails with [`StoreError::Unavailable`].
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writes.close().await;
     }
 
     /// The persisted audit events, oldest first; only those of `user_id` when given.
@@ -154,18 +211,21 @@ impl SqliteStore {
         rows.into_iter().map(AuditRow::into_event).collect()
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
+    async fn begin(&self) -> Result<WriteTx, StoreError> {
+        let turn = Arc::clone(&self.writer).lock_owned().await;
+        let tx = self
+            .writes
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(store_error)
+            .map_err(store_error)?;
+        Ok(WriteTx {
+            tx,
+            wrote: self.wrote.clone(),
+            _turn: turn,
+        })
     }
 
-    async fn persist(
-        &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        event: &AuditEvent,
-    ) -> Result<(), StoreError> {
+    async fn persist(&self, tx: &mut WriteTx, event: &AuditEvent) -> Result<(), StoreError> {
         if !self.persist_audit {
             return Ok(());
         }
@@ -189,10 +249,7 @@ impl SqliteStore {
 
     /// The identity's current owner (the insert-or-get "get"), or an error if it was deleted;
     /// `None` when the identity is free to be written.
-    async fn taken(
-        tx: &mut Transaction<'static, Sqlite>,
-        key: &IdentityKey,
-    ) -> Result<Option<Resolved>, StoreError> {
+    async fn taken(tx: &mut WriteTx, key: &IdentityKey) -> Result<Option<Resolved>, StoreError> {
         if let Some((user, identity)) = Self::find_in(tx, key).await? {
             return Ok(Some(Resolved {
                 user,
@@ -207,7 +264,7 @@ impl SqliteStore {
     }
 
     async fn find_in(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut WriteTx,
         key: &IdentityKey,
     ) -> Result<Option<(User, Identity)>, StoreError> {
         let row: Option<IdentityUserRow> = sqlx::query_as(FIND_BY_IDENTITY)
@@ -219,10 +276,7 @@ impl SqliteStore {
         row.map(IdentityUserRow::into_parts).transpose()
     }
 
-    async fn tombstoned(
-        tx: &mut Transaction<'static, Sqlite>,
-        key: &IdentityKey,
-    ) -> Result<bool, StoreError> {
+    async fn tombstoned(tx: &mut WriteTx, key: &IdentityKey) -> Result<bool, StoreError> {
         let found: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM jit_identity_tombstones WHERE issuer = ? AND subject = ?",
         )
@@ -236,7 +290,7 @@ impl SqliteStore {
 
     /// Inserts the identity, signed in now.
     async fn insert_identity(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut WriteTx,
         key: &IdentityKey,
         user_id: Uuid,
         fingerprint: Option<&str>,
@@ -267,6 +321,236 @@ impl SqliteStore {
 
     fn emit_committed(&self, event: &AuditEvent) {
         self.audit.emit(event);
+    }
+
+    fn creations(&self) -> &Creations {
+        self.creations.get_or_init(|| {
+            let writer = CreationWriter {
+                pool: self.writes.clone(),
+                turn: Arc::clone(&self.writer),
+                feed: self.feed.clone(),
+                audit: self.audit.clone(),
+                persist_audit: self.persist_audit,
+                wrote: self.wrote.clone(),
+            };
+            GroupCommit::new(MAX_CREATION_BATCH, move |jobs| {
+                let writer = writer.clone();
+                async move { writer.create_all(jobs).await }
+            })
+        })
+    }
+}
+
+/// The most first sign-ins written in one transaction (48 parameters each, far below SQLite's
+/// limit of 32,766).
+const MAX_CREATION_BATCH: usize = 32;
+
+/// What the creation writer needs of its store (not the store itself, which owns the writer).
+#[derive(Clone)]
+struct CreationWriter {
+    pool: SqlitePool,
+    turn: Arc<Mutex<()>>,
+    feed: ChangeFeed,
+    audit: Audit,
+    persist_audit: bool,
+    wrote: Option<Arc<watch::Sender<()>>>,
+}
+
+impl CreationWriter {
+    async fn create_all(&self, jobs: Vec<Creation>) -> Vec<CreationResult> {
+        let results: Vec<Result<Created, StoreError>> = match self.write(&jobs).await {
+            Ok(created) => created.into_iter().map(Ok).collect(),
+            Err(err) if jobs.len() == 1 => vec![Err(store_error(err))],
+            Err(err) if is_transient(&err) => sql::shared_unavailable(err, jobs.len()),
+            // The batch failed as a whole and wrote nothing: each on its own, so that each
+            // gets its own answer.
+            Err(_) => {
+                let mut results = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    results.push(match self.write(std::slice::from_ref(job)).await {
+                        Ok(created) => Ok(created[0]),
+                        Err(err) => Err(store_error(err)),
+                    });
+                }
+                results
+            }
+        };
+        announce(jobs, results, &self.audit, &self.feed)
+    }
+
+    /// Writes `jobs` in one transaction, one statement batch: a single round trip to the
+    /// connection's thread and a single commit.
+    async fn write(&self, jobs: &[Creation]) -> Result<Vec<Created>, sqlx::Error> {
+        let _turn = self.turn.lock().await;
+        let mut conn = self.pool.acquire().await?;
+        let mut query = sqlx::query(AssertSqlSafe(creation_sql(jobs.len())));
+        // Positional parameters, in the order the statements of `creation_sql` use them.
+        for job in jobs {
+            let user = &job.user;
+            let event = &job.event;
+            let (id, issuer, subject) = (
+                user.id.to_string(),
+                job.key.issuer().to_owned(),
+                job.key.subject().to_owned(),
+            );
+            query = bind_user(query, user)
+                .bind(issuer.clone())
+                .bind(subject.clone())
+                .bind(issuer.clone())
+                .bind(subject.clone());
+            query = query
+                .bind(issuer.clone())
+                .bind(subject.clone())
+                .bind(id.clone())
+                .bind(job.fingerprint.clone())
+                .bind(user.created_at)
+                .bind(user.created_at)
+                .bind(user.created_at)
+                .bind(id.clone());
+            query = query
+                .bind(event.at)
+                .bind(event.kind.as_str())
+                .bind(json(&event.actor))
+                .bind(issuer.clone())
+                .bind(subject.clone())
+                .bind(id.clone())
+                .bind(event.reason.clone())
+                .bind(json(&event.fields))
+                .bind(self.persist_audit)
+                .bind(id.clone());
+            query = query
+                .bind(issuer.clone())
+                .bind(subject.clone())
+                .bind(issuer)
+                .bind(subject)
+                .bind(user.user_name.clone())
+                .bind(id);
+        }
+        let rows = match query.fetch_all(&mut *conn).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                // The batch stopped at the failing statement, inside its transaction.
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+                    && !rollback.to_string().contains("no transaction is active")
+                {
+                    // Never hand back a connection that may still be in a transaction.
+                    conn.close_on_drop();
+                }
+                return Err(err);
+            }
+        };
+        if let Some(wrote) = &self.wrote {
+            wrote.send_replace(());
+        }
+        debug_assert_eq!(rows.len(), jobs.len(), "one outcome row per creation");
+        jobs.iter()
+            .zip(rows)
+            .map(|(job, row)| {
+                let owner: Option<String> = row.try_get(0)?;
+                Ok(match owner {
+                    Some(owner) if owner == job.user.id.to_string() => Created::Written,
+                    Some(_) => Created::Taken,
+                    None if row.try_get::<bool, _>(1)? => Created::Deleted,
+                    None if row.try_get::<bool, _>(2)? => Created::Duplicate("user_name"),
+                    None => Created::Duplicate("external_id"),
+                })
+            })
+            .collect()
+    }
+}
+
+/// `BEGIN IMMEDIATE`, then for each of `count` creations: the user (unless the identity is
+/// taken or tombstoned, or a unique value is someone else's), its identity and audit event
+/// (if the user went in), and a row saying what happened; then `COMMIT`. Nothing in it fails
+/// on a conflict, so one creation's conflict never costs the others theirs.
+///
+/// Parameters are positional (sqlx numbers `?NNN` per statement, not per batch), 48 per
+/// creation, bound by [`CreationWriter::write`] in this order.
+fn creation_sql(count: usize) -> Arc<str> {
+    const CREATION: &str = "\
+        INSERT INTO jit_users (email, email_verified, user_name, display_name, given_name, \
+        family_name, picture, locale, roles, groups, attributes, status, external_id, \
+        scim_attributes, scim_managed, version, created_at, updated_at, last_login_at, id) \
+        SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+        WHERE NOT EXISTS (SELECT 1 FROM jit_identities WHERE issuer = ? AND subject = ?) \
+        AND NOT EXISTS (SELECT 1 FROM jit_identity_tombstones WHERE issuer = ? AND subject = ?) \
+        ON CONFLICT DO NOTHING;
+        INSERT INTO jit_identities (issuer, subject, user_id, claims_fingerprint, created_at, \
+        updated_at, last_login_at) SELECT ?, ?, ?, ?, ?, ?, ? \
+        WHERE EXISTS (SELECT 1 FROM jit_users WHERE id = ?);
+        INSERT INTO jit_audit_events (at, kind, actor, issuer, subject, user_id, reason, fields) \
+        SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE ? AND EXISTS (SELECT 1 FROM jit_users WHERE id = ?);
+        SELECT (SELECT user_id FROM jit_identities WHERE issuer = ? AND subject = ?), \
+        EXISTS (SELECT 1 FROM jit_identity_tombstones WHERE issuer = ? AND subject = ?), \
+        EXISTS (SELECT 1 FROM jit_users WHERE user_name = ? COLLATE NOCASE AND id <> ?);
+    ";
+    static CACHE: LazyLock<Vec<Arc<str>>> = LazyLock::new(|| {
+        (1..=MAX_CREATION_BATCH)
+            .map(|count| {
+                let mut sql = String::from("BEGIN IMMEDIATE;\n");
+                for _ in 0..count {
+                    sql.push_str(CREATION);
+                }
+                sql.push_str("COMMIT;");
+                Arc::from(sql)
+            })
+            .collect()
+    });
+    Arc::clone(&CACHE[count - 1])
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`) holding this process's writer turn. Dropped
+/// uncommitted, it rolls back, then gives up the turn.
+struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+    wrote: Option<Arc<watch::Sender<()>>>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(store_error)?;
+        if let Some(wrote) = &self.wrote {
+            wrote.send_replace(());
+        }
+        Ok(())
+    }
+}
+
+/// Checkpoints the WAL after commits, [`CHECKPOINT_DELAY`] after the first of a run, until the
+/// store is dropped. `PASSIVE`: it never waits for (nor holds up) readers or writers.
+async fn checkpoint_in_background(pool: SqlitePool, mut commits: watch::Receiver<()>) {
+    while commits.changed().await.is_ok() {
+        tokio::time::sleep(CHECKPOINT_DELAY).await;
+        // Commits from here on call for another checkpoint.
+        commits.borrow_and_update();
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_optional(&pool)
+            .await
+        {
+            tracing::debug!(
+                target: "tower_jit_provisioning::store",
+                error = %crate::error::ErrorChain(&error),
+                "WAL checkpoint failed; the next commit retries it"
+            );
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
     }
 }
 
@@ -424,22 +708,53 @@ fn from_json<T: serde::de::DeserializeOwned>(value: &str) -> Result<T, StoreErro
     serde_json::from_str(value).map_err(|err| StoreError::Backend(Box::new(err)))
 }
 
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("serializing plain data")
-}
-
 /// Sorts sqlx errors into "try again later" (503) and "broken" (500).
 pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
-    // SQLite primary result codes (the low byte of extended codes): BUSY, LOCKED, IOERR, FULL,
-    // CANTOPEN are conditions that pass.
-    sql::classify(err, |code| {
-        code.parse::<i64>()
-            .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13 | 14))
-    })
+    sql::classify(err, transient_code)
+}
+
+fn is_transient(err: &sqlx::Error) -> bool {
+    sql::passes(err, transient_code)
+}
+
+/// SQLite primary result codes (the low byte of extended codes): BUSY, LOCKED, IOERR, FULL,
+/// CANTOPEN are conditions that pass.
+fn transient_code(code: &str) -> bool {
+    code.parse::<i64>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13 | 14))
+}
+
+/// Binds a user's columns in the order `write_user` and `creation_sql` list them: the profile,
+/// then the id.
+fn bind_user<'q>(
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    user: &User,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+    query
+        .bind(user.email.clone())
+        .bind(user.email_verified)
+        .bind(user.user_name.clone())
+        .bind(user.display_name.clone())
+        .bind(user.given_name.clone())
+        .bind(user.family_name.clone())
+        .bind(user.picture.clone())
+        .bind(user.locale.clone())
+        .bind(json(&user.roles))
+        .bind(json(&user.groups))
+        .bind(json(&user.attributes))
+        .bind(user.status.as_str())
+        .bind(user.external_id.clone())
+        .bind(json(&user.scim_attributes))
+        .bind(json(&user.scim_managed))
+        .bind(user.version)
+        .bind(user.created_at)
+        .bind(user.updated_at)
+        .bind(user.last_login_at)
+        .bind(user.id.to_string())
 }
 
 async fn write_user(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     user: &User,
     insert: bool,
     expected_version: i64,
@@ -460,27 +775,7 @@ async fn write_user(
             "last_login_at = ? WHERE id = ? AND version = ?"
         )
     };
-    let result = sqlx::query(query)
-        .bind(user.email.as_deref())
-        .bind(user.email_verified)
-        .bind(user.user_name.as_deref())
-        .bind(user.display_name.as_deref())
-        .bind(user.given_name.as_deref())
-        .bind(user.family_name.as_deref())
-        .bind(user.picture.as_deref())
-        .bind(user.locale.as_deref())
-        .bind(json(&user.roles))
-        .bind(json(&user.groups))
-        .bind(json(&user.attributes))
-        .bind(user.status.as_str())
-        .bind(user.external_id.as_deref())
-        .bind(json(&user.scim_attributes))
-        .bind(json(&user.scim_managed))
-        .bind(user.version)
-        .bind(user.created_at)
-        .bind(user.updated_at)
-        .bind(user.last_login_at)
-        .bind(user.id.to_string())
+    let result = bind_user(sqlx::query(query), user)
         .bind(expected_version)
         .execute(&mut **tx)
         .await;
@@ -547,7 +842,7 @@ impl GroupRow {
 }
 
 async fn write_group(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     group: &Group,
     insert: bool,
     expected_version: i64,
@@ -629,28 +924,19 @@ impl UserStore for SqliteStore {
         fingerprint: Option<&str>,
         audit: AuditEvent,
     ) -> Result<Resolved, StoreError> {
-        let mut tx = self.begin().await?;
-        if let Some(existing) = Self::taken(&mut tx, key).await? {
-            return Ok(existing);
-        }
-        let now = crate::user::now();
-        let mut user = User::from_new(user, now);
-        user.last_login_at = Some(now);
-        write_user(&mut tx, &user, true, 0).await?;
-        let identity = Self::insert_identity(&mut tx, key, user.id, fingerprint, now).await?;
-        let event = audit.identity(key).user(user.id);
-        self.persist(&mut tx, &event).await?;
-        tx.commit().await.map_err(store_error)?;
-        self.emit_committed(&event);
-        self.feed.publish(StoreEvent::Changed {
-            user_id: user.id,
-            version: user.version,
-        });
-        Ok(Resolved {
-            user,
-            identity,
-            written: true,
-        })
+        Creation::new(user, key, fingerprint, audit)
+            .create(self.creations(), |key| async move {
+                match self.find_by_identity(&key).await? {
+                    Some((user, identity)) => Ok(Resolved {
+                        user,
+                        identity,
+                        written: false,
+                    }),
+                    // Deleted between the batch and this read.
+                    None => Err(StoreError::IdentityDeleted),
+                }
+            })
+            .await
     }
 
     async fn link_identity(
@@ -681,7 +967,7 @@ impl UserStore for SqliteStore {
         let identity = Self::insert_identity(&mut tx, key, user_id, fingerprint, now).await?;
         let event = audit.identity(key).user(user_id);
         self.persist(&mut tx, &event).await?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         self.emit_committed(&event);
         Ok(Resolved {
             user,
@@ -741,7 +1027,7 @@ impl UserStore for SqliteStore {
         write_user(&mut tx, &user, true, 0).await?;
         let event = audit.user(user.id);
         self.persist(&mut tx, &event).await?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         self.emit_committed(&event);
         self.feed.publish(StoreEvent::Changed {
             user_id: user.id,
@@ -768,7 +1054,7 @@ impl UserStore for SqliteStore {
         let mut tx = self.begin().await?;
         let group = Group::from_new(group, crate::user::now());
         write_group(&mut tx, &group, true, 0).await?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok(group)
     }
 
@@ -823,7 +1109,7 @@ impl UserStore for SqliteStore {
         if !write_group(&mut tx, &group, false, read_version).await? {
             return Err(StoreError::Conflict);
         }
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         Ok((group, affected))
     }
 
@@ -842,7 +1128,7 @@ impl UserStore for SqliteStore {
             .map_err(store_error)?
             .rows_affected()
             == 1;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         if !deleted {
             return Ok(None);
         }
@@ -922,7 +1208,7 @@ impl UserStore for SqliteStore {
         if let Some(event) = &event {
             self.persist(&mut tx, event).await?;
         }
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         if let Some(event) = &event {
             self.emit_committed(event);
         }
@@ -960,7 +1246,7 @@ impl UserStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)
+        tx.commit().await
     }
 
     async fn delete_user(&self, user_id: Uuid, audit: AuditEvent) -> Result<bool, StoreError> {
@@ -987,7 +1273,7 @@ impl UserStore for SqliteStore {
         }
         let event = audit.user(user_id);
         self.persist(&mut tx, &event).await?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await?;
         self.emit_committed(&event);
         self.feed.publish(StoreEvent::Deleted { user_id });
         Ok(true)
@@ -998,9 +1284,9 @@ impl UserStore for SqliteStore {
         // database write. They go to `tracing` and the sinks only.
         if self.persist_audit && event.kind != AuditKind::TokenRejected {
             let persisted = async {
-                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                let mut tx = self.begin().await?;
                 self.persist(&mut tx, &event).await?;
-                tx.commit().await.map_err(store_error)
+                tx.commit().await
             }
             .await;
             if let Err(error) = persisted {
