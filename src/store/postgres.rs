@@ -379,9 +379,10 @@ struct CreationWriter {
 
 /// Every creation of a batch in one statement, so one round trip and one commit (one flush of
 /// the log to disk) serve them all. Each creation's identity is claimed with `ON CONFLICT DO
-/// NOTHING` (a concurrent claim by another server waits, then loses), its user and audit event
-/// written only if the claim held, its change broadcast; one row per creation says what
-/// happened. Values taken per the statement's snapshot are skipped rather than tried; one
+/// NOTHING` (a concurrent claim by another server waits, then loses) in (issuer, subject) order,
+/// so that the batches of several servers claiming the same people queue behind each other
+/// instead of deadlocking; its user and audit event are written only if the claim held, its
+/// change broadcast; one row per creation says what happened. Values taken per the statement's snapshot are skipped rather than tried; one
 /// taken in a race makes the statement fail, and the creations are then written one by one.
 const CREATE_BATCH: &str = r"
 WITH job AS (
@@ -410,7 +411,7 @@ WITH job AS (
         updated_at, last_login_at)
     SELECT issuer, subject, id, fingerprint, now, now, now FROM checked
     WHERE NOT (tombstoned OR taken OR user_name_taken OR external_id_taken)
-    ORDER BY n
+    ORDER BY issuer, subject
     ON CONFLICT (issuer, subject) DO NOTHING
     RETURNING user_id
 ), users AS (
@@ -437,7 +438,16 @@ ORDER BY c.n
 
 impl CreationWriter {
     async fn create_all(&self, jobs: Vec<Creation>) -> Vec<CreationResult> {
-        let results = match self.write(&jobs).await {
+        let mut outcome = self.write(&jobs).await;
+        // A deadlock or serialization failure with another writer is resolved by the database
+        // aborting one side; the aborted batch wrote nothing and goes again.
+        for _ in 0..RACE_RETRIES {
+            match &outcome {
+                Err(err) if lost_a_race(err) => outcome = self.write(&jobs).await,
+                _ => break,
+            }
+        }
+        let results = match outcome {
             Ok(created) => created.into_iter().map(Ok).collect(),
             Err(err) if sql::passes(&err, transient_code) => {
                 sql::shared_unavailable(err, jobs.len())
@@ -747,6 +757,16 @@ impl AuditRow {
             fields: self.fields.0,
         })
     }
+}
+
+/// How often a batch aborted by a deadlock or serialization failure is tried again before its
+/// creations are answered 503.
+const RACE_RETRIES: usize = 3;
+
+/// Whether the database aborted the statement to break a deadlock or a serialization conflict
+/// with a concurrent transaction: retrying it is safe and will usually succeed.
+fn lost_a_race(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
 }
 
 /// Sorts sqlx errors into "try again later" (503) and "broken" (500).
