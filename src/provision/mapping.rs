@@ -334,8 +334,7 @@ impl AttributeMapping {
     pub(crate) fn map(&self, claims: &VerifiedClaims) -> MappedProfile {
         let text = |field: Field| {
             self.source(field)
-                .and_then(|path| lookup(claims.claims(), path))
-                .and_then(Value::as_str)
+                .and_then(|path| claims.claim_str(path))
                 .map(str::to_owned)
         };
         // The address is stored in the same normal form the domain rules checked; an address
@@ -575,6 +574,7 @@ impl AttributeMapping {
 
     /// `roles` with the group-rule grants replaced by what `groups` justify now: for a
     /// membership change made by SCIM.
+    #[cfg(feature = "scim")]
     pub(crate) fn regrant_for_groups(
         &self,
         roles: &[RoleGrant],
@@ -687,7 +687,9 @@ mod tests {
             groups_claim: "groups".into(),
             accept_string_booleans: false,
         };
-        VerifiedClaims::from_verified("https://idp".into(), TokenKind::Id, map, &rules).unwrap()
+        let json = Value::Object(map.clone()).to_string();
+        VerifiedClaims::from_verified("https://idp".into(), TokenKind::Id, &map, json, &rules)
+            .unwrap()
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! signature over the very same bytes.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,6 +24,8 @@ use super::{TokenError, TokenKind};
 pub(crate) struct RawToken {
     pub(crate) header: RawHeader,
     pub(crate) payload: Map<String, Value>,
+    /// The payload's JSON text, as signed: what [`VerifiedClaims`] keeps instead of the map.
+    pub(crate) payload_json: String,
 }
 
 /// The JOSE header members this crate acts on. Members it does not act on (`jku`, `jwk`, `x5u`,
@@ -50,11 +52,12 @@ impl RawToken {
         if !is_canonical_base64url(signature) {
             return Err(TokenError::Malformed);
         }
-        let header = decode_object(header)?;
-        let payload = decode_object(payload)?;
+        let (header, _) = decode_object(header)?;
+        let (payload, payload_json) = decode_object(payload)?;
         Ok(Self {
             header: RawHeader::from_object(header)?,
             payload,
+            payload_json,
         })
     }
 
@@ -114,15 +117,17 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-fn decode_object(segment: &str) -> Result<Map<String, Value>, TokenError> {
+/// A segment's JSON object, and its text.
+fn decode_object(segment: &str) -> Result<(Map<String, Value>, String), TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| TokenError::Malformed)?;
-    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let text = String::from_utf8(bytes).map_err(|_| TokenError::Malformed)?;
+    let mut deserializer = serde_json::Deserializer::from_str(&text);
     let value = StrictValue::deserialize(&mut deserializer).map_err(|_| TokenError::Malformed)?;
     deserializer.end().map_err(|_| TokenError::Malformed)?;
     match value.0 {
-        Value::Object(map) => Ok(map),
+        Value::Object(map) => Ok((map, text)),
         _ => Err(TokenError::Malformed),
     }
 }
@@ -237,6 +242,11 @@ pub(crate) const MAX_SUBJECT_BYTES: usize = 255;
 /// The issuer and subject together are the person's identity at that issuer; the e-mail
 /// address is not an identity. Cheap to clone: the claims sit behind an [`Arc`].
 ///
+/// The registered and profile claims are read once, at verification; the full claim set is
+/// kept as the payload's JSON text and parsed on the first call to [`claims`](Self::claims) or
+/// [`claim`](Self::claim), so that a cached token costs a few hundred bytes rather than a
+/// parsed JSON tree.
+///
 /// The layer puts a `VerifiedClaims` into the request extensions of every request it lets
 /// through with a token; with the `axum` feature it is also an extractor, and so is
 /// `Option<VerifiedClaims>` for routes behind an [optional](crate::ProvisioningLayerBuilder::optional)
@@ -255,22 +265,54 @@ struct ClaimsInner {
     groups_asserted: bool,
     expires_at: DateTime<Utc>,
     issued_at: DateTime<Utc>,
-    claims: Map<String, Value>,
+    profile: Profile,
+    /// The payload as signed; checked once by the strict parser.
+    json: Box<str>,
+    /// The payload parsed, on first use.
+    claims: OnceLock<Map<String, Value>>,
+}
+
+/// The standard profile claims, when they are strings.
+struct Profile {
+    email: Option<Box<str>>,
+    name: Option<Box<str>>,
+    given_name: Option<Box<str>>,
+    family_name: Option<Box<str>>,
+    preferred_username: Option<Box<str>>,
+    picture: Option<Box<str>>,
+    locale: Option<Box<str>>,
+}
+
+impl Profile {
+    fn read(claims: &Map<String, Value>) -> Self {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(Box::from);
+        Self {
+            email: text("email"),
+            name: text("name"),
+            given_name: text("given_name"),
+            family_name: text("family_name"),
+            preferred_username: text("preferred_username"),
+            picture: text("picture"),
+            locale: text("locale"),
+        }
+    }
 }
 
 impl VerifiedClaims {
-    /// Builds the claims from a payload whose signature and registered claims were verified.
+    /// Builds the claims from a payload (its JSON object and text) whose signature and
+    /// registered claims were verified.
     pub(crate) fn from_verified(
         issuer: Arc<str>,
         kind: TokenKind,
-        claims: Map<String, Value>,
+        claims: &Map<String, Value>,
+        json: String,
         rules: &ClaimRules,
     ) -> Result<Self, TokenError> {
         let subject = match claims.get("sub") {
             Some(Value::String(sub)) if is_valid_subject(sub) => sub.clone(),
             _ => return Err(TokenError::InvalidSubject),
         };
-        let audiences = audiences(&claims);
+        let audiences = audiences(claims);
         let authorized_party = claims
             .get("azp")
             .or_else(|| claims.get("client_id"))
@@ -283,11 +325,11 @@ impl VerifiedClaims {
             }
             _ => false,
         };
-        let groups_claim = lookup(&claims, &rules.groups_claim);
+        let groups_claim = lookup(claims, &rules.groups_claim);
         let groups_asserted = groups_claim.is_some();
         let groups = groups_claim.map(strings).unwrap_or_default();
-        let expires_at = timestamp(&claims, "exp").ok_or(TokenError::Malformed)?;
-        let issued_at = timestamp(&claims, "iat").ok_or(TokenError::Malformed)?;
+        let expires_at = timestamp(claims, "exp").ok_or(TokenError::Malformed)?;
+        let issued_at = timestamp(claims, "iat").ok_or(TokenError::Malformed)?;
         Ok(Self(Arc::new(ClaimsInner {
             issuer,
             subject,
@@ -299,7 +341,9 @@ impl VerifiedClaims {
             groups_asserted,
             expires_at,
             issued_at,
-            claims,
+            profile: Profile::read(claims),
+            json: json.into_boxed_str(),
+            claims: OnceLock::new(),
         })))
     }
 
@@ -331,7 +375,7 @@ impl VerifiedClaims {
     /// The `email` claim, as sent. Not an identity, and not proof of anything unless
     /// [`email_verified`](Self::email_verified) is true.
     pub fn email(&self) -> Option<&str> {
-        self.str_claim("email")
+        self.0.profile.email.as_deref()
     }
 
     /// Whether the issuer asserted that it verified [`email`](Self::email).
@@ -345,32 +389,32 @@ impl VerifiedClaims {
 
     /// The `name` claim.
     pub fn name(&self) -> Option<&str> {
-        self.str_claim("name")
+        self.0.profile.name.as_deref()
     }
 
     /// The `given_name` claim.
     pub fn given_name(&self) -> Option<&str> {
-        self.str_claim("given_name")
+        self.0.profile.given_name.as_deref()
     }
 
     /// The `family_name` claim.
     pub fn family_name(&self) -> Option<&str> {
-        self.str_claim("family_name")
+        self.0.profile.family_name.as_deref()
     }
 
     /// The `preferred_username` claim. Informational only: issuers let people change it.
     pub fn preferred_username(&self) -> Option<&str> {
-        self.str_claim("preferred_username")
+        self.0.profile.preferred_username.as_deref()
     }
 
     /// The `picture` claim.
     pub fn picture(&self) -> Option<&str> {
-        self.str_claim("picture")
+        self.0.profile.picture.as_deref()
     }
 
     /// The `locale` claim.
     pub fn locale(&self) -> Option<&str> {
-        self.str_claim("locale")
+        self.0.profile.locale.as_deref()
     }
 
     /// Whether the token carries the issuer's groups claim at all (an empty list included).
@@ -394,20 +438,37 @@ impl VerifiedClaims {
         self.0.issued_at
     }
 
-    /// Every claim of the token, as JSON.
+    /// Every claim of the token, as JSON. Parsed from the payload on the first call.
     pub fn claims(&self) -> &Map<String, Value> {
-        &self.0.claims
+        self.0.claims.get_or_init(|| {
+            // The strict parser accepted this very text at verification; a plain parse of it
+            // gives the same object.
+            serde_json::from_str(&self.0.json).unwrap_or_default()
+        })
     }
 
     /// A claim by name or by dotted path into nested objects (`realm_access.roles`,
     /// `resource_access.app.roles`). A top-level claim whose name itself contains dots (such as
     /// Auth0's `https://example.com/roles`) is found by its full name first.
     pub fn claim(&self, path: &str) -> Option<&Value> {
-        lookup(&self.0.claims, path)
+        lookup(self.claims(), path)
     }
 
-    fn str_claim(&self, name: &str) -> Option<&str> {
-        self.0.claims.get(name).and_then(Value::as_str)
+    /// A string claim by name or path, answered from the fields read at verification when it
+    /// is a standard one, so that the usual mapping never parses the full claim set.
+    pub(crate) fn claim_str(&self, path: &str) -> Option<&str> {
+        match path {
+            "iss" => Some(self.issuer()),
+            "sub" => Some(self.subject()),
+            "email" => self.email(),
+            "name" => self.name(),
+            "given_name" => self.given_name(),
+            "family_name" => self.family_name(),
+            "preferred_username" => self.preferred_username(),
+            "picture" => self.picture(),
+            "locale" => self.locale(),
+            _ => self.claim(path).and_then(Value::as_str),
+        }
     }
 }
 
@@ -602,7 +663,8 @@ mod tests {
 
     fn claims(json: Value, rules: &ClaimRules) -> Result<VerifiedClaims, TokenError> {
         let Value::Object(map) = json else { panic!() };
-        VerifiedClaims::from_verified("https://idp".into(), TokenKind::Id, map, rules)
+        let json = Value::Object(map.clone()).to_string();
+        VerifiedClaims::from_verified("https://idp".into(), TokenKind::Id, &map, json, rules)
     }
 
     #[test]

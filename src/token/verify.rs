@@ -171,8 +171,14 @@ impl IssuerVerifier {
         let now = Utc::now();
         check_times(rules, &raw.payload, now).map_err(invalid)?;
         check_party(rules, kind, &raw.payload, token_audiences.len()).map_err(invalid)?;
-        VerifiedClaims::from_verified(rules.issuer.clone(), kind, raw.payload, &rules.claims)
-            .map_err(invalid)
+        VerifiedClaims::from_verified(
+            rules.issuer.clone(),
+            kind,
+            &raw.payload,
+            raw.payload_json,
+            &rules.claims,
+        )
+        .map_err(invalid)
     }
 }
 
