@@ -18,6 +18,7 @@ use crate::layer::{ProvisioningLayer, Shared};
 use crate::provision::policy::{Admission, DenyReason, DomainPattern, Predicate};
 use crate::provision::{
     AttributeMapping, EmailTrust, IssuerProvisioning, Linking, Provisioner, ProvisionerConfig,
+    RoleTrust,
 };
 use crate::store::{DynStore, UserStore};
 use crate::token::VerifiedClaims;
@@ -77,6 +78,7 @@ pub struct Issuer {
     required_groups: Vec<String>,
     require_approval: bool,
     email_trust: EmailTrustSetting,
+    role_trust: RoleTrust,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -112,6 +114,7 @@ impl Issuer {
             required_groups: Vec::new(),
             require_approval: false,
             email_trust: EmailTrustSetting::None,
+            role_trust: RoleTrust::All,
         }
     }
 
@@ -273,8 +276,31 @@ impl Issuer {
         self
     }
 
+    /// Whether the mapping's role rules (group and claim rules, and roles the mapping hook
+    /// grants) apply to this issuer's tokens; on by default. An issuer whose users can put
+    /// themselves into groups (a social login, a customer's own tenant) should not be trusted
+    /// for roles: a new account it signs in gets the default roles only, and its logins neither
+    /// grant nor revoke roles (its groups are still recorded). Needs a store.
+    pub fn trust_roles(mut self, trust: bool) -> Self {
+        self.role_trust = if trust {
+            RoleTrust::All
+        } else {
+            RoleTrust::None
+        };
+        self
+    }
+
+    /// Trusts this issuer for roles only in tokens whose claim at `path` equals `value`
+    /// exactly: one tenant of a multi-tenant issuer, such as Entra's `tid`. Tokens of other
+    /// tenants are treated as with [`trust_roles(false)`](Self::trust_roles). Needs a store.
+    pub fn trust_roles_when(mut self, path: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.role_trust = RoleTrust::When(path.into(), value.into());
+        self
+    }
+
     fn has_provisioning_rules(&self) -> bool {
-        !self.allowed_domains.is_empty()
+        !matches!(self.role_trust, RoleTrust::All)
+            || !self.allowed_domains.is_empty()
             || !self.required_claims.is_empty()
             || !self.required_groups.is_empty()
             || self.require_approval
@@ -300,6 +326,7 @@ impl Issuer {
                 required_groups: self.required_groups.clone(),
             },
             require_approval: self.require_approval,
+            role_trust: self.role_trust.clone(),
             email_trust: match &self.email_trust {
                 EmailTrustSetting::None => EmailTrust::None,
                 EmailTrustSetting::Any => EmailTrust::Any,

@@ -95,6 +95,32 @@ impl<H> ProvisioningLayer<H> {
     }
 }
 
+impl<H> ProvisioningLayer<H> {
+    /// How many entries the layer's caches hold now, for metrics and tests: verified tokens
+    /// and provisioned accounts. Runs the caches' pending evictions first, so an expired or
+    /// invalidated entry is not counted.
+    pub async fn cache_sizes(&self) -> CacheSizes {
+        let users = match &self.shared.provisioner {
+            Some(provisioner) => provisioner.cached_count().await,
+            None => 0,
+        };
+        CacheSizes {
+            tokens: self.shared.verifier.cached_count(),
+            users,
+        }
+    }
+}
+
+/// Entry counts of a layer's caches; see [`ProvisioningLayer::cache_sizes`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheSizes {
+    /// Verified tokens, keyed by their SHA-256.
+    pub tokens: u64,
+    /// Accounts, keyed by (issuer, subject).
+    pub users: u64,
+}
+
 /// Issuers whose keys could not be fetched by [`ProvisioningLayer::fetch_keys`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no signing keys could be fetched from: {}", .0.join(", "))]
@@ -283,7 +309,12 @@ async fn authenticate<B>(
         let user = provisioner
             .provision(&verified)
             .await
-            .inspect_err(log_refusal)?;
+            .inspect_err(|error| {
+                log_refusal(error);
+                // A refused account leaves no cache entry behind; its next request is verified
+                // and decided afresh.
+                shared.verifier.forget(token);
+            })?;
         request.extensions_mut().insert(user);
     }
     request.extensions_mut().insert(verified.claims.clone());

@@ -99,6 +99,10 @@ pub mod scim;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 
+#[cfg(feature = "__fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
@@ -113,7 +117,7 @@ pub use crate::error::{
     ConfigError, DefaultErrorHandler, DenyReason, Error, ErrorHandler, RequestError, TokenError,
 };
 pub use crate::layer::{
-    ProvisioningLayer, ProvisioningService, ResponseFuture, UnreachableIssuers,
+    CacheSizes, ProvisioningLayer, ProvisioningService, ResponseFuture, UnreachableIssuers,
 };
 pub use crate::provision::{AttributeMapping, Field, MappedProfile, SyncPolicy};
 #[cfg(feature = "postgres")]

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use axum::Router;
-use common::{Reply, Server, get_with, sqlite_store, user_app};
+use common::{Reply, Server, get_with, reply, sqlite_store, user_app};
 use serde_json::{Value, json};
 use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::TestIssuer;
@@ -104,17 +104,6 @@ fn app(layer: ProvisioningLayer, store: &SqliteStore) -> Router {
         .router()
         .unwrap();
     user_app(layer).nest("/scim/v2", scim)
-}
-
-async fn reply(response: reqwest::Response) -> Reply {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.text().await.unwrap();
-    Reply {
-        status,
-        headers,
-        body,
-    }
 }
 
 fn user(user_name: &str) -> Value {

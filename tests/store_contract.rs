@@ -242,6 +242,7 @@ macro_rules! store_contract {
                 let Some((store, _guard)) = make().await else {
                     return;
                 };
+                let elsewhere = |sub: &str| IdentityKey::new("https://other.example.com", sub);
                 let owner = store
                     .create_user(NewUser::default(), &key("l1"), None, audit())
                     .await
@@ -251,14 +252,14 @@ macro_rules! store_contract {
                     .await
                     .unwrap();
                 let linked = store
-                    .link_identity(owner.user.id, &key("l3"), None, audit())
+                    .link_identity(owner.user.id, &elsewhere("l3"), None, audit())
                     .await
                     .unwrap();
                 assert!(linked.written);
                 assert_eq!(linked.user.id, owner.user.id);
                 // Linked already, to owner: another link attempt returns the owner.
                 let again = store
-                    .link_identity(other.user.id, &key("l3"), None, audit())
+                    .link_identity(other.user.id, &elsewhere("l3"), None, audit())
                     .await
                     .unwrap();
                 assert!(!again.written);
@@ -266,9 +267,50 @@ macro_rules! store_contract {
                 assert_eq!(store.identities(owner.user.id).await.unwrap().len(), 2);
                 assert_eq!(store.identities(other.user.id).await.unwrap().len(), 1);
                 let missing = store
-                    .link_identity(uuid::Uuid::now_v7(), &key("l4"), None, audit())
+                    .link_identity(uuid::Uuid::now_v7(), &elsewhere("l4"), None, audit())
                     .await;
                 assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+            }
+
+            #[tokio::test]
+            async fn an_account_holds_one_identity_per_issuer_even_under_concurrent_links() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let owner = store
+                    .create_user(NewUser::default(), &key("p1"), None, audit())
+                    .await
+                    .unwrap();
+                // A second subject at the same issuer is refused.
+                let second = store
+                    .link_identity(owner.user.id, &key("p2"), None, audit())
+                    .await;
+                assert!(
+                    matches!(second, Err(StoreError::IssuerAlreadyLinked)),
+                    "{second:?}"
+                );
+                // An account with no identity yet, and ten subjects of one issuer racing for it.
+                let target = store
+                    .insert_user(NewUser::default(), audit())
+                    .await
+                    .unwrap();
+                let attempts = (0..10).map(|i| {
+                    let store = store.clone();
+                    let id = target.id;
+                    async move {
+                        store
+                            .link_identity(id, &key(&format!("racer-{i}")), None, audit())
+                            .await
+                    }
+                });
+                let results = futures_util::future::join_all(attempts).await;
+                let won = results.iter().filter(|r| r.is_ok()).count();
+                let refused = results
+                    .iter()
+                    .filter(|r| matches!(r, Err(StoreError::IssuerAlreadyLinked)))
+                    .count();
+                assert_eq!((won, refused), (1, 9), "{results:?}");
+                assert_eq!(store.identities(target.id).await.unwrap().len(), 1);
             }
 
             #[tokio::test]
@@ -500,8 +542,9 @@ macro_rules! store_contract {
                     .unwrap()
                     .user
                     .id;
+                let linked = IdentityKey::new("https://other.example.com", "d3");
                 store
-                    .link_identity(id, &key("d3"), None, audit())
+                    .link_identity(id, &linked, None, audit())
                     .await
                     .unwrap();
                 let deleted = AuditEvent::new(AuditKind::Deleted, Actor::Application);
@@ -509,18 +552,18 @@ macro_rules! store_contract {
                 assert!(!store.delete_user(id, deleted).await.unwrap());
                 assert!(store.get_user(id).await.unwrap().is_none());
                 assert!(store.find_by_identity(&key("d")).await.unwrap().is_none());
-                for k in ["d", "d3"] {
+                for k in [key("d"), linked] {
                     let again = store
-                        .create_user(NewUser::default(), &key(k), None, audit())
+                        .create_user(NewUser::default(), &k, None, audit())
                         .await;
                     assert!(
                         matches!(again, Err(StoreError::IdentityDeleted)),
-                        "{k}: {again:?}"
+                        "{k:?}: {again:?}"
                     );
-                    let link = store.link_identity(other, &key(k), None, audit()).await;
+                    let link = store.link_identity(other, &k, None, audit()).await;
                     assert!(
                         matches!(link, Err(StoreError::IdentityDeleted)),
-                        "{k}: {link:?}"
+                        "{k:?}: {link:?}"
                     );
                 }
             }

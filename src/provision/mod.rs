@@ -77,6 +77,29 @@ pub(crate) struct IssuerProvisioning {
     pub(crate) admission: Admission,
     pub(crate) require_approval: bool,
     pub(crate) email_trust: EmailTrust,
+    pub(crate) role_trust: RoleTrust,
+}
+
+/// Whether an issuer's tokens may earn roles through the mapping's rules.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum RoleTrust {
+    /// Every token of the issuer.
+    #[default]
+    All,
+    /// No token of the issuer: default roles only.
+    None,
+    /// Tokens whose claim at this path equals this value.
+    When(String, serde_json::Value),
+}
+
+impl RoleTrust {
+    fn trusts(&self, claims: &VerifiedClaims) -> bool {
+        match self {
+            Self::All => true,
+            Self::None => false,
+            Self::When(path, value) => claims.claim(path) == Some(value),
+        }
+    }
 }
 
 /// How an identity seen for the first time may be linked to an existing account.
@@ -108,6 +131,9 @@ pub(crate) struct Admitted {
     key: IdentityKey,
     profile: MappedProfile,
     fingerprint: String,
+    /// Whether the issuer is trusted for roles in this token: if not, the login neither grants
+    /// nor revokes a role.
+    roles_trusted: bool,
 }
 
 /// Tracks which users changed, so cached accounts read before a change are not served.
@@ -242,6 +268,12 @@ impl Provisioner {
             .map(|(_, rules)| rules)
     }
 
+    /// How many accounts the user cache holds, after pending evictions ran.
+    pub(crate) async fn cached_count(&self) -> u64 {
+        self.users.run_pending_tasks().await;
+        self.users.entry_count()
+    }
+
     /// The account behind a token seen before, if it is cached, current, synced with the
     /// token's claims and active: the whole hot path, synchronous, with no store access.
     pub(crate) fn cached(&self, token: &VerifiedToken, now: Instant) -> Option<ProvisionedUser> {
@@ -330,9 +362,15 @@ impl Provisioner {
 
     /// Maps and admits a token's claims. Writes nothing.
     async fn admit(&self, claims: &VerifiedClaims) -> Result<Arc<Admitted>, DenyReason> {
-        let profile = self.config.mapping.map(claims);
+        let mut profile = self.config.mapping.map(claims);
+        let mut roles_trusted = true;
         if let Some(rules) = self.issuer(claims.issuer()) {
             rules.admission.check(claims, &profile.groups)?;
+            roles_trusted = rules.role_trust.trusts(claims);
+        }
+        if !roles_trusted {
+            // Groups stay as asserted (they are data); they just earn no roles.
+            profile.roles.clear();
         }
         if self.config.mapping.is_strict() && profile.roles.is_empty() {
             return Err(DenyReason::NoMatchingRole);
@@ -343,6 +381,7 @@ impl Provisioner {
         let fingerprint = mapping::fingerprint(&profile);
         Ok(Arc::new(Admitted {
             key: IdentityKey::new(claims.issuer(), claims.subject()),
+            roles_trusted,
             profile,
             fingerprint,
         }))
@@ -413,9 +452,15 @@ impl Provisioner {
             let audit = AuditEvent::new(AuditKind::Linked, Actor::Login).reason(how);
             // No fingerprint: the linked account was not built from these claims, so the sync
             // that follows compares it with them.
-            return Ok(store
+            match store
                 .link_identity(target, &admitted.key, None, audit)
-                .await?);
+                .await
+            {
+                // Someone else at this issuer was linked to it first: this person gets an
+                // account of their own, as if there had been nothing to link to.
+                Err(StoreError::IssuerAlreadyLinked) => {}
+                other => return Ok(other?),
+            }
         }
         let fingerprint = Some(admitted.fingerprint.as_str());
         let status = if self.needs_approval(claims, &admitted.profile) {
@@ -537,6 +582,10 @@ impl Provisioner {
         let mut keep_user_name = false;
         for _ in 0..CONFLICT_RETRIES {
             let (mut update, mut fields) = self.config.mapping.changes(&user, &admitted.profile);
+            if !admitted.roles_trusted {
+                update.roles = None;
+                fields.retain(|f| *f != "roles");
+            }
             if keep_user_name {
                 update.user_name = None;
                 fields.retain(|f| *f != "user_name");

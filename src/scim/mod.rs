@@ -53,9 +53,9 @@
 //! answered by the store directly; other filters scan.
 
 mod error;
-mod filter;
+pub(crate) mod filter;
 mod groups;
-mod patch;
+pub(crate) mod patch;
 mod users;
 
 use std::fmt;

@@ -215,6 +215,16 @@ impl UserStore for MemoryStore {
         if let Some(existing) = state.taken(key)? {
             return Ok(existing);
         }
+        if !state.users.contains_key(&user_id) {
+            return Err(StoreError::NotFound);
+        }
+        if state
+            .identities
+            .values()
+            .any(|i| i.user_id == user_id && i.key.issuer() == key.issuer())
+        {
+            return Err(StoreError::IssuerAlreadyLinked);
+        }
         let user = state.users.get_mut(&user_id).ok_or(StoreError::NotFound)?;
         user.last_login_at = Some(now);
         let user = user.clone();

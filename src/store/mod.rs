@@ -81,6 +81,11 @@ pub enum StoreError {
     /// `display_name`).
     #[error("`{0}` is already taken")]
     Duplicate(&'static str),
+    /// The user already has an identity at the issuer an identity was to be linked from: one
+    /// account holds at most one identity per issuer, so that a second person at that issuer
+    /// can never be linked into it.
+    #[error("the user already has an identity at this issuer")]
+    IssuerAlreadyLinked,
     /// Anything else the backend reported (a schema that was not migrated, a corrupt row).
     #[error("store error")]
     Backend(#[source] BoxError),
@@ -222,6 +227,12 @@ pub trait UserStore: fmt::Debug + Send + Sync + 'static {
     /// Links the identity `key` to the existing user `user_id` for a sign-in, or returns the
     /// user `key` already belongs to (`written: false`). Atomic like
     /// [`create_user`](Self::create_user), and records the sign-in the same way.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::IssuerAlreadyLinked`] when the user already has an identity at `key`'s
+    /// issuer (checked in the same transaction as the link, so concurrent links of two
+    /// subjects cannot both succeed); [`StoreError::NotFound`] when there is no such user.
     fn link_identity(
         &self,
         user_id: Uuid,

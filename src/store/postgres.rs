@@ -989,7 +989,8 @@ impl UserStore for PostgresStore {
         if let Some(existing) = Self::taken(&mut tx, key).await? {
             return Ok(existing);
         }
-        // The row lock keeps the user from being deleted under the link.
+        // The row lock keeps the user from being deleted under the link, and serializes links
+        // to it.
         let row: Option<UserRow> = sqlx::query_as(concat!(
             "SELECT ",
             user_columns!(),
@@ -1000,6 +1001,18 @@ impl UserStore for PostgresStore {
         .await
         .map_err(store_error)?;
         let mut user = row.ok_or(StoreError::NotFound)?.into_user()?;
+        // Links to one user queue on its row lock, so this sees any link committed before.
+        let linked: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jit_identities WHERE user_id = $1 AND issuer = $2)",
+        )
+        .bind(user_id)
+        .bind(key.issuer())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if linked {
+            return Err(StoreError::IssuerAlreadyLinked);
+        }
         let now = crate::user::now();
         if !Self::claim_identity(&mut tx, key, user_id, fingerprint, now).await? {
             tx.rollback().await.map_err(store_error)?;

@@ -956,6 +956,19 @@ impl UserStore for SqliteStore {
             .await
             .map_err(store_error)?;
         let mut user = row.ok_or(StoreError::NotFound)?.into_user()?;
+        // The write transaction holds SQLite's one write lock: no other link can commit
+        // between this check and the insert.
+        let linked: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jit_identities WHERE user_id = ? AND issuer = ?)",
+        )
+        .bind(user_id.to_string())
+        .bind(key.issuer())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if linked {
+            return Err(StoreError::IssuerAlreadyLinked);
+        }
         let now = crate::user::now();
         sqlx::query("UPDATE jit_users SET last_login_at = ? WHERE id = ?")
             .bind(now)

@@ -83,6 +83,8 @@ pub enum Fault {
     Delay(Duration),
     /// Answers `302 Found` pointing at this URL.
     Redirect(String),
+    /// Answers 200 with this JSON document as the key set.
+    KeySet(Value),
 }
 
 struct KeyRing {
@@ -549,6 +551,9 @@ async fn faulty(state: &State, fault: Fault) -> http::Response<Full<Bytes>> {
             .status(302)
             .header(http::header::LOCATION, location)
             .body(Full::default()),
+        Fault::KeySet(keys) => builder
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::from(keys.to_string())),
     }
     .expect("fault response")
 }

@@ -382,6 +382,14 @@ impl TokenVerifier {
         &self.issuers
     }
 
+    /// How many verified tokens the cache holds, after pending evictions ran.
+    pub(crate) fn cached_count(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |cache| {
+            cache.run_pending_tasks();
+            cache.entry_count()
+        })
+    }
+
     /// The token, if it was verified already and is still acceptable: unexpired, and signed by
     /// a key still in its issuer's key set (a key the issuer withdrew stops its tokens at the
     /// next request). Synchronous, and only a hash and a lookup.
@@ -403,6 +411,14 @@ impl TokenVerifier {
         }
         cache.invalidate(digest);
         None
+    }
+
+    /// Drops `token` from the cache: a token whose request was refused after verification
+    /// leaves nothing behind.
+    pub(crate) fn forget(&self, token: &str) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(&sha256(token));
+        }
     }
 
     /// Verifies `token`, or finds it verified already.

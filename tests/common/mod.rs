@@ -145,7 +145,11 @@ pub async fn get_with(client: &reqwest::Client, url: &str, token: Option<&str>) 
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.unwrap();
+    reply(request.send().await.unwrap()).await
+}
+
+/// A response, read whole.
+pub async fn reply(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.text().await.unwrap();
