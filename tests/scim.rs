@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use axum::Router;
-use common::{Reply, Server, get_with, reply, sqlite_store, user_app};
+use common::{Reply, Server, get_with, reply, scim_request, sqlite_store, user_app};
 use serde_json::{Value, json};
 use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::TestIssuer;
@@ -70,19 +70,8 @@ impl Harness {
     }
 
     async fn scim_as(&self, secret: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
-        let mut request = self
-            .http
-            .request(
-                method.parse().unwrap(),
-                self.server.url(&format!("/scim/v2{path}")),
-            )
-            .bearer_auth(secret);
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/scim+json")
-                .body(body.to_string());
-        }
-        reply(request.send().await.unwrap()).await
+        let url = self.server.url(&format!("/scim/v2{path}"));
+        scim_request(&self.http, secret, method, &url, body.as_ref()).await
     }
 
     async fn me(&self, token: &str) -> Reply {

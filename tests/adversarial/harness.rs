@@ -11,7 +11,12 @@ use tower_jit_provisioning::{
     CacheSizes, Issuer, ProvisioningLayer, ProvisioningLayerBuilder, SqliteStore,
 };
 
-use crate::common::{LogCapture, Reply, Server, get_with, reply, sqlite_store, user_app};
+use crate::common::{
+    LogCapture, Reply, Server, get_with, reply, scim_request, sqlite_store, user_app,
+};
+
+/// The bearer secret of the SCIM endpoint of [`Target::with_scim`].
+pub const SCIM_SECRET: &str = "scim-secret-7c1e9a0b5d2f4e6a8b3c";
 
 pub struct Target {
     pub idps: Vec<TestIssuer>,
@@ -49,6 +54,27 @@ impl Target {
         count: usize,
         configure: impl FnOnce(ProvisioningLayerBuilder, &[TestIssuer]) -> ProvisioningLayerBuilder,
     ) -> Self {
+        Self::build(count, configure, false).await
+    }
+
+    /// One issuer configured by `configure`, and SCIM under `/scim/v2` on the same store,
+    /// guarded by [`SCIM_SECRET`].
+    pub async fn with_scim(
+        configure: impl FnOnce(ProvisioningLayerBuilder, Issuer) -> ProvisioningLayerBuilder,
+    ) -> Self {
+        Self::build(
+            1,
+            |builder, idps| configure(builder, idps[0].issuer()),
+            true,
+        )
+        .await
+    }
+
+    async fn build(
+        count: usize,
+        configure: impl FnOnce(ProvisioningLayerBuilder, &[TestIssuer]) -> ProvisioningLayerBuilder,
+        scim: bool,
+    ) -> Self {
         let logs = LogCapture::install();
         let mut idps = Vec::new();
         for _ in 0..count {
@@ -57,7 +83,15 @@ impl Target {
         let (store, dir) = sqlite_store().await;
         let builder = ProvisioningLayer::builder().store(store.clone());
         let layer = configure(builder, &idps).build().unwrap();
-        let server = Server::start(user_app(layer.clone())).await;
+        let mut app = user_app(layer.clone());
+        if scim {
+            let scim = tower_jit_provisioning::scim::Scim::new(store.clone())
+                .bearer_token("idp", SCIM_SECRET)
+                .router()
+                .unwrap();
+            app = app.nest("/scim/v2", scim);
+        }
+        let server = Server::start(app).await;
         Self {
             idps,
             store,
@@ -88,6 +122,18 @@ impl Target {
         build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Reply {
         reply(build(self.client.get(self.url())).send().await.unwrap()).await
+    }
+
+    /// A SCIM request with `secret`.
+    pub async fn scim(
+        &self,
+        secret: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        let url = self.server.url(&format!("/scim/v2{path}"));
+        scim_request(&self.client, secret, method, &url, body.as_ref()).await
     }
 
     /// Signs in with `token` and answers the account's id.

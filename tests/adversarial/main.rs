@@ -17,5 +17,6 @@ mod framing;
 mod issuer;
 mod key_set;
 mod races;
+mod scim;
 mod signature;
 mod time;

@@ -148,6 +148,25 @@ pub async fn get_with(client: &reqwest::Client, url: &str, token: Option<&str>) 
     reply(request.send().await.unwrap()).await
 }
 
+/// A SCIM request to `url` with the bearer `secret` and, if given, a SCIM JSON body.
+pub async fn scim_request(
+    client: &reqwest::Client,
+    secret: &str,
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+) -> Reply {
+    let mut request = client
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(secret);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/scim+json")
+            .body(body.to_string());
+    }
+    reply(request.send().await.unwrap()).await
+}
+
 /// A response, read whole.
 pub async fn reply(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
