@@ -150,3 +150,33 @@ async fn the_token_cache_never_serves_a_token_past_its_exp() {
     target.assert_not_leaked(&token, &reply);
     assert_eq!(target.layer.cache_sizes().await.tokens, 0);
 }
+
+#[tokio::test]
+async fn extreme_timestamps_neither_crash_nor_outlive_the_rules() {
+    let target = Target::start(|b, i| b.issuer(i.max_token_age(Duration::from_secs(3600)))).await;
+    let idp = target.idp();
+    // Signed by the issuer, valid for millennia: accepted, and still bounded by the maximum age.
+    let far = idp
+        .id_token()
+        .subject("far-future")
+        .expires_at(253_402_300_799)
+        .sign();
+    target.sign_in(&far).await;
+    // Beyond any calendar, negative, or not integers: refused, never a panic.
+    for exp in [
+        serde_json::json!(1e19),
+        serde_json::json!(-1),
+        serde_json::json!(i64::MAX),
+        serde_json::json!(u64::MAX),
+        serde_json::json!(-9.3e18),
+    ] {
+        let token = idp.id_token().subject("odd").claim("exp", exp).sign();
+        target.refused(&token, 401).await;
+    }
+    for iat in [serde_json::json!(-1e19), serde_json::json!(i64::MIN)] {
+        let token = idp.id_token().subject("odd").claim("iat", iat).sign();
+        target.refused(&token, 401).await;
+    }
+    // The server is still answering.
+    target.sign_in(&far).await;
+}
