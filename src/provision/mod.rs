@@ -448,19 +448,15 @@ impl Provisioner {
         claims: &VerifiedClaims,
     ) -> Result<Resolved, Failure> {
         let store = &self.config.store;
-        if let Some((target, how)) = self.link_target(admitted, claims).await? {
-            let audit = AuditEvent::new(AuditKind::Linked, Actor::Login).reason(how);
-            // No fingerprint: the linked account was not built from these claims, so the sync
-            // that follows compares it with them.
-            match store
-                .link_identity(target, &admitted.key, None, audit)
-                .await
-            {
-                // Someone else at this issuer was linked to it first: this person gets an
-                // account of their own, as if there had been nothing to link to.
-                Err(StoreError::IssuerAlreadyLinked) => {}
-                other => return Ok(other?),
-            }
+        if let Some(target) = self.claim_target(claims).await?
+            && let Some(linked) = self.link(target, "external_id", admitted).await?
+        {
+            return Ok(linked);
+        }
+        if let Some(target) = self.email_target(admitted, claims).await?
+            && let Some(linked) = self.link(target, "verified_email", admitted).await?
+        {
+            return Ok(linked);
         }
         let fingerprint = Some(admitted.fingerprint.as_str());
         let status = if self.needs_approval(claims, &admitted.profile) {
@@ -501,56 +497,77 @@ impl Provisioner {
         by_issuer || by_domain
     }
 
-    /// The account a first sign-in links to, and how it was found.
-    async fn link_target(
+    /// Links the identity to the account `target`, found `how`. `None` when the account
+    /// already has an identity at this issuer: a person has one subject per issuer, so another
+    /// subject there is another person. The store checks that in the link's own transaction,
+    /// so two people racing for one account cannot both get it.
+    async fn link(
+        &self,
+        target: Uuid,
+        how: &'static str,
+        admitted: &Admitted,
+    ) -> Result<Option<Resolved>, Failure> {
+        let audit = AuditEvent::new(AuditKind::Linked, Actor::Login).reason(how);
+        // No fingerprint: the linked account was not built from these claims, so the sync
+        // that follows compares it with them.
+        match self
+            .config
+            .store
+            .link_identity(target, &admitted.key, None, audit)
+            .await
+        {
+            Err(StoreError::IssuerAlreadyLinked) => Ok(None),
+            other => Ok(Some(other?)),
+        }
+    }
+
+    /// The account whose `external_id` is the value of the configured linking claim.
+    async fn claim_target(&self, claims: &VerifiedClaims) -> Result<Option<Uuid>, Failure> {
+        let Some(claim) = &self.config.linking.by_claim else {
+            return Ok(None);
+        };
+        let Some(value) = claims.claim(claim).and_then(|v| v.as_str()) else {
+            return Ok(None);
+        };
+        let user = self.config.store.find_by_external_id(value).await?;
+        Ok(user.map(|user| user.id))
+    }
+
+    /// The one account holding the token's verified address, when linking by e-mail is on
+    /// and the issuer is trusted for the address's domain.
+    async fn email_target(
         &self,
         admitted: &Admitted,
         claims: &VerifiedClaims,
-    ) -> Result<Option<(Uuid, &'static str)>, Failure> {
+    ) -> Result<Option<Uuid>, Failure> {
+        if !self.config.linking.by_verified_email || !admitted.profile.email_verified {
+            return Ok(None);
+        }
+        let trusted = self.issuer(claims.issuer()).is_some_and(|rules| {
+            admitted
+                .profile
+                .email
+                .as_deref()
+                .and_then(EmailAddress::parse)
+                .is_some_and(|address| rules.email_trust.covers(&address.domain))
+        });
+        if !trusted {
+            return Ok(None);
+        }
         let store = &self.config.store;
-        let linking = &self.config.linking;
-        if let Some(claim) = &linking.by_claim
-            && let Some(value) = claims.claim(claim).and_then(|v| v.as_str())
-            && let Some(user) = store.find_by_external_id(value).await?
-            && self.free_for(&user, &admitted.key).await?
+        let email = admitted.profile.email.as_deref().unwrap_or_default();
+        // Accounts holding the address verified, or as their login name (as SCIM clients
+        // create them). Exactly one candidate, or none: an ambiguous address links nobody.
+        let mut candidates = store.find_by_verified_email(email, 2).await?;
+        if let Some(user) = store.find_by_user_name(email).await?
+            && !candidates.iter().any(|c| c.id == user.id)
         {
-            return Ok(Some((user.id, "external_id")));
+            candidates.push(user);
         }
-        if linking.by_verified_email && admitted.profile.email_verified {
-            let trusted = self.issuer(claims.issuer()).is_some_and(|rules| {
-                admitted
-                    .profile
-                    .email
-                    .as_deref()
-                    .and_then(EmailAddress::parse)
-                    .is_some_and(|address| rules.email_trust.covers(&address.domain))
-            });
-            if trusted {
-                let email = admitted.profile.email.as_deref().unwrap_or_default();
-                // Accounts holding the address verified, or as their login name (as SCIM
-                // clients create them). Exactly one candidate, or none: an ambiguous address
-                // links nobody.
-                let mut candidates = store.find_by_verified_email(email, 2).await?;
-                if let Some(user) = store.find_by_user_name(email).await?
-                    && !candidates.iter().any(|c| c.id == user.id)
-                {
-                    candidates.push(user);
-                }
-                if let [user] = candidates.as_slice()
-                    && self.free_for(user, &admitted.key).await?
-                {
-                    return Ok(Some((user.id, "verified_email")));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Whether `user` has no identity at `key`'s issuer yet: a person has one subject per
-    /// issuer, so another subject there is another person.
-    async fn free_for(&self, user: &User, key: &IdentityKey) -> Result<bool, Failure> {
-        let identities = self.config.store.identities(user.id).await?;
-        Ok(!identities.iter().any(|i| i.key.issuer() == key.issuer()))
+        Ok(match candidates.as_slice() {
+            [user] => Some(user.id),
+            _ => None,
+        })
     }
 
     /// Reactivates if configured, and syncs an active account with the token's claims.

@@ -516,7 +516,6 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         &'a self,
         user_name: &'a str,
     ) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
-    fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>>;
     fn update_user(
         &self,
         user_id: Uuid,
@@ -589,10 +588,6 @@ impl<S: UserStore> DynStore for S {
         user_name: &'a str,
     ) -> BoxFuture<'a, Result<Option<User>, StoreError>> {
         Box::pin(UserStore::find_by_user_name(self, user_name))
-    }
-
-    fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>> {
-        Box::pin(UserStore::identities(self, user_id))
     }
 
     fn update_user(

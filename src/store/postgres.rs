@@ -766,7 +766,12 @@ const RACE_RETRIES: usize = 3;
 /// Whether the database aborted the statement to break a deadlock or a serialization conflict
 /// with a concurrent transaction: retrying it is safe and will usually succeed.
 fn lost_a_race(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|code| is_race_code(&code)))
+}
+
+/// Serialization failure and deadlock: the database aborted one side of a race.
+fn is_race_code(code: &str) -> bool {
+    matches!(code, "40001" | "40P01")
 }
 
 /// Sorts sqlx errors into "try again later" (503) and "broken" (500).
@@ -781,7 +786,8 @@ fn transient_code(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
         || code.starts_with("57")
-        || matches!(code, "40001" | "40P01" | "55P03")
+        || is_race_code(code)
+        || code == "55P03"
 }
 
 async fn write_user(
