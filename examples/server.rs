@@ -51,7 +51,8 @@ fn bad(variable: &'static str, message: impl Into<String>) -> BadSetting {
     }
 }
 
-#[derive(Debug)]
+/// The server's settings. No `Debug`: the database URL may carry a password, and the SCIM
+/// token is a secret.
 struct Settings {
     issuers: Vec<String>,
     audiences: Vec<String>,
