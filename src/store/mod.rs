@@ -25,8 +25,6 @@
 //! Writes carry the [`AuditEvent`] that describes them; the store emits it once the write has
 //! committed (persisting it in the same transaction where it can). See [`crate::audit`].
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod batch;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;

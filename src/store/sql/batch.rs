@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ChangeFeed, Resolved, StoreError, StoreEvent};
+use super::rows::SqlRow;
 use crate::audit::{Audit, AuditEvent};
+use crate::store::{ChangeFeed, Resolved, StoreError, StoreEvent};
 use crate::user::{Identity, IdentityKey, NewUser, User};
 
 type Job<J, R> = (J, oneshot::Sender<R>);
@@ -118,6 +119,28 @@ pub(crate) enum Created {
     Deleted,
     /// A unique value of the new user is someone else's.
     Duplicate(&'static str),
+}
+
+impl Created {
+    /// The outcome a backend's batch reports for one creation, as five flags: `written` (the
+    /// user and identity went in), `tombstoned`, `taken` (the identity belongs to a user),
+    /// `user_name_taken` and `external_id_taken`.
+    pub(crate) fn from_flags(row: &impl SqlRow) -> Result<Self, StoreError> {
+        Ok(if row.flag("written")? {
+            Self::Written
+        } else if row.flag("tombstoned")? {
+            Self::Deleted
+        } else if row.flag("taken")? {
+            Self::Taken
+        } else if row.flag("user_name_taken")? {
+            Self::Duplicate("user_name")
+        } else if row.flag("external_id_taken")? {
+            Self::Duplicate("external_id")
+        } else {
+            // Claimed by a concurrent transaction after the statement's snapshot.
+            Self::Taken
+        })
+    }
 }
 
 /// A creation handed back with its outcome.

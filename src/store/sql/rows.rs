@@ -1,0 +1,257 @@
+//! Row mapping, once for every SQL backend: records to statement parameters, result rows to
+//! records. Backends only say how a [`Param`] is bound and how a [`SqlRow`] column is read.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::audit::{AuditEvent, AuditKind};
+use crate::store::StoreError;
+use crate::user::{Group, Identity, IdentityKey, User, UserStatus};
+
+/// One statement parameter, in the few shapes the schema uses.
+#[derive(Clone, Debug)]
+pub(crate) enum Param {
+    Text(Option<String>),
+    Flag(bool),
+    Int(i64),
+    Time(Option<DateTime<Utc>>),
+    Id(Option<Uuid>),
+    /// A JSON document: `TEXT` on SQLite, `JSONB` on PostgreSQL.
+    Json(Value),
+}
+
+impl Param {
+    pub(crate) fn text(value: &str) -> Self {
+        Self::Text(Some(value.to_owned()))
+    }
+
+    pub(crate) fn opt_text(value: Option<&str>) -> Self {
+        Self::Text(value.map(str::to_owned))
+    }
+
+    pub(crate) fn id(id: Uuid) -> Self {
+        Self::Id(Some(id))
+    }
+
+    pub(crate) fn time(at: DateTime<Utc>) -> Self {
+        Self::Time(Some(at))
+    }
+
+    pub(crate) fn json<T: serde::Serialize>(value: &T) -> Self {
+        Self::Json(serde_json::to_value(value).expect("serializing plain data"))
+    }
+}
+
+/// A value as JSON text.
+pub(crate) fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("serializing plain data")
+}
+
+/// A result row, read by column name.
+pub(crate) trait SqlRow {
+    fn text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn flag(&self, column: &str) -> Result<bool, StoreError>;
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    fn id(&self, column: &str) -> Result<Option<Uuid>, StoreError>;
+    fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T, StoreError>;
+
+    /// A column that must not be `NULL`.
+    fn required<T>(
+        &self,
+        column: &str,
+        read: impl FnOnce(&Self, &str) -> Result<Option<T>, StoreError>,
+    ) -> Result<T, StoreError> {
+        read(self, column)?.ok_or_else(|| StoreError::Backend(format!("`{column}` is NULL").into()))
+    }
+}
+
+pub(crate) fn user(row: &impl SqlRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: row.required("id", SqlRow::id)?,
+        email: row.text("email")?,
+        email_verified: row.flag("email_verified")?,
+        user_name: row.text("user_name")?,
+        display_name: row.text("display_name")?,
+        given_name: row.text("given_name")?,
+        family_name: row.text("family_name")?,
+        picture: row.text("picture")?,
+        locale: row.text("locale")?,
+        roles: row.json("roles")?,
+        groups: row.json("groups")?,
+        attributes: row.json("attributes")?,
+        status: status(&row.required("status", SqlRow::text)?)?,
+        external_id: row.text("external_id")?,
+        scim_attributes: row.json("scim_attributes")?,
+        scim_managed: row.json("scim_managed")?,
+        version: row.int("version")?,
+        created_at: row.required("created_at", SqlRow::time)?,
+        updated_at: row.required("updated_at", SqlRow::time)?,
+        last_login_at: row.time("last_login_at")?,
+    })
+}
+
+/// A row of [`find_by_identity`](super::queries::Queries::find_by_identity).
+pub(crate) fn user_and_identity(row: &impl SqlRow) -> Result<(User, Identity), StoreError> {
+    let user = user(row)?;
+    let identity = Identity {
+        key: IdentityKey::new(
+            row.required("issuer", SqlRow::text)?,
+            row.required("subject", SqlRow::text)?,
+        ),
+        user_id: user.id,
+        created_at: row.required("identity_created_at", SqlRow::time)?,
+        last_login_at: row.time("identity_last_login_at")?,
+        claims_fingerprint: row.text("claims_fingerprint")?,
+    };
+    Ok((user, identity))
+}
+
+pub(crate) fn identity(row: &impl SqlRow) -> Result<Identity, StoreError> {
+    Ok(Identity {
+        key: IdentityKey::new(
+            row.required("issuer", SqlRow::text)?,
+            row.required("subject", SqlRow::text)?,
+        ),
+        user_id: row.required("user_id", SqlRow::id)?,
+        created_at: row.required("created_at", SqlRow::time)?,
+        last_login_at: row.time("last_login_at")?,
+        claims_fingerprint: row.text("claims_fingerprint")?,
+    })
+}
+
+pub(crate) fn group(row: &impl SqlRow) -> Result<Group, StoreError> {
+    Ok(Group {
+        id: row.required("id", SqlRow::id)?,
+        display_name: row.required("display_name", SqlRow::text)?,
+        external_id: row.text("external_id")?,
+        members: row.json("members")?,
+        scim_attributes: row.json("scim_attributes")?,
+        version: row.int("version")?,
+        created_at: row.required("created_at", SqlRow::time)?,
+        updated_at: row.required("updated_at", SqlRow::time)?,
+    })
+}
+
+pub(crate) fn audit_event(row: &impl SqlRow) -> Result<AuditEvent, StoreError> {
+    let kind = row.required("kind", SqlRow::text)?;
+    let mut event = AuditEvent::new(
+        AuditKind::from_name(&kind)
+            .ok_or_else(|| StoreError::Backend(format!("unknown audit kind `{kind}`").into()))?,
+        row.json("actor")?,
+    );
+    event.at = row.required("at", SqlRow::time)?;
+    event.issuer = row.text("issuer")?;
+    event.subject = row.text("subject")?;
+    event.user_id = row.id("user_id")?;
+    event.reason = row.text("reason")?;
+    event.fields = row.json("fields")?;
+    Ok(event)
+}
+
+fn status(name: &str) -> Result<UserStatus, StoreError> {
+    UserStatus::from_name(name)
+        .ok_or_else(|| StoreError::Backend(format!("unknown status `{name}`").into()))
+}
+
+/// A user's columns in the order of [`INSERT_USER`](super::queries::INSERT_USER) and
+/// [`UPDATE_USER`](super::queries::UPDATE_USER): the id, then the profile.
+pub(crate) fn user_params(user: &User) -> Vec<Param> {
+    vec![
+        Param::id(user.id),
+        Param::opt_text(user.email.as_deref()),
+        Param::Flag(user.email_verified),
+        Param::opt_text(user.user_name.as_deref()),
+        Param::opt_text(user.display_name.as_deref()),
+        Param::opt_text(user.given_name.as_deref()),
+        Param::opt_text(user.family_name.as_deref()),
+        Param::opt_text(user.picture.as_deref()),
+        Param::opt_text(user.locale.as_deref()),
+        Param::json(&user.roles),
+        Param::json(&user.groups),
+        Param::json(&user.attributes),
+        Param::text(user.status.as_str()),
+        Param::opt_text(user.external_id.as_deref()),
+        Param::json(&user.scim_attributes),
+        Param::json(&user.scim_managed),
+        Param::Int(user.version),
+        Param::time(user.created_at),
+        Param::time(user.updated_at),
+        Param::Time(user.last_login_at),
+    ]
+}
+
+/// A group's columns in the order of [`INSERT_GROUP`](super::queries::INSERT_GROUP) and
+/// [`UPDATE_GROUP`](super::queries::UPDATE_GROUP).
+pub(crate) fn group_params(group: &Group) -> Vec<Param> {
+    vec![
+        Param::id(group.id),
+        Param::text(&group.display_name),
+        Param::opt_text(group.external_id.as_deref()),
+        Param::json(&group.scim_attributes),
+        Param::Int(group.version),
+        Param::time(group.created_at),
+        Param::time(group.updated_at),
+    ]
+}
+
+/// An audit record's columns in the order of [`INSERT_AUDIT`](super::queries::INSERT_AUDIT).
+pub(crate) fn audit_params(event: &AuditEvent) -> Vec<Param> {
+    vec![
+        Param::time(event.at),
+        Param::text(event.kind.as_str()),
+        Param::json(&event.actor),
+        Param::opt_text(event.issuer.as_deref()),
+        Param::opt_text(event.subject.as_deref()),
+        Param::Id(event.user_id),
+        Param::opt_text(event.reason.as_deref()),
+        Param::json(&event.fields),
+    ]
+}
+
+/// Sorts sqlx errors into "try again later" (503) and "broken" (500); `transient` says which
+/// database error codes are conditions that pass.
+pub(crate) fn classify(err: sqlx::Error, transient: fn(&str) -> bool) -> StoreError {
+    if passes(&err, transient) {
+        StoreError::Unavailable(Box::new(err))
+    } else {
+        StoreError::Backend(Box::new(err))
+    }
+}
+
+/// Whether `err` is a condition that passes (see [`classify`]).
+pub(crate) fn passes(err: &sqlx::Error, transient: fn(&str) -> bool) -> bool {
+    use sqlx::Error as E;
+    match err {
+        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::WorkerCrashed | E::Tls(_) => true,
+        E::Database(db) => db.code().is_some_and(|code| transient(&code)),
+        _ => false,
+    }
+}
+
+/// The column of `table` a unique violation is about, among `columns`. PostgreSQL names the
+/// index (`jit_users_user_name`), SQLite the column in its message (`jit_users.user_name`);
+/// the schema names every unique index `<table>_<column>` so both read the same.
+pub(crate) fn duplicate(
+    err: &sqlx::Error,
+    table: &str,
+    columns: &[&'static str],
+) -> Option<&'static str> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    if !db.is_unique_violation() {
+        return None;
+    }
+    columns.iter().copied().find(|column| {
+        db.constraint() == Some(&format!("{table}_{column}"))
+            || db.message().contains(&format!("{table}.{column}"))
+    })
+}
+
+/// Whether `err` is a foreign key violation: a reference to a row that does not exist.
+pub(crate) fn is_missing_reference(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
