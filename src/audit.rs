@@ -1,9 +1,12 @@
 //! Audit events: every decision about an account, as structured `tracing` events and through
 //! any [`AuditSink`].
 //!
+//! Stage: records shared by every stage. Uses only `crate::user` (the identity key).
+//!
 //! Events are emitted with target `tower_jit_provisioning::audit` at `INFO`, with the fields
-//! `kind`, `actor`, `issuer`, `subject`, `user_id`, `reason` and `fields` (the fields an
-//! `updated` event changed). Field names are part of the API. Events never hold a token.
+//! `kind`, `actor`, `source` (the [`SignInSource`](crate::SignInSource) of a sign-in's
+//! events), `issuer`, `subject`, `user_id`, `reason` and `fields` (the fields an `updated` event
+//! changed). Field names are part of the API. Events never hold a token.
 //!
 //! Stores are the hub: every write a store performs is audited by the store itself, after the
 //! write commits (and, for the SQL stores, persisted in the same transaction); decisions that
@@ -101,8 +104,9 @@ impl fmt::Display for Actor {
     }
 }
 
-/// One audited decision.
+/// One audited decision. Built with [`AuditEvent::new`] and its setters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AuditEvent {
     /// When.
     pub at: DateTime<Utc>,
@@ -110,6 +114,9 @@ pub struct AuditEvent {
     pub kind: AuditKind,
     /// Who.
     pub actor: Actor,
+    /// Through which sign-in source, for events a sign-in caused (`bearer_jwt`, `saml`, …).
+    #[serde(default)]
+    pub source: Option<String>,
     /// The issuer of the identity involved, if any.
     pub issuer: Option<String>,
     /// The subject of the identity involved, if any.
@@ -129,12 +136,20 @@ impl AuditEvent {
             at: Utc::now(),
             kind,
             actor,
+            source: None,
             issuer: None,
             subject: None,
             user_id: None,
             reason: None,
             fields: Vec::new(),
         }
+    }
+
+    /// Names the sign-in source involved.
+    #[must_use]
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
     }
 
     /// Names the identity involved.
@@ -214,6 +229,7 @@ impl Audit {
             target: "tower_jit_provisioning::audit",
             kind = event.kind.as_str(),
             actor = %event.actor,
+            source = event.source.as_deref(),
             issuer = event.issuer.as_deref(),
             subject = event.subject.as_deref(),
             user_id = event.user_id.map(tracing::field::display),

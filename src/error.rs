@@ -1,10 +1,13 @@
 //! Every way a request can be refused, and the one response each maps to.
 //!
+//! Stage: shared by every stage; uses nothing else of the crate.
+//!
 //! | [`Error`] | status | headers |
 //! |---|---|---|
 //! | [`MissingToken`](Error::MissingToken) | 401 | `WWW-Authenticate: Bearer` |
 //! | [`InvalidRequest`](Error::InvalidRequest) | 400 | `WWW-Authenticate: Bearer error="invalid_request", …` |
 //! | [`InvalidToken`](Error::InvalidToken) | 401 | `WWW-Authenticate: Bearer error="invalid_token", …` |
+//! | [`InvalidCredentials`](Error::InvalidCredentials) | 401 | |
 //! | [`IssuerUnavailable`](Error::IssuerUnavailable) | 503 | `Retry-After` |
 //! | [`Denied`](Error::Denied) | 403 | |
 //! | [`StoreUnavailable`](Error::StoreUnavailable) | 503 | `Retry-After` |
@@ -27,8 +30,6 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
-pub use crate::provision::DenyReason;
-
 /// Why the layer refused a request. Each variant maps to exactly one response; see the
 /// [module docs](crate::error).
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,11 @@ pub enum Error {
     /// A token was present but is not acceptable (RFC 6750 `invalid_token`).
     #[error("invalid token: {0}")]
     InvalidToken(TokenError),
+    /// A credential of an application-defined sign-in source (an
+    /// [`Authenticator`](crate::Authenticator)) was present but is not acceptable. The code is
+    /// the source's own stable snake-case reason; the response is 401 with fixed text.
+    #[error("invalid credentials: {0}")]
+    InvalidCredentials(&'static str),
     /// No usable signing keys could be obtained for the token's issuer, and none were held.
     #[error("identity provider unavailable")]
     IssuerUnavailable {
@@ -61,6 +67,71 @@ pub enum Error {
     /// The user store failed in a way retrying will not fix (see the logs).
     #[error("user store failed")]
     StoreFailure,
+}
+
+/// Why a sign-in was refused (403). The [`code`](Self::code) is the problem document's `code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// The e-mail domain is not on the issuer's allow-list (or the address is malformed).
+    #[error("e-mail domain not allowed")]
+    DomainNotAllowed,
+    /// The issuer has a domain allow-list and did not assert the address was verified.
+    #[error("e-mail address not verified")]
+    EmailNotVerified,
+    /// A pinned claim (tenant, hosted domain, …) does not have the required value.
+    #[error("tenant not allowed")]
+    ClaimMismatch,
+    /// The person is not in a group the issuer requires.
+    #[error("required group missing")]
+    MissingGroup,
+    /// Strict role mapping is on and no role rule matched.
+    #[error("no role mapping matched")]
+    NoMatchingRole,
+    /// The account is waiting for approval.
+    #[error("account pending approval")]
+    PendingApproval,
+    /// The account is deactivated.
+    #[error("account deactivated")]
+    Deactivated,
+    /// The account was deleted; its identities are never provisioned again.
+    #[error("account deleted")]
+    Deleted,
+    /// The application's admission predicate refused, with its own code.
+    #[error("refused by policy")]
+    Policy(&'static str),
+}
+
+impl DenyReason {
+    /// The stable reason code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::DomainNotAllowed => "domain_not_allowed",
+            Self::EmailNotVerified => "email_not_verified",
+            Self::ClaimMismatch => "claim_mismatch",
+            Self::MissingGroup => "missing_group",
+            Self::NoMatchingRole => "no_matching_role",
+            Self::PendingApproval => "pending_approval",
+            Self::Deactivated => "deactivated",
+            Self::Deleted => "deleted",
+            Self::Policy(code) => code,
+        }
+    }
+
+    /// Fixed text for the problem document's `detail`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::DomainNotAllowed => "sign-ins from this e-mail domain are not allowed",
+            Self::EmailNotVerified => "a verified e-mail address is required",
+            Self::ClaimMismatch => "sign-ins from this tenant are not allowed",
+            Self::MissingGroup => "a required group membership is missing",
+            Self::NoMatchingRole => "no role is granted to this account",
+            Self::PendingApproval => "the account is waiting for approval",
+            Self::Deactivated => "the account is deactivated",
+            Self::Deleted => "the account was deleted",
+            Self::Policy(_) => "sign-in refused by policy",
+        }
+    }
 }
 
 /// How a request's credentials were framed wrongly.
@@ -197,7 +268,9 @@ impl Error {
     /// The status code of this error's response.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::MissingToken | Self::InvalidToken(_) | Self::InvalidCredentials(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::IssuerUnavailable { .. } | Self::StoreUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -213,6 +286,7 @@ impl Error {
             Self::MissingToken => "missing_token",
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidToken(err) => err.code(),
+            Self::InvalidCredentials(code) => code,
             Self::IssuerUnavailable { .. } => "issuer_unavailable",
             Self::Denied(reason) => reason.code(),
             Self::StoreUnavailable { .. } => "store_unavailable",
@@ -226,6 +300,7 @@ impl Error {
             Self::MissingToken => "a bearer token is required",
             Self::InvalidRequest(err) => err.description(),
             Self::InvalidToken(err) => err.description(),
+            Self::InvalidCredentials(_) => "the credentials are not acceptable",
             Self::IssuerUnavailable { .. } => "the identity provider's keys are unavailable",
             Self::Denied(reason) => reason.description(),
             Self::StoreUnavailable { .. } => "the user store is unavailable",
@@ -336,8 +411,11 @@ pub(crate) fn problem_document(status: StatusCode, code: &str, detail: &str) -> 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// No issuer was configured.
-    #[error("no issuer configured: add one with `.issuer(Issuer::new(..))`")]
+    /// No sign-in source was configured: no issuer, authenticator or issuer policy.
+    #[error(
+        "no sign-in source configured: add an issuer with `.issuer(Issuer::new(..))` or a source \
+         with `.authenticator(..)`"
+    )]
     NoIssuer,
     /// The issuer URL does not parse as an absolute URL with a host, or carries a query,
     /// fragment or credentials.
@@ -457,6 +535,12 @@ mod tests {
                 challenge: Some(
                     r#"Bearer error="invalid_token", error_description="token expired""#,
                 ),
+                retry_after: None,
+            },
+            Case {
+                error: Error::InvalidCredentials("bad_proxy_signature"),
+                status: 401,
+                challenge: None,
                 retry_after: None,
             },
             Case {

@@ -1,12 +1,15 @@
 //! axum extractors (feature `axum`).
 //!
-//! [`VerifiedClaims`] and [`ProvisionedUser`], and their `Option`s, read what the layer put into
-//! the request extensions:
+//! Stage: injection, after the layer. Reads what the layer put into the extensions; uses
+//! `provision`, `sign_in` and `token` for the types only.
+//!
+//! [`ProvisionedUser`], [`SignIn`] and [`VerifiedClaims`] (bearer tokens only), and their
+//! `Option`s, read what the layer put into the request extensions:
 //!
 //! | layer | request | `T` | `Option<T>` |
 //! |---|---|---|---|
-//! | installed | valid token (and, for `ProvisionedUser`, a store) | the value | `Some(value)` |
-//! | optional | no token | 401 `WWW-Authenticate: Bearer` | `None` |
+//! | installed | valid credential (and, for `ProvisionedUser`, a store) | the value | `Some(value)` |
+//! | optional | no credential | 401 `WWW-Authenticate: Bearer` | `None` |
 //! | not installed (or no store, for `ProvisionedUser`) | any | 500, naming what is missing | `None` |
 //!
 //! (A request with a bad token never reaches the handler: the layer refuses it.)
@@ -16,11 +19,13 @@ use axum_core::response::{IntoResponse, Response};
 use http::header::WWW_AUTHENTICATE;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
+use std::any::TypeId;
 use std::convert::Infallible;
 
 use crate::layer::NoCredentials;
+use crate::provision::ProvisionedUser;
+use crate::sign_in::SignIn;
 use crate::token::VerifiedClaims;
-use crate::user::ProvisionedUser;
 
 /// Why an extractor found nothing to extract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,56 +91,100 @@ impl IntoResponse for ClaimsRejection {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for VerifiedClaims {
-    type Rejection = ClaimsRejection;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(claims) = parts.extensions.get::<Self>() {
-            return Ok(claims.clone());
-        }
-        if parts.extensions.get::<NoCredentials>().is_some() {
-            Err(ClaimsRejection::Unauthenticated)
-        } else {
-            Err(ClaimsRejection::MissingLayer)
-        }
+/// The value of type `T` the layer put into the request, or why there is none.
+fn from_layer<T: Clone + Send + Sync + 'static>(parts: &Parts) -> Result<T, ClaimsRejection> {
+    if let Some(value) = parts.extensions.get::<T>() {
+        return Ok(value.clone());
+    }
+    if parts.extensions.get::<NoCredentials>().is_some() {
+        Err(ClaimsRejection::Unauthenticated)
+    } else if TypeId::of::<T>() == TypeId::of::<ProvisionedUser>()
+        && parts.extensions.get::<SignIn>().is_some()
+    {
+        Err(ClaimsRejection::MissingStore)
+    } else {
+        Err(ClaimsRejection::MissingLayer)
     }
 }
 
-impl<S: Send + Sync> OptionalFromRequestParts<S> for VerifiedClaims {
-    type Rejection = Infallible;
+/// `T` and `Option<T>` as extractors of what the layer put into the request.
+macro_rules! extractor {
+    ($type:ty) => {
+        impl<S: Send + Sync> FromRequestParts<S> for $type {
+            type Rejection = ClaimsRejection;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<Self>().cloned())
-    }
+            async fn from_request_parts(
+                parts: &mut Parts,
+                _state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                from_layer(parts)
+            }
+        }
+
+        impl<S: Send + Sync> OptionalFromRequestParts<S> for $type {
+            type Rejection = Infallible;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                _state: &S,
+            ) -> Result<Option<Self>, Self::Rejection> {
+                Ok(parts.extensions.get::<Self>().cloned())
+            }
+        }
+    };
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ProvisionedUser {
-    type Rejection = ClaimsRejection;
+extractor!(ProvisionedUser);
+extractor!(SignIn);
+extractor!(VerifiedClaims);
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(user) = parts.extensions.get::<Self>() {
-            return Ok(user.clone());
-        }
-        if parts.extensions.get::<NoCredentials>().is_some() {
-            Err(ClaimsRejection::Unauthenticated)
-        } else if parts.extensions.get::<VerifiedClaims>().is_some() {
-            Err(ClaimsRejection::MissingStore)
-        } else {
-            Err(ClaimsRejection::MissingLayer)
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign_in::SignInSource;
+
+    fn parts(fill: impl FnOnce(&mut http::Extensions)) -> Parts {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        fill(&mut parts.extensions);
+        parts
     }
-}
 
-impl<S: Send + Sync> OptionalFromRequestParts<S> for ProvisionedUser {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<Self>().cloned())
+    #[test]
+    fn each_extractor_says_what_is_missing() {
+        let sign_in = SignIn::builder(SignInSource::Custom("test"), "https://idp", "s")
+            .build()
+            .unwrap();
+        let nothing = parts(|_| {});
+        let anonymous = parts(|e| {
+            e.insert(NoCredentials);
+        });
+        let no_store = parts(|e| {
+            e.insert(sign_in.clone());
+        });
+        let missing = |parts: &Parts| from_layer::<ProvisionedUser>(parts).unwrap_err();
+        assert_eq!(missing(&nothing), ClaimsRejection::MissingLayer);
+        assert_eq!(missing(&anonymous), ClaimsRejection::Unauthenticated);
+        assert_eq!(missing(&no_store), ClaimsRejection::MissingStore);
+        assert_eq!(
+            from_layer::<VerifiedClaims>(&nothing).unwrap_err(),
+            ClaimsRejection::MissingLayer
+        );
+        assert_eq!(
+            from_layer::<SignIn>(&anonymous).unwrap_err(),
+            ClaimsRejection::Unauthenticated
+        );
+        assert_eq!(from_layer::<SignIn>(&no_store).unwrap().subject(), "s");
+        for rejection in [
+            ClaimsRejection::MissingLayer,
+            ClaimsRejection::MissingStore,
+            ClaimsRejection::Unauthenticated,
+        ] {
+            let response = rejection.into_response();
+            assert_eq!(response.status(), rejection.status());
+            assert_eq!(
+                response.headers().contains_key(WWW_AUTHENTICATE),
+                rejection == ClaimsRejection::Unauthenticated
+            );
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Entry points for `cargo fuzz` (the `fuzz/` directory), behind the internal `__fuzzing`
 //! feature. Not part of the API: each runs one of the crate's parsers of untrusted input the way
 //! a request would, so the fuzzer searches the code that faces attackers.
+//!
+//! Stage: test support; may use any part of the crate.
 
 use serde_json::Value;
 

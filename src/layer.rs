@@ -1,5 +1,10 @@
 //! [`ProvisioningLayer`], [`ProvisioningService`] and their [`ResponseFuture`].
 //!
+//! Stage: composition. Reads a request's credential through the sources (the bearer-token
+//! source in `token/`, then each [`Authenticator`](crate::Authenticator)), hands the
+//! [`SignIn`] to provisioning, and puts what comes out into the request extensions. Uses the
+//! sources, `provision`, `sign_in` and `error`; never `builder`, which assembles it.
+//!
 //! The service never fails with an error of its own: a refused request is an `Ok` response
 //! built by the [`ErrorHandler`], so `Infallible` services stay infallible and clients always get
 //! an answer (as tower-http's `Timeout` does, and unlike middleware that returns `Err` and drops
@@ -17,15 +22,16 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::audit::{Actor, AuditEvent, AuditKind};
-use crate::builder::ProvisioningLayerBuilder;
 use crate::error::{DefaultErrorHandler, Error, ErrorHandler};
-use crate::provision::Provisioner;
+use crate::provision::{ProvisionedUser, Provisioner, SignInMemo};
+use crate::sign_in::{DynAuthenticator, SignIn, SignInSource};
 use crate::token::extract::{self, TokenSource};
 use crate::token::verify::TokenVerifier;
 
 /// What every clone of the layer and its services shares.
 pub(crate) struct Shared {
-    pub(crate) verifier: TokenVerifier,
+    pub(crate) tokens: TokenVerifier<SignInMemo>,
+    pub(crate) authenticators: Vec<Arc<dyn DynAuthenticator>>,
     pub(crate) provisioner: Option<Provisioner>,
     pub(crate) token_source: TokenSource,
     pub(crate) max_token_bytes: usize,
@@ -65,13 +71,6 @@ pub struct ProvisioningLayer<H = DefaultErrorHandler> {
     handler: H,
 }
 
-impl ProvisioningLayer {
-    /// Starts configuring a layer.
-    pub fn builder() -> ProvisioningLayerBuilder {
-        ProvisioningLayerBuilder::new()
-    }
-}
-
 impl<H> ProvisioningLayer<H> {
     pub(crate) fn from_parts(shared: Arc<Shared>, handler: H) -> Self {
         Self { shared, handler }
@@ -82,7 +81,7 @@ impl<H> ProvisioningLayer<H> {
     /// answers 503 until they can be reached.
     pub async fn fetch_keys(&self) -> Result<(), UnreachableIssuers> {
         let mut unreachable = Vec::new();
-        for issuer in self.shared.verifier.issuers() {
+        for issuer in self.shared.tokens.issuers() {
             if !issuer.keys.prefetch().await {
                 unreachable.push(issuer.rules.issuer.to_string());
             }
@@ -105,9 +104,32 @@ impl<H> ProvisioningLayer<H> {
             None => 0,
         };
         CacheSizes {
-            tokens: self.shared.verifier.cached_count(),
+            tokens: self.shared.tokens.cached_count(),
             users,
         }
+    }
+}
+
+impl<H> ProvisioningLayer<H> {
+    /// Provisions the account of a sign-in a source of the application's verified outside a
+    /// request (a browser callback, a message from a queue): admission, resolution, linking or
+    /// creation, sync and audit, exactly as for a request's credential.
+    ///
+    /// # Errors
+    ///
+    /// The [`Error`] a request with this sign-in would have been refused with:
+    /// [`Error::Denied`] by policy or account state, [`Error::StoreUnavailable`] or
+    /// [`Error::StoreFailure`] for the store, and [`Error::StoreFailure`] for a layer built
+    /// without a store.
+    pub async fn provision(&self, sign_in: &SignIn) -> Result<ProvisionedUser, Error> {
+        let Some(provisioner) = &self.shared.provisioner else {
+            tracing::warn!(
+                target: "tower_jit_provisioning::provision",
+                "provision called on a layer built without a store"
+            );
+            return Err(Error::StoreFailure);
+        };
+        provisioner.provision(sign_in, &SignInMemo::default()).await
     }
 }
 
@@ -143,7 +165,7 @@ impl<H> fmt::Debug for ProvisioningLayer<H> {
 
 fn debug_shared(shared: &Shared, mut f: fmt::DebugStruct<'_, '_>) -> fmt::Result {
     let issuers: Vec<&str> = shared
-        .verifier
+        .tokens
         .issuers()
         .iter()
         .map(|i| &*i.rules.issuer)
@@ -263,17 +285,57 @@ impl Shared {
             return false;
         };
         let now = std::time::Instant::now();
-        let Some(verified) = self.verifier.cached(token, now) else {
+        let Some(verified) = self.tokens.cached(token, now) else {
             return false;
         };
-        if let Some(provisioner) = &self.provisioner {
-            let Some(user) = provisioner.cached(&verified, now) else {
-                return false;
-            };
-            request.extensions_mut().insert(user);
+        let sign_in = verified.claims.sign_in();
+        let user = match &self.provisioner {
+            Some(provisioner) => match provisioner.cached(sign_in, &verified.memo, now) {
+                Some(user) => Some(user),
+                None => return false,
+            },
+            None => None,
+        };
+        let extensions = request.extensions_mut();
+        if let Some(user) = user {
+            extensions.insert(user);
         }
-        request.extensions_mut().insert(verified.claims.clone());
+        extensions.insert(sign_in.clone());
+        extensions.insert(verified.claims.clone());
         true
+    }
+
+    /// Provisions a verified sign-in (with a store) and hands it to the handlers.
+    async fn admit(
+        &self,
+        sign_in: &SignIn,
+        memo: &SignInMemo,
+        extensions: &mut http::Extensions,
+    ) -> Result<(), Error> {
+        if let Some(provisioner) = &self.provisioner {
+            let user = provisioner
+                .provision(sign_in, memo)
+                .await
+                .inspect_err(log_refusal)?;
+            extensions.insert(user);
+        }
+        extensions.insert(sign_in.clone());
+        Ok(())
+    }
+
+    /// A `token_rejected` audit event for a refused credential: the reason only, since nothing
+    /// in a credential that failed verification can be trusted (or logged).
+    async fn audit_rejection(&self, source: SignInSource, error: &Error) {
+        if !matches!(error, Error::InvalidToken(_) | Error::InvalidCredentials(_)) {
+            return;
+        }
+        let event = AuditEvent::new(AuditKind::TokenRejected, Actor::Login)
+            .source(source.as_str())
+            .reason(error.code());
+        match &self.provisioner {
+            Some(provisioner) => provisioner.record_audit(event).await,
+            None => crate::audit::Audit::new().emit(&event),
+        }
     }
 }
 
@@ -288,50 +350,55 @@ async fn authenticate<B>(
         shared.max_token_bytes,
     )
     .inspect_err(log_refusal)?;
-    let Some(token) = token else {
-        if shared.optional {
-            request.extensions_mut().insert(NoCredentials);
-            return Ok(request);
-        }
-        let error = Error::MissingToken;
-        log_refusal(&error);
-        return Err(error);
-    };
-    let verified = match shared.verifier.verify(token).await {
-        Ok(verified) => verified,
-        Err(error) => {
-            log_refusal(&error);
-            audit_rejection(&shared, &error).await;
-            return Err(error);
-        }
-    };
-    if let Some(provisioner) = &shared.provisioner {
-        let user = provisioner
-            .provision(&verified)
+    if let Some(token) = token {
+        let token = token.to_owned();
+        let verified = match shared.tokens.verify(&token).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                log_refusal(&error);
+                shared
+                    .audit_rejection(SignInSource::BearerToken, &error)
+                    .await;
+                return Err(error);
+            }
+        };
+        let sign_in = verified.claims.sign_in();
+        let extensions = request.extensions_mut();
+        // A refused account leaves no cache entry behind; its next request is verified and
+        // decided afresh.
+        shared
+            .admit(sign_in, &verified.memo, extensions)
             .await
-            .inspect_err(|error| {
-                log_refusal(error);
-                // A refused account leaves no cache entry behind; its next request is verified
-                // and decided afresh.
-                shared.verifier.forget(token);
-            })?;
-        request.extensions_mut().insert(user);
+            .inspect_err(|_| shared.tokens.forget(&token))?;
+        extensions.insert(verified.claims.clone());
+        return Ok(request);
     }
-    request.extensions_mut().insert(verified.claims.clone());
-    Ok(request)
-}
-
-/// A `token_rejected` audit event for a refused token: the reason only, since nothing in a
-/// token that failed verification can be trusted (or logged).
-async fn audit_rejection(shared: &Shared, error: &Error) {
-    if !matches!(error, Error::InvalidToken(_)) {
-        return;
+    if !shared.authenticators.is_empty() {
+        let (mut parts, body) = request.into_parts();
+        for authenticator in &shared.authenticators {
+            match authenticator.authenticate(&parts).await {
+                Ok(None) => {}
+                Ok(Some(sign_in)) => {
+                    let memo = SignInMemo::default();
+                    shared.admit(&sign_in, &memo, &mut parts.extensions).await?;
+                    return Ok(Request::from_parts(parts, body));
+                }
+                Err(error) => {
+                    log_refusal(&error);
+                    shared.audit_rejection(authenticator.source(), &error).await;
+                    return Err(error);
+                }
+            }
+        }
+        request = Request::from_parts(parts, body);
     }
-    let event = AuditEvent::new(AuditKind::TokenRejected, Actor::Login).reason(error.code());
-    match &shared.provisioner {
-        Some(provisioner) => provisioner.record_audit(event).await,
-        None => crate::audit::Audit::new().emit(&event),
+    if shared.optional {
+        request.extensions_mut().insert(NoCredentials);
+        return Ok(request);
     }
+    let error = Error::MissingToken;
+    log_refusal(&error);
+    Err(error)
 }
 
 /// One debug line per refusal, with the reason code only: never the token, never text the

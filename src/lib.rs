@@ -1,9 +1,11 @@
 //! Just-in-time user provisioning for tower and axum services.
 //!
-//! [`ProvisioningLayer`] verifies the OpenID Connect bearer token of each request against the
-//! keys of the issuers you trust. With a [`UserStore`], it also gives the person behind the
-//! token an account the first time they are seen, and hands every request's
-//! [`ProvisionedUser`] to your handlers; without one, it hands over the [`VerifiedClaims`].
+//! [`ProvisioningLayer`] verifies the credential of each request — an OpenID Connect bearer
+//! token checked against the keys of the issuers you trust, or a [sign-in
+//! source](#adding-a-sign-in-source) of your own. With a [`UserStore`], it also gives the person
+//! behind it an account the first time they are seen, and hands every request's
+//! [`ProvisionedUser`] to your handlers; without one, it hands over the [`SignIn`] (and, for a
+//! token, the [`VerifiedClaims`]).
 //!
 //! ```text
 //! request ──► extract token ──► verify ──► admit ──► resolve user ──► inner service
@@ -66,11 +68,109 @@
 //! pipeline, [`AttributeMapping`] for the mapping and sync rules, [`store`] for the storage
 //! guarantees and [`audit`] for the audit trail.
 //!
+//! # Sign-in sources
+//!
+//! A person can arrive through several sources; each verifies its own credential and says what
+//! it proved as a [`SignIn`] (issuer, subject, attributes, a vouched-for e-mail address, groups,
+//! expiry), and every source ends in the same pipeline: admission, resolution, linking or
+//! creation, sync, audit. Bearer tokens (OpenID Connect ID tokens and RFC 9068 access tokens)
+//! are built in; [`SignInSource`] names the others, and an application adds its own.
+//!
+//! ```text
+//! bearer JWT ─────┐
+//! your own source ┼─► source-specific verification ─► SignIn ─► admit ─► resolve ─► extensions
+//! …               ┘
+//! ```
+//!
+//! # Adding a sign-in source
+//!
+//! 1. Verify the credential your way and build a [`SignIn`] with [`SignIn::builder`]: your
+//!    source's name ([`SignInSource::Custom`]), the issuer the subject belongs to, and the
+//!    issuer's *stable* identifier for the person (never an e-mail address or a name people can
+//!    change). Add the attributes the mapping should read, and the e-mail address with whether
+//!    your source vouches for it: only a vouched address counts for domain rules and linking.
+//! 2. Implement [`Authenticator`]: `Ok(None)` when a request carries no credential of yours,
+//!    [`Error::InvalidCredentials`] when it carries a bad one.
+//! 3. Register it with [`ProvisioningLayerBuilder::authenticator`], and give its issuer
+//!    admission rules with [`ProvisioningLayerBuilder::policy`]. It is asked for every request
+//!    without a bearer token; the account it proves is admitted, mapped, linked or created and
+//!    audited (with your source's name) exactly as a token's. For a sign-in verified outside a
+//!    request, such as a browser callback, call [`ProvisioningLayer::provision`].
+//!
+//! ```
+//! use aws_lc_rs::hmac;
+//! use tower_jit_provisioning::{
+//!     Authenticator, Error, IssuerPolicy, ProvisioningLayer, SignIn, SignInSource, SqliteStore,
+//! };
+//!
+//! /// An authenticating proxy puts the person's stable id and address in `x-proxy-user`
+//! /// (`id,address`) and an HMAC of that header, hex-encoded, in `x-proxy-mac`.
+//! struct Proxy {
+//!     key: hmac::Key,
+//! }
+//!
+//! const PROXY: SignInSource = SignInSource::Custom("proxy");
+//!
+//! impl Authenticator for Proxy {
+//!     fn source(&self) -> SignInSource {
+//!         PROXY
+//!     }
+//!
+//!     async fn authenticate(&self, request: &http::request::Parts) -> Result<Option<SignIn>, Error> {
+//!         let header = |name| request.headers.get(name).and_then(|v| v.to_str().ok());
+//!         let Some(user) = header("x-proxy-user") else {
+//!             return Ok(None); // not ours: the next source is asked
+//!         };
+//!         let refused = Error::InvalidCredentials("bad_proxy_mac");
+//!         let mac = header("x-proxy-mac").and_then(|hex| {
+//!             (0..hex.len())
+//!                 .step_by(2)
+//!                 .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+//!                 .collect::<Option<Vec<u8>>>()
+//!         });
+//!         match mac {
+//!             Some(mac) if hmac::verify(&self.key, user.as_bytes(), &mac).is_ok() => {}
+//!             _ => return Err(refused),
+//!         }
+//!         let (id, address) = user.split_once(',').ok_or(refused)?;
+//!         let sign_in = SignIn::builder(PROXY, "https://proxy.internal", id)
+//!             .email(address, true) // the proxy verified it
+//!             .build()
+//!             .map_err(|_| Error::InvalidCredentials("bad_proxy_user"))?;
+//!         Ok(Some(sign_in))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = SqliteStore::connect("sqlite::memory:").await?;
+//! store.migrate().await?;
+//! let layer = ProvisioningLayer::builder()
+//!     .authenticator(Proxy { key: hmac::Key::new(hmac::HMAC_SHA256, b"a key shared with the proxy") })
+//!     .policy("https://proxy.internal", IssuerPolicy::new().allowed_domains(["example.com"]))
+//!     .store(store)
+//!     .build()?;
+//!
+//! // The same pipeline serves a sign-in verified outside any request.
+//! let sign_in = SignIn::builder(PROXY, "https://proxy.internal", "u-7")
+//!     .email("grace@example.com", true)
+//!     .build()?;
+//! let user = layer.provision(&sign_in).await?;
+//! assert_eq!(user.source(), PROXY);
+//! assert_eq!(user.user().email.as_deref(), Some("grace@example.com"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `tests/custom_source.rs` runs a signed-header source like this one over HTTP, with
+//! admission, mapping and audit.
+//!
 //! # Features
 //!
 //! - `sqlite` (default): [`SqliteStore`].
 //! - `postgres`: [`PostgresStore`], for several servers sharing one database.
-//! - `axum`: [`VerifiedClaims`], [`ProvisionedUser`] and their `Option`s as extractors.
+//! - `axum`: [`ProvisionedUser`], [`SignIn`], [`VerifiedClaims`] and their `Option`s as
+//!   extractors.
 //! - `scim`: [`scim::Scim`], a SCIM 2.0 service provider on the same store.
 //! - `test-util`: [`testing::TestIssuer`], a real issuer on loopback that mints tokens.
 
@@ -83,6 +183,7 @@ mod builder;
 pub mod error;
 mod layer;
 pub mod provision;
+mod sign_in;
 pub mod store;
 mod token;
 mod user;
@@ -110,7 +211,7 @@ pub struct ReadmeDoctests;
 
 pub use crate::audit::{Actor, AuditEvent, AuditKind, AuditSink};
 pub use crate::builder::{
-    DEFAULT_MAX_TOKEN_BYTES, DEFAULT_TOKEN_CACHE_CAPACITY, Issuer, MAX_LEEWAY,
+    DEFAULT_MAX_TOKEN_BYTES, DEFAULT_TOKEN_CACHE_CAPACITY, Issuer, IssuerPolicy, MAX_LEEWAY,
     ProvisioningLayerBuilder,
 };
 pub use crate::error::{
@@ -119,7 +220,10 @@ pub use crate::error::{
 pub use crate::layer::{
     CacheSizes, ProvisioningLayer, ProvisioningService, ResponseFuture, UnreachableIssuers,
 };
-pub use crate::provision::{AttributeMapping, Field, MappedProfile, SyncPolicy};
+pub use crate::provision::{AttributeMapping, Field, MappedProfile, ProvisionedUser, SyncPolicy};
+pub use crate::sign_in::{
+    Authenticator, MAX_SUBJECT_BYTES, SignIn, SignInBuilder, SignInError, SignInSource,
+};
 #[cfg(feature = "postgres")]
 pub use crate::store::PostgresStore;
 #[cfg(feature = "sqlite")]
@@ -127,6 +231,6 @@ pub use crate::store::SqliteStore;
 pub use crate::store::{MemoryStore, StoreError, UserStore};
 pub use crate::token::{Algorithm, TokenKind, TokenSource, VerifiedClaims};
 pub use crate::user::{
-    Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, ProvisionedUser, RoleGrant,
-    RoleSource, User, UserStatus, UserUpdate,
+    Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, RoleGrant, RoleSource, User,
+    UserStatus, UserUpdate,
 };

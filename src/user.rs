@@ -1,5 +1,7 @@
 //! Accounts: [`User`], the [`Identity`]s that sign in to it, and what a store is asked to write.
 //!
+//! Stage: records shared by every stage; uses nothing else of the crate.
+//!
 //! A person is known to the application as one [`User`]. Each way they sign in is an
 //! [`Identity`]: an issuer and the subject that issuer gives them, keyed by [`IdentityKey`].
 //! Several identities can belong to one user (linking, several providers); the same `sub` at two
@@ -493,70 +495,6 @@ impl UserUpdate {
             status: Some(status),
             ..Self::default()
         }
-    }
-}
-
-/// The user a request was made by, with the identity it signed in with and its verified
-/// claims. Put into the request extensions by a layer with a store; an extractor with the
-/// `axum` feature. Cheap to clone.
-#[derive(Clone)]
-pub struct ProvisionedUser {
-    account: Arc<Account>,
-    claims: crate::VerifiedClaims,
-}
-
-/// A user and the identity a request signed in with; what the user cache holds.
-#[derive(Debug)]
-pub(crate) struct Account {
-    pub(crate) user: User,
-    pub(crate) identity: Identity,
-    /// The change epoch when the user was read from the store.
-    pub(crate) read_epoch: u64,
-    /// When the user was read from the store: past the cache's time-to-live it is read again.
-    pub(crate) read_at: std::time::Instant,
-    /// When a sign-in was last recorded for it, in milliseconds after `read_at`.
-    pub(crate) login_noted: std::sync::atomic::AtomicU64,
-}
-
-impl ProvisionedUser {
-    pub(crate) fn new(account: Arc<Account>, claims: crate::VerifiedClaims) -> Self {
-        Self { account, claims }
-    }
-
-    /// The account.
-    pub fn user(&self) -> &User {
-        &self.account.user
-    }
-
-    /// The account's identifier.
-    pub fn id(&self) -> Uuid {
-        self.account.user.id
-    }
-
-    /// The identity this request signed in with.
-    pub fn identity(&self) -> &Identity {
-        &self.account.identity
-    }
-
-    /// The verified claims of this request's token.
-    pub fn claims(&self) -> &crate::VerifiedClaims {
-        &self.claims
-    }
-
-    /// Whether the user holds `role`.
-    pub fn has_role(&self, role: &str) -> bool {
-        self.account.user.has_role(role)
-    }
-}
-
-impl fmt::Debug for ProvisionedUser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProvisionedUser")
-            .field("id", &self.account.user.id)
-            .field("identity", &self.account.identity.key)
-            .field("status", &self.account.user.status)
-            .field("roles", &self.account.user.role_names())
-            .finish_non_exhaustive()
     }
 }
 

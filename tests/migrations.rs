@@ -152,12 +152,19 @@ async fn assert_fixture_intact(store: &impl UserStore, audit: Vec<AuditEvent>) {
             },
             &IdentityKey::new(ISSUER, "frank-sub"),
             None,
-            AuditEvent::new(AuditKind::Provisioned, Actor::Login),
+            AuditEvent::new(AuditKind::Provisioned, Actor::Login).source("bearer_jwt"),
         )
         .await
         .unwrap();
     assert!(created.written);
     assert_ne!(created.user.id, Uuid::nil());
+}
+
+/// Events written before the sign-in source was recorded have none; new ones keep theirs.
+fn assert_sources_recorded(events: &[AuditEvent]) {
+    assert_eq!(events.len(), 11);
+    assert!(events[..10].iter().all(|e| e.source.is_none()));
+    assert_eq!(events[10].source.as_deref(), Some("bearer_jwt"));
 }
 
 #[tokio::test]
@@ -172,6 +179,7 @@ async fn a_sqlite_file_of_release_0_1_0_migrates_with_every_record() {
     store.migrate().await.unwrap();
     let audit = store.audit_events(None).await.unwrap();
     assert_fixture_intact(&store, audit).await;
+    assert_sources_recorded(&store.audit_events(None).await.unwrap());
     // Migrating again is a no-op.
     store.migrate().await.unwrap();
 }
@@ -193,5 +201,6 @@ async fn a_postgres_database_of_release_0_1_0_migrates_with_every_record() {
     let store = db.store().await;
     let audit = store.audit_events(None).await.unwrap();
     assert_fixture_intact(&store, audit).await;
+    assert_sources_recorded(&store.audit_events(None).await.unwrap());
     store.migrate().await.unwrap();
 }

@@ -13,8 +13,7 @@ use tower_jit_provisioning::testing::CountingStore;
 use tower_jit_provisioning::testing::TestIssuer;
 use tower_jit_provisioning::{
     AttributeMapping, AuditKind, DenyReason, Field, Issuer, NewUser, ProvisioningLayer,
-    ProvisioningLayerBuilder, RoleSource, SqliteStore, SyncPolicy, UserStatus, UserStore,
-    VerifiedClaims,
+    ProvisioningLayerBuilder, RoleSource, SignIn, SqliteStore, SyncPolicy, UserStatus, UserStore,
 };
 
 struct Harness {
@@ -329,8 +328,8 @@ async fn tenant_pin_required_groups_and_predicate_refuse_before_writing() {
             i.require_claim("tid", "tenant-a")
                 .required_groups(["staff"]),
         )
-        .admit(|claims: VerifiedClaims| async move {
-            if claims.claim("banned") == Some(&serde_json::Value::Bool(true)) {
+        .admit(|sign_in: SignIn| async move {
+            if sign_in.claim("banned") == Some(&serde_json::Value::Bool(true)) {
                 Err(DenyReason::Policy("banned"))
             } else {
                 Ok(())

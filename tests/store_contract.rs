@@ -5,12 +5,14 @@ mod common;
 
 use std::any::Any;
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tower_jit_provisioning::store::StoreEvent;
 use tower_jit_provisioning::{
-    Actor, AuditEvent, AuditKind, GroupUpdate, IdentityKey, NewGroup, NewUser, StoreError,
-    UserStatus, UserStore, UserUpdate,
+    Actor, AttributeMapping, AuditEvent, AuditKind, DenyReason, Error, GroupUpdate, IdentityKey,
+    IssuerPolicy, MemoryStore, NewGroup, NewUser, PostgresStore, ProvisioningLayer, SignIn,
+    SignInSource, SqliteStore, StoreError, UserStatus, UserStore, UserUpdate,
 };
 
 fn audit() -> AuditEvent {
@@ -31,13 +33,159 @@ fn named(email: &str, verified: bool) -> NewUser {
 
 type Guard = Box<dyn Any + Send>;
 
+/// The audit events a store has emitted (the memory store) or persisted (the SQL stores).
+trait AuditLog {
+    fn events(&self) -> impl Future<Output = Vec<AuditEvent>> + Send;
+}
+
+impl AuditLog for MemoryStore {
+    async fn events(&self) -> Vec<AuditEvent> {
+        self.audit_events()
+    }
+}
+
+impl AuditLog for SqliteStore {
+    async fn events(&self) -> Vec<AuditEvent> {
+        self.audit_events(None).await.unwrap()
+    }
+}
+
+impl AuditLog for PostgresStore {
+    async fn events(&self) -> Vec<AuditEvent> {
+        self.audit_events(None).await.unwrap()
+    }
+}
+
+const PROXY: &str = "https://proxy.example.com";
+const CONTRACT: SignInSource = SignInSource::Custom("contract");
+
+/// A sign-in through the contract's own source.
+fn sign_in(subject: &str, email: &str, verified: bool) -> SignIn {
+    SignIn::builder(CONTRACT, PROXY, subject)
+        .email(email, verified)
+        .attribute("name", "Grace Hopper")
+        .attribute("employee_id", format!("E-{subject}"))
+        .groups(["compilers"])
+        .build()
+        .unwrap()
+}
+
+/// A layer provisioning into `store`, with admission rules for the contract's source.
+fn layer(store: impl UserStore) -> ProvisioningLayer {
+    ProvisioningLayer::builder()
+        .policy(PROXY, IssuerPolicy::new().allowed_domains(["example.com"]))
+        .link_by_claim("employee_id")
+        .store(store)
+        .mapping(
+            AttributeMapping::new()
+                .group_role("compilers", "engineer")
+                .default_roles(["member"]),
+        )
+        .build()
+        .unwrap()
+}
+
 macro_rules! store_contract {
     ($name:ident, $make:expr) => {
         mod $name {
             use super::*;
 
-            async fn make() -> Option<(impl UserStore + Clone, Guard)> {
+            async fn make() -> Option<(impl UserStore + AuditLog + Clone, Guard)> {
                 $make
+            }
+
+            #[tokio::test]
+            async fn a_sign_in_of_any_source_is_provisioned_once_and_audited_with_its_source() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let layer = layer(store.clone());
+                let first = layer
+                    .provision(&sign_in("grace", "grace@example.com", true))
+                    .await
+                    .unwrap();
+                assert_eq!(first.source(), CONTRACT);
+                assert_eq!(first.identity().key.issuer(), PROXY);
+                assert_eq!(first.user().display_name.as_deref(), Some("Grace Hopper"));
+                assert!(first.user().email_verified);
+                assert_eq!(first.user().role_names(), ["engineer", "member"]);
+                let again = layer
+                    .provision(&sign_in("grace", "grace@example.com", true))
+                    .await
+                    .unwrap();
+                assert_eq!(again.id(), first.id());
+                let (found, _) = store
+                    .find_by_identity(&IdentityKey::new(PROXY, "grace"))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(found.id, first.id());
+                // The same subject at another issuer is another person.
+                let saml = SignIn::builder(SignInSource::Saml, "https://idp.example.org/saml", "grace")
+                    .build()
+                    .unwrap();
+                let other = layer.provision(&saml).await.unwrap();
+                assert_ne!(other.id(), first.id());
+                let events = store.events().await;
+                let provisioned: Vec<_> = events
+                    .iter()
+                    .filter(|e| e.kind == AuditKind::Provisioned)
+                    .map(|e| e.source.as_deref())
+                    .collect();
+                assert_eq!(provisioned, [Some("contract"), Some("saml")]);
+            }
+
+            #[tokio::test]
+            async fn a_sign_in_refused_by_its_issuers_rules_writes_nothing_but_its_audit() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let layer = layer(store.clone());
+                for (who, email, verified, reason) in [
+                    ("mallory", "mallory@evil.example", true, DenyReason::DomainNotAllowed),
+                    ("eve", "eve@example.com", false, DenyReason::EmailNotVerified),
+                ] {
+                    let refused = layer.provision(&sign_in(who, email, verified)).await;
+                    assert!(
+                        matches!(refused, Err(Error::Denied(r)) if r == reason),
+                        "{who}: {refused:?}"
+                    );
+                }
+                assert!(store.list_users(None, 10).await.unwrap().is_empty());
+                let events = store.events().await;
+                assert_eq!(events.len(), 2, "{events:?}");
+                assert!(events.iter().all(|e| e.kind == AuditKind::Denied
+                    && e.source.as_deref() == Some("contract")));
+            }
+
+            #[tokio::test]
+            async fn a_first_sign_in_of_any_source_links_to_the_account_made_ahead_for_it() {
+                let Some((store, _guard)) = make().await else {
+                    return;
+                };
+                let ahead = store
+                    .insert_user(
+                        NewUser {
+                            external_id: Some("E-ada".to_owned()),
+                            ..NewUser::default()
+                        },
+                        AuditEvent::new(AuditKind::Provisioned, Actor::Scim("idp".to_owned())),
+                    )
+                    .await
+                    .unwrap();
+                let user = layer(store.clone())
+                    .provision(&sign_in("ada", "ada@example.com", true))
+                    .await
+                    .unwrap();
+                assert_eq!(user.id(), ahead.id);
+                let linked = store
+                    .events()
+                    .await
+                    .into_iter()
+                    .find(|e| e.kind == AuditKind::Linked)
+                    .expect("a linked event");
+                assert_eq!(linked.source.as_deref(), Some("contract"));
+                assert_eq!(linked.reason.as_deref(), Some("external_id"));
             }
 
             #[tokio::test]

@@ -1,6 +1,9 @@
 //! Attribute mapping: how verified claims become a user's profile, groups and roles, and how
 //! later logins keep them current.
 //!
+//! Stage: the pipeline. Reads a [`SignIn`]; uses `crate::sign_in` and
+//! `crate::user`.
+//!
 //! ```
 //! use tower_jit_provisioning::provision::{AttributeMapping, Field, SyncPolicy};
 //!
@@ -34,8 +37,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::policy::EmailAddress;
-use crate::token::VerifiedClaims;
-use crate::token::claims::{lookup, strings};
+use crate::sign_in::{SignIn, lookup, strings};
 use crate::user::{NewUser, RoleGrant, RoleSource, User, UserStatus, UserUpdate};
 
 /// A profile field filled from claims.
@@ -171,7 +173,7 @@ pub struct MappedProfile {
     pub roles: Vec<RoleGrant>,
 }
 
-type Hook = Arc<dyn Fn(&VerifiedClaims, &mut MappedProfile) + Send + Sync>;
+type Hook = Arc<dyn Fn(&SignIn, &mut MappedProfile) + Send + Sync>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum RoleRule {
@@ -312,7 +314,7 @@ impl AttributeMapping {
     /// [`RoleSource::Mapping`], so later logins can revoke them.
     pub fn hook<F>(mut self, hook: F) -> Self
     where
-        F: Fn(&VerifiedClaims, &mut MappedProfile) + Send + Sync + 'static,
+        F: Fn(&SignIn, &mut MappedProfile) + Send + Sync + 'static,
     {
         self.hook = Some(Arc::new(hook));
         self
@@ -331,7 +333,7 @@ impl AttributeMapping {
     }
 
     /// Maps one token's claims.
-    pub(crate) fn map(&self, claims: &VerifiedClaims) -> MappedProfile {
+    pub(crate) fn map(&self, claims: &SignIn) -> MappedProfile {
         let text = |field: Field| {
             self.source(field)
                 .and_then(|path| claims.claim_str(path))
@@ -352,7 +354,7 @@ impl AttributeMapping {
         let mut groups: Vec<String> = claims.groups().to_vec();
         let mut groups_asserted = claims.groups_asserted();
         for path in &self.group_claims {
-            if let Some(value) = lookup(claims.claims(), path) {
+            if let Some(value) = lookup(claims.attributes(), path) {
                 groups.extend(strings(value));
                 groups_asserted = true;
             }
@@ -362,7 +364,7 @@ impl AttributeMapping {
 
         let mut attributes = Map::new();
         for (name, path, _) in &self.attributes {
-            if let Some(value) = lookup(claims.claims(), path) {
+            if let Some(value) = lookup(claims.attributes(), path) {
                 attributes.insert(name.clone(), value.clone());
             }
         }
@@ -392,12 +394,12 @@ impl AttributeMapping {
     }
 
     /// The grants the rules make for these claims and groups.
-    pub(crate) fn role_grants(&self, claims: &VerifiedClaims, groups: &[String]) -> Vec<RoleGrant> {
+    pub(crate) fn role_grants(&self, claims: &SignIn, groups: &[String]) -> Vec<RoleGrant> {
         self.role_rules
             .iter()
             .filter(|rule| match rule {
                 RoleRule::Group { group, .. } => groups.iter().any(|g| g == group),
-                RoleRule::Claim { claim, value, .. } => lookup(claims.claims(), claim)
+                RoleRule::Claim { claim, value, .. } => lookup(claims.attributes(), claim)
                     .is_some_and(|v| strings(v).iter().any(|s| s == value)),
             })
             .map(|rule| {
@@ -671,25 +673,21 @@ impl fmt::Debug for AttributeMapping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::TokenKind;
-    use crate::token::claims::ClaimRules;
+    use crate::sign_in::SignInSource;
     use chrono::Utc;
     use serde_json::json;
 
-    fn claims(value: Value) -> VerifiedClaims {
-        let Value::Object(mut map) = value else {
-            panic!()
-        };
-        map.insert("sub".into(), "s".into());
-        map.insert("exp".into(), 2.into());
-        map.insert("iat".into(), 1.into());
-        let rules = ClaimRules {
-            groups_claim: "groups".into(),
-            accept_string_booleans: false,
-        };
-        let json = Value::Object(map.clone()).to_string();
-        VerifiedClaims::from_verified("https://idp".into(), TokenKind::Id, &map, json, &rules)
-            .unwrap()
+    /// A sign-in with these attributes, its e-mail vouched for as a token's `email_verified`
+    /// says.
+    fn claims(value: Value) -> SignIn {
+        let Value::Object(map) = value else { panic!() };
+        let verified = map.get("email_verified") == Some(&Value::Bool(true));
+        let email = map.get("email").and_then(Value::as_str).map(str::to_owned);
+        let mut builder = SignIn::builder(SignInSource::BearerToken, "https://idp", "s");
+        if let Some(email) = email {
+            builder = builder.email(email, verified);
+        }
+        builder.attributes(map).build().unwrap()
     }
 
     #[test]

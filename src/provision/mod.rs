@@ -1,13 +1,18 @@
-//! Provisioning: from verified claims to an account, creating it on first sign-in.
+//! Provisioning: from a verified [`SignIn`] to an account, creating it on first
+//! sign-in.
+//!
+//! Stage: the pipeline every source ends in. Consumes only [`SignIn`]; uses
+//! `crate::sign_in`, `crate::store`, `crate::user`, `crate::audit` and `crate::error`, and never
+//! a source (`token/` or any other).
 //!
 //! ```text
-//! claims ─► map ─► admit ─► user cache ─┬─► hit, current ─────────────────────► account
+//! sign-in ► map ─► admit ─► user cache ─┬─► hit, current ─────────────────────► account
 //!          (mapping) (policy)            └─► miss: store ─┬─► found: reactivate? sync ─┘
 //!                                          (one per        ├─► link (external id, e-mail)
 //!                                           identity)      └─► create (insert-or-get)
 //! ```
 //!
-//! - [`mapping`]: claims to profile fields, groups, attributes, roles; what a login syncs.
+//! - [`mapping`]: attributes to profile fields, groups, attributes, roles; what a login syncs.
 //! - [`policy`]: who may have an account at all; refusal reasons.
 //!
 //! # Concurrency
@@ -23,6 +28,7 @@
 //! store. A cached account whose user changed after it was read is never served again: the next
 //! request resolves it from the store. The cache's time-to-live is the backstop.
 
+mod account;
 pub mod mapping;
 pub mod policy;
 
@@ -34,15 +40,16 @@ use chrono::Utc;
 use futures_util::FutureExt;
 use uuid::Uuid;
 
+pub use self::account::ProvisionedUser;
+pub(crate) use self::account::{Account, SignInMemo};
 pub use self::mapping::{AttributeMapping, Field, MappedProfile, SyncPolicy};
 pub use self::policy::DenyReason;
 use self::policy::{Admission, DomainPattern, EmailAddress, Predicate, domain_matches};
 use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::error::{Error, ErrorChain};
+use crate::sign_in::SignIn;
 use crate::store::{DynStore, Resolved, StoreError, StoreEvent, Subscription};
-use crate::token::VerifiedClaims;
-use crate::token::verify::VerifiedToken;
-use crate::user::{Account, Identity, IdentityKey, ProvisionedUser, User, UserStatus};
+use crate::user::{Identity, IdentityKey, User, UserStatus};
 
 /// How long a client is asked to wait when the store is unreachable.
 const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -93,11 +100,11 @@ pub(crate) enum RoleTrust {
 }
 
 impl RoleTrust {
-    fn trusts(&self, claims: &VerifiedClaims) -> bool {
+    fn trusts(&self, sign_in: &SignIn) -> bool {
         match self {
             Self::All => true,
             Self::None => false,
-            Self::When(path, value) => claims.claim(path) == Some(value),
+            Self::When(path, value) => sign_in.claim(path) == Some(value),
         }
     }
 }
@@ -125,14 +132,14 @@ pub(crate) struct ProvisionerConfig {
     pub(crate) login_interval: Duration,
 }
 
-/// What admission made of one token; computed once per token and kept with it.
+/// What admission made of one sign-in; computed once per credential and kept with it.
 #[derive(Debug)]
 pub(crate) struct Admitted {
     key: IdentityKey,
     profile: MappedProfile,
     fingerprint: String,
-    /// Whether the issuer is trusted for roles in this token: if not, the login neither grants
-    /// nor revokes a role.
+    /// Whether the issuer is trusted for roles in this sign-in: if not, the login neither
+    /// grants nor revokes a role.
     roles_trusted: bool,
 }
 
@@ -183,7 +190,7 @@ impl Freshness {
     }
 }
 
-/// Resolves verified tokens to accounts.
+/// Resolves sign-ins to accounts.
 pub(crate) struct Provisioner {
     config: ProvisionerConfig,
     users: moka::future::Cache<IdentityKey, Arc<Account>>,
@@ -274,17 +281,22 @@ impl Provisioner {
         self.users.entry_count()
     }
 
-    /// The account behind a token seen before, if it is cached, current, synced with the
-    /// token's claims and active: the whole hot path, synchronous, with no store access.
-    pub(crate) fn cached(&self, token: &VerifiedToken, now: Instant) -> Option<ProvisionedUser> {
-        let admitted = token.admitted.get()?;
+    /// The account behind a credential seen before, if it is cached, current, synced with the
+    /// sign-in's attributes and active: the whole hot path, synchronous, with no store access.
+    pub(crate) fn cached(
+        &self,
+        sign_in: &SignIn,
+        memo: &SignInMemo,
+        now: Instant,
+    ) -> Option<ProvisionedUser> {
+        let admitted = memo.admitted.get()?;
         let usable = |account: &Account| {
             account.user.status == UserStatus::Active
                 && account.identity.claims_fingerprint.as_deref() == Some(&admitted.fingerprint)
                 && self.freshness.is_current(account, now)
         };
-        // The account this token resolved to last, if still current: no lookup at all.
-        let held = token.account.load();
+        // The account this credential resolved to last, if still current: no lookup at all.
+        let held = memo.account.load();
         let account = match held.as_ref().filter(|account| usable(account)) {
             Some(account) => Arc::clone(account),
             None => {
@@ -294,43 +306,46 @@ impl Provisioner {
                     .now_or_never()
                     .flatten()
                     .filter(|account| usable(account))?;
-                token.account.store(Some(Arc::clone(&account)));
+                memo.account.store(Some(Arc::clone(&account)));
                 account
             }
         };
         self.note_login(&account, admitted, now);
-        Some(ProvisionedUser::new(account, token.claims.clone()))
+        Some(ProvisionedUser::new(account, sign_in.clone()))
     }
 
-    /// The account behind a verified token, created if this is its first sign-in.
-    pub(crate) async fn provision(&self, token: &VerifiedToken) -> Result<ProvisionedUser, Error> {
-        let admitted = match token.admitted.get() {
+    /// The account behind a verified sign-in, created if this is its first.
+    pub(crate) async fn provision(
+        &self,
+        sign_in: &SignIn,
+        memo: &SignInMemo,
+    ) -> Result<ProvisionedUser, Error> {
+        let admitted = match memo.admitted.get() {
             Some(admitted) => Arc::clone(admitted),
-            None => match self.admit(&token.claims).await {
-                Ok(admitted) => Arc::clone(token.admitted.get_or_init(|| admitted)),
-                Err(reason) => return Err(self.deny(token, None, reason).await),
+            None => match self.admit(sign_in).await {
+                Ok(admitted) => Arc::clone(memo.admitted.get_or_init(|| admitted)),
+                Err(reason) => return Err(self.deny(sign_in, memo, None, reason).await),
             },
         };
-        let account = self
-            .account(&admitted, &token.claims)
-            .await
-            .map_err(Error::from);
+        let account = self.account(&admitted, sign_in).await.map_err(Error::from);
         let account = match account {
             Ok(account) => account,
-            Err(Error::Denied(reason)) => return Err(self.deny(token, None, reason).await),
+            Err(Error::Denied(reason)) => {
+                return Err(self.deny(sign_in, memo, None, reason).await);
+            }
             Err(error) => return Err(error),
         };
         match account.user.status {
             UserStatus::Active => {
                 self.note_login(&account, &admitted, Instant::now());
-                token.account.store(Some(Arc::clone(&account)));
-                Ok(ProvisionedUser::new(account, token.claims.clone()))
+                memo.account.store(Some(Arc::clone(&account)));
+                Ok(ProvisionedUser::new(account, sign_in.clone()))
             }
             UserStatus::PendingApproval => Err(self
-                .deny(token, Some(&account), DenyReason::PendingApproval)
+                .deny(sign_in, memo, Some(&account), DenyReason::PendingApproval)
                 .await),
             UserStatus::Deactivated => Err(self
-                .deny(token, Some(&account), DenyReason::Deactivated)
+                .deny(sign_in, memo, Some(&account), DenyReason::Deactivated)
                 .await),
         }
     }
@@ -340,17 +355,17 @@ impl Provisioner {
         self.config.store.record_audit(event).await;
     }
 
-    /// Audits a refusal, once per token however often the token is retried.
+    /// Audits a refusal, once per credential however often it is retried.
     async fn deny(
         &self,
-        token: &VerifiedToken,
+        sign_in: &SignIn,
+        memo: &SignInMemo,
         account: Option<&Account>,
         reason: DenyReason,
     ) -> Error {
-        if !token.denial_audited.swap(true, Ordering::AcqRel) {
-            let claims = &token.claims;
-            let mut event = AuditEvent::new(AuditKind::Denied, Actor::Login)
-                .identity(&IdentityKey::new(claims.issuer(), claims.subject()))
+        if !memo.denial_audited.swap(true, Ordering::AcqRel) {
+            let mut event = login_event(AuditKind::Denied, sign_in)
+                .identity(&sign_in.identity())
                 .reason(reason.code());
             if let Some(account) = account {
                 event = event.user(account.user.id);
@@ -360,13 +375,13 @@ impl Provisioner {
         Error::Denied(reason)
     }
 
-    /// Maps and admits a token's claims. Writes nothing.
-    async fn admit(&self, claims: &VerifiedClaims) -> Result<Arc<Admitted>, DenyReason> {
-        let mut profile = self.config.mapping.map(claims);
+    /// Maps and admits a sign-in. Writes nothing.
+    async fn admit(&self, sign_in: &SignIn) -> Result<Arc<Admitted>, DenyReason> {
+        let mut profile = self.config.mapping.map(sign_in);
         let mut roles_trusted = true;
-        if let Some(rules) = self.issuer(claims.issuer()) {
-            rules.admission.check(claims, &profile.groups)?;
-            roles_trusted = rules.role_trust.trusts(claims);
+        if let Some(rules) = self.issuer(sign_in.issuer()) {
+            rules.admission.check(sign_in, &profile.groups)?;
+            roles_trusted = rules.role_trust.trusts(sign_in);
         }
         if !roles_trusted {
             // Groups stay as asserted (they are data); they just earn no roles.
@@ -376,22 +391,22 @@ impl Provisioner {
             return Err(DenyReason::NoMatchingRole);
         }
         if let Some(predicate) = &self.config.predicate {
-            predicate.check(claims.clone()).await?;
+            predicate.check(sign_in.clone()).await?;
         }
         let fingerprint = mapping::fingerprint(&profile);
         Ok(Arc::new(Admitted {
-            key: IdentityKey::new(claims.issuer(), claims.subject()),
+            key: sign_in.identity(),
             roles_trusted,
             profile,
             fingerprint,
         }))
     }
 
-    /// The cached account if it is current and its claims are the token's; else a resolution.
+    /// The cached account if it is current and synced with the sign-in; else a resolution.
     async fn account(
         &self,
         admitted: &Arc<Admitted>,
-        claims: &VerifiedClaims,
+        sign_in: &SignIn,
     ) -> Result<Arc<Account>, Failure> {
         if let Some(account) = self.users.get(&admitted.key).await {
             let current = self.freshness.is_current(&account, Instant::now());
@@ -407,7 +422,7 @@ impl Provisioner {
             }
             self.users.invalidate(&admitted.key).await;
         }
-        let resolve = self.resolve(Arc::clone(admitted), claims.clone());
+        let resolve = self.resolve(Arc::clone(admitted), sign_in.clone());
         self.users
             .try_get_with(admitted.key.clone(), resolve)
             .await
@@ -418,7 +433,7 @@ impl Provisioner {
     async fn resolve(
         &self,
         admitted: Arc<Admitted>,
-        claims: VerifiedClaims,
+        sign_in: SignIn,
     ) -> Result<Arc<Account>, Failure> {
         // Read the epoch before the store: a change landing after this read marks what we read
         // as possibly stale.
@@ -427,11 +442,13 @@ impl Provisioner {
         let (user, identity) = match store.find_by_identity(&admitted.key).await? {
             Some(found) => found,
             None => {
-                let resolved = self.first_login(&admitted, &claims).await?;
+                let resolved = self.first_login(&admitted, &sign_in).await?;
                 (resolved.user, resolved.identity)
             }
         };
-        let (user, identity) = self.bring_current(user, identity, &admitted).await?;
+        let (user, identity) = self
+            .bring_current(user, identity, &admitted, &sign_in)
+            .await?;
         Ok(Arc::new(Account {
             user,
             identity,
@@ -445,27 +462,29 @@ impl Provisioner {
     async fn first_login(
         &self,
         admitted: &Admitted,
-        claims: &VerifiedClaims,
+        sign_in: &SignIn,
     ) -> Result<Resolved, Failure> {
         let store = &self.config.store;
-        if let Some(target) = self.claim_target(claims).await?
-            && let Some(linked) = self.link(target, "external_id", admitted).await?
+        if let Some(target) = self.claim_target(sign_in).await?
+            && let Some(linked) = self.link(target, "external_id", admitted, sign_in).await?
         {
             return Ok(linked);
         }
-        if let Some(target) = self.email_target(admitted, claims).await?
-            && let Some(linked) = self.link(target, "verified_email", admitted).await?
+        if let Some(target) = self.email_target(admitted, sign_in).await?
+            && let Some(linked) = self
+                .link(target, "verified_email", admitted, sign_in)
+                .await?
         {
             return Ok(linked);
         }
         let fingerprint = Some(admitted.fingerprint.as_str());
-        let status = if self.needs_approval(claims, &admitted.profile) {
+        let status = if self.needs_approval(sign_in, &admitted.profile) {
             UserStatus::PendingApproval
         } else {
             UserStatus::Active
         };
         let mut new_user = self.config.mapping.new_user(&admitted.profile, status);
-        let audit = AuditEvent::new(AuditKind::Provisioned, Actor::Login);
+        let audit = login_event(AuditKind::Provisioned, sign_in);
         match store
             .create_user(new_user.clone(), &admitted.key, fingerprint, audit.clone())
             .await
@@ -482,9 +501,9 @@ impl Provisioner {
         }
     }
 
-    fn needs_approval(&self, claims: &VerifiedClaims, profile: &MappedProfile) -> bool {
+    fn needs_approval(&self, sign_in: &SignIn, profile: &MappedProfile) -> bool {
         let by_issuer = self
-            .issuer(claims.issuer())
+            .issuer(sign_in.issuer())
             .is_some_and(|rules| rules.require_approval);
         let by_domain = !self.config.approval_domains.is_empty()
             && profile
@@ -506,8 +525,9 @@ impl Provisioner {
         target: Uuid,
         how: &'static str,
         admitted: &Admitted,
+        sign_in: &SignIn,
     ) -> Result<Option<Resolved>, Failure> {
-        let audit = AuditEvent::new(AuditKind::Linked, Actor::Login).reason(how);
+        let audit = login_event(AuditKind::Linked, sign_in).reason(how);
         // No fingerprint: the linked account was not built from these claims, so the sync
         // that follows compares it with them.
         match self
@@ -522,11 +542,11 @@ impl Provisioner {
     }
 
     /// The account whose `external_id` is the value of the configured linking claim.
-    async fn claim_target(&self, claims: &VerifiedClaims) -> Result<Option<Uuid>, Failure> {
+    async fn claim_target(&self, sign_in: &SignIn) -> Result<Option<Uuid>, Failure> {
         let Some(claim) = &self.config.linking.by_claim else {
             return Ok(None);
         };
-        let Some(value) = claims.claim(claim).and_then(|v| v.as_str()) else {
+        let Some(value) = sign_in.claim_str(claim) else {
             return Ok(None);
         };
         let user = self.config.store.find_by_external_id(value).await?;
@@ -538,12 +558,12 @@ impl Provisioner {
     async fn email_target(
         &self,
         admitted: &Admitted,
-        claims: &VerifiedClaims,
+        sign_in: &SignIn,
     ) -> Result<Option<Uuid>, Failure> {
         if !self.config.linking.by_verified_email || !admitted.profile.email_verified {
             return Ok(None);
         }
-        let trusted = self.issuer(claims.issuer()).is_some_and(|rules| {
+        let trusted = self.issuer(sign_in.issuer()).is_some_and(|rules| {
             admitted
                 .profile
                 .email
@@ -576,10 +596,11 @@ impl Provisioner {
         mut user: User,
         mut identity: Identity,
         admitted: &Admitted,
+        sign_in: &SignIn,
     ) -> Result<(User, Identity), Failure> {
         let store = &self.config.store;
         if user.status == UserStatus::Deactivated && self.config.reactivate_on_login {
-            let audit = AuditEvent::new(AuditKind::Reactivated, Actor::Login)
+            let audit = login_event(AuditKind::Reactivated, sign_in)
                 .identity(&admitted.key)
                 .fields(["status"]);
             user = store
@@ -610,7 +631,7 @@ impl Provisioner {
             if update.is_empty() {
                 break;
             }
-            let audit = AuditEvent::new(AuditKind::Updated, Actor::Login)
+            let audit = login_event(AuditKind::Updated, sign_in)
                 .identity(&admitted.key)
                 .fields(fields);
             match store
@@ -674,6 +695,11 @@ impl Provisioner {
             }
         });
     }
+}
+
+/// An event of `kind` caused by a sign-in, naming its source.
+fn login_event(kind: AuditKind, sign_in: &SignIn) -> AuditEvent {
+    AuditEvent::new(kind, Actor::Login).source(sign_in.source().as_str())
 }
 
 impl std::fmt::Debug for Provisioner {

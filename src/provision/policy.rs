@@ -1,4 +1,8 @@
-//! Admission: who may have an account, decided from verified claims before anything is written.
+//! Admission: who may have an account, decided from a verified sign-in before anything is
+//! written.
+//!
+//! Stage: the pipeline. Reads a [`SignIn`]; uses `crate::sign_in` and
+//! `crate::error`.
 //!
 //! Per issuer: an e-mail domain allow-list, claim pins (a tenant: Entra `tid`, Google `hd`,
 //! Entra `xms_edov`), required groups. For everyone: an async predicate of the application's.
@@ -15,72 +19,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::token::VerifiedClaims;
-
-/// Why a sign-in was refused (403). The [`code`](Self::code) is the problem document's `code`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-#[non_exhaustive]
-pub enum DenyReason {
-    /// The e-mail domain is not on the issuer's allow-list (or the address is malformed).
-    #[error("e-mail domain not allowed")]
-    DomainNotAllowed,
-    /// The issuer has a domain allow-list and did not assert the address was verified.
-    #[error("e-mail address not verified")]
-    EmailNotVerified,
-    /// A pinned claim (tenant, hosted domain, …) does not have the required value.
-    #[error("tenant not allowed")]
-    ClaimMismatch,
-    /// The person is not in a group the issuer requires.
-    #[error("required group missing")]
-    MissingGroup,
-    /// Strict role mapping is on and no role rule matched.
-    #[error("no role mapping matched")]
-    NoMatchingRole,
-    /// The account is waiting for approval.
-    #[error("account pending approval")]
-    PendingApproval,
-    /// The account is deactivated.
-    #[error("account deactivated")]
-    Deactivated,
-    /// The account was deleted; its identities are never provisioned again.
-    #[error("account deleted")]
-    Deleted,
-    /// The application's admission predicate refused, with its own code.
-    #[error("refused by policy")]
-    Policy(&'static str),
-}
-
-impl DenyReason {
-    /// The stable reason code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::DomainNotAllowed => "domain_not_allowed",
-            Self::EmailNotVerified => "email_not_verified",
-            Self::ClaimMismatch => "claim_mismatch",
-            Self::MissingGroup => "missing_group",
-            Self::NoMatchingRole => "no_matching_role",
-            Self::PendingApproval => "pending_approval",
-            Self::Deactivated => "deactivated",
-            Self::Deleted => "deleted",
-            Self::Policy(code) => code,
-        }
-    }
-
-    /// Fixed text for the problem document's `detail`.
-    pub fn description(self) -> &'static str {
-        match self {
-            Self::DomainNotAllowed => "sign-ins from this e-mail domain are not allowed",
-            Self::EmailNotVerified => "a verified e-mail address is required",
-            Self::ClaimMismatch => "sign-ins from this tenant are not allowed",
-            Self::MissingGroup => "a required group membership is missing",
-            Self::NoMatchingRole => "no role is granted to this account",
-            Self::PendingApproval => "the account is waiting for approval",
-            Self::Deactivated => "the account is deactivated",
-            Self::Deleted => "the account was deleted",
-            Self::Policy(_) => "sign-in refused by policy",
-        }
-    }
-}
+pub use crate::error::DenyReason;
+use crate::sign_in::SignIn;
 
 /// An e-mail domain rule: `example.com` matches exactly that domain, `*.example.com` matches
 /// its sub-domains (whole labels only) and not `example.com` itself.
@@ -181,17 +121,13 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// Checks `claims` (and the groups mapped from them) against the rules.
-    pub(crate) fn check(
-        &self,
-        claims: &VerifiedClaims,
-        groups: &[String],
-    ) -> Result<(), DenyReason> {
+    /// Checks a sign-in (and the groups mapped from it) against the rules.
+    pub(crate) fn check(&self, sign_in: &SignIn, groups: &[String]) -> Result<(), DenyReason> {
         if !self.allowed_domains.is_empty() {
-            if !claims.email_verified() {
+            if !sign_in.email_verified() {
                 return Err(DenyReason::EmailNotVerified);
             }
-            let domain = claims
+            let domain = sign_in
                 .email()
                 .and_then(EmailAddress::parse)
                 .map(|address| address.domain)
@@ -201,7 +137,7 @@ impl Admission {
             }
         }
         for (claim, expected) in &self.required_claims {
-            if claims.claim(claim) != Some(expected) {
+            if sign_in.claim(claim) != Some(expected) {
                 return Err(DenyReason::ClaimMismatch);
             }
         }
@@ -216,22 +152,22 @@ impl Admission {
 
 type PredicateFuture = Pin<Box<dyn Future<Output = Result<(), DenyReason>> + Send>>;
 
-/// The application's own admission check: async, run once per token before anything is
+/// The application's own admission check: async, run once per sign-in before anything is
 /// written.
 #[derive(Clone)]
-pub(crate) struct Predicate(Arc<dyn Fn(VerifiedClaims) -> PredicateFuture + Send + Sync>);
+pub(crate) struct Predicate(Arc<dyn Fn(SignIn) -> PredicateFuture + Send + Sync>);
 
 impl Predicate {
     pub(crate) fn new<F, Fut>(check: F) -> Self
     where
-        F: Fn(VerifiedClaims) -> Fut + Send + Sync + 'static,
+        F: Fn(SignIn) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), DenyReason>> + Send + 'static,
     {
-        Self(Arc::new(move |claims| Box::pin(check(claims))))
+        Self(Arc::new(move |sign_in| Box::pin(check(sign_in))))
     }
 
-    pub(crate) async fn check(&self, claims: VerifiedClaims) -> Result<(), DenyReason> {
-        (self.0)(claims).await
+    pub(crate) async fn check(&self, sign_in: SignIn) -> Result<(), DenyReason> {
+        (self.0)(sign_in).await
     }
 }
 

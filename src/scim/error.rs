@@ -1,4 +1,6 @@
 //! SCIM errors (RFC 7644 §3.12): one status, an optional `scimType`, fixed text.
+//!
+//! Stage: SCIM. Uses `crate::store` (for its errors) and `crate::error`.
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! Filters (RFC 7644 §3.4.2.2) evaluated against resources in their SCIM JSON form.
 //!
+//! Stage: SCIM. Works on SCIM JSON only; uses nothing else of the crate.
+//!
 //! Parsing is the `scim_v2` crate's: a maintained grammar with bounds on nesting depth and term
 //! count, so a hostile `filter=` cannot exhaust the stack or memory. Evaluation is here, on the
 //! JSON representation the service returns, so a filter sees exactly what a `GET` shows:

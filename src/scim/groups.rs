@@ -1,6 +1,8 @@
 //! `/Groups`: groups and their members. A membership change rewrites the members' `groups`
 //! and re-applies the mapping's group-to-role rules, so roles follow groups whichever path
 //! (a token's claim, or SCIM) set them.
+//!
+//! Stage: SCIM. Uses `crate::store`, `crate::user` and `crate::audit`.
 
 use std::sync::Arc;
 

@@ -1,5 +1,9 @@
 //! A SCIM 2.0 service provider (RFC 7643/7644) on the same store as the layer (feature `scim`).
 //!
+//! Stage: the other door into the store, beside the sign-in pipeline. Uses `crate::store`,
+//! `crate::user`, `crate::audit`, `crate::error`, and the mapping's group-to-role rules from
+//! `crate::provision`.
+//!
 //! JIT provisioning creates accounts when people sign in; SCIM is how the identity provider
 //! keeps them current and takes access away. [`Scim`] builds an [`axum::Router`] serving
 //! `/Users`, `/Groups`, `/ServiceProviderConfig`, `/ResourceTypes` and `/Schemas`, guarded by

@@ -1,5 +1,7 @@
 //! PATCH (RFC 7644 §3.5.2) applied to a resource in its SCIM JSON form.
 //!
+//! Stage: SCIM. Works on SCIM JSON only; uses nothing else of the crate.
+//!
 //! Paths are parsed by the `scim_v2` crate (attribute, sub-attribute, value-filter and URN
 //! paths); the operations are applied here, with what real clients send in mind:
 //!

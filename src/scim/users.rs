@@ -1,5 +1,7 @@
 //! `/Users`: accounts as SCIM User resources (core schema and enterprise extension).
 //!
+//! Stage: SCIM. Uses `crate::store`, `crate::user` and `crate::audit`.
+//!
 //! A user's SCIM form is built from its fields (`userName`, `name.givenName`,
 //! `name.familyName`, `displayName`, `emails`, `locale`, `active`, `externalId`, `roles`, its
 //! `/Groups` memberships) and, for every other attribute a client sent (`title`,

@@ -1,4 +1,6 @@
 //! [`MemoryStore`]: users in a process's memory, for tests and demos.
+//!
+//! Stage: storage. Uses only the records and the store contract.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

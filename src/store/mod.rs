@@ -1,5 +1,8 @@
 //! Where accounts live: the [`UserStore`] trait and its implementations.
 //!
+//! Stage: storage, below the pipeline. Uses only the records (`crate::user`, `crate::audit`);
+//! knows nothing of sign-ins or of how they are verified.
+//!
 //! - [`MemoryStore`]: in process, for tests and demos.
 //! - `SqliteStore` (feature `sqlite`, on by default): the embedded default.
 //! - `PostgresStore` (feature `postgres`): one database shared by several application servers,

@@ -311,6 +311,7 @@ impl PgDialect {
             .bind(column(jobs, |j| sql::rows::json_text(&j.event.fields)))
             .bind(persist_audit)
             .bind(CHANNEL)
+            .bind(column(jobs, |j| j.event.source.clone()))
             .fetch_all(&self.pool)
             .await?;
         debug_assert_eq!(rows.len(), jobs.len(), "one outcome row per creation");
@@ -334,11 +335,11 @@ WITH job AS (
         $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
         $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
         $19::text[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::text[],
-        $24::text[], $25::text[])
+        $24::text[], $25::text[], $28::text[])
     WITH ORDINALITY AS j(id, issuer, subject, fingerprint, email, email_verified, user_name,
         display_name, given_name, family_name, picture, locale, roles, groups, attributes,
         status, external_id, scim_attributes, scim_managed, now, audit_at, audit_kind, audit_actor,
-        audit_reason, audit_fields, n)
+        audit_reason, audit_fields, audit_source, n)
 ), checked AS (
     SELECT job.*,
         EXISTS (SELECT 1 FROM jit_identity_tombstones t
@@ -368,9 +369,10 @@ WITH job AS (
     FROM checked c JOIN claimed ON claimed.user_id = c.id
     RETURNING id
 ), audit AS (
-    INSERT INTO jit_audit_events (at, kind, actor, issuer, subject, user_id, reason, fields)
+    INSERT INTO jit_audit_events (at, kind, actor, issuer, subject, user_id, reason, fields,
+        source)
     SELECT audit_at, audit_kind, audit_actor::jsonb, issuer, subject, c.id, audit_reason,
-        audit_fields::jsonb
+        audit_fields::jsonb, audit_source
     FROM checked c JOIN users ON users.id = c.id
     WHERE $26
 )

@@ -1,4 +1,6 @@
 //! [`CountingStore`]: a store wrapper that counts what the layer asks of the store.
+//!
+//! Stage: test support; uses the store contract and the records.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,8 @@
 //! [`TestIssuer`]: a real OpenID Connect issuer on loopback, for tests and demos (feature
 //! `test-util`).
 //!
+//! Stage: test support, above everything; may use any part of the crate.
+//!
 //! It serves discovery and a key set over HTTP on `127.0.0.1`, mints signed ID tokens and
 //! RFC 9068 access tokens with any claims, algorithm and header, rotates keys, counts how often
 //! its documents are fetched, can simulate outages, and can be stopped and restarted on the same

@@ -1,5 +1,7 @@
 //! Reading a compact JWS strictly, and the claims handed to the application once it verified.
 //!
+//! Stage: the bearer-token source. Uses `crate::sign_in` to state what a token proves.
+//!
 //! [`RawToken::parse`] runs before any key is looked up. It refuses what a lenient parser would
 //! let through and what no issuer legitimately sends: anything but three segments (encrypted and
 //! nested tokens included), non-canonical base64url, JSON objects with duplicate member names (RFC
@@ -9,7 +11,7 @@
 //! signature over the very same bytes.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,6 +20,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::{TokenError, TokenKind};
+use crate::sign_in::{SignIn, TokenSignIn, is_valid_subject, lookup, strings};
 
 /// The parts of a token read before verification.
 #[derive(Debug)]
@@ -234,10 +237,8 @@ pub(crate) struct ClaimRules {
     pub(crate) accept_string_booleans: bool,
 }
 
-/// Longest `sub` accepted, in bytes. OpenID Connect Core §2 caps it at 255 ASCII characters.
-pub(crate) const MAX_SUBJECT_BYTES: usize = 255;
-
-/// The claims of a token whose signature, issuer, audience, type and lifetime were verified.
+/// The claims of a token whose signature, issuer, audience, type and lifetime were verified:
+/// its [`SignIn`], with what only a token has (its kind, audiences, client, issue time).
 ///
 /// The issuer and subject together are the person's identity at that issuer; the e-mail
 /// address is not an identity. Cheap to clone: the claims sit behind an [`Arc`].
@@ -255,47 +256,11 @@ pub(crate) const MAX_SUBJECT_BYTES: usize = 255;
 pub struct VerifiedClaims(Arc<ClaimsInner>);
 
 struct ClaimsInner {
-    issuer: Arc<str>,
-    subject: String,
+    sign_in: SignIn,
     kind: TokenKind,
     audiences: Vec<String>,
     authorized_party: Option<String>,
-    email_verified: bool,
-    groups: Vec<String>,
-    groups_asserted: bool,
-    expires_at: DateTime<Utc>,
     issued_at: DateTime<Utc>,
-    profile: Profile,
-    /// The payload as signed; checked once by the strict parser.
-    json: Box<str>,
-    /// The payload parsed, on first use.
-    claims: OnceLock<Map<String, Value>>,
-}
-
-/// The standard profile claims, when they are strings.
-struct Profile {
-    email: Option<Box<str>>,
-    name: Option<Box<str>>,
-    given_name: Option<Box<str>>,
-    family_name: Option<Box<str>>,
-    preferred_username: Option<Box<str>>,
-    picture: Option<Box<str>>,
-    locale: Option<Box<str>>,
-}
-
-impl Profile {
-    fn read(claims: &Map<String, Value>) -> Self {
-        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(Box::from);
-        Self {
-            email: text("email"),
-            name: text("name"),
-            given_name: text("given_name"),
-            family_name: text("family_name"),
-            preferred_username: text("preferred_username"),
-            picture: text("picture"),
-            locale: text("locale"),
-        }
-    }
 }
 
 impl VerifiedClaims {
@@ -330,31 +295,38 @@ impl VerifiedClaims {
         let groups = groups_claim.map(strings).unwrap_or_default();
         let expires_at = timestamp(claims, "exp").ok_or(TokenError::Malformed)?;
         let issued_at = timestamp(claims, "iat").ok_or(TokenError::Malformed)?;
-        Ok(Self(Arc::new(ClaimsInner {
+        let sign_in = SignIn::from_token(TokenSignIn {
             issuer,
             subject,
-            kind,
-            audiences,
-            authorized_party,
+            claims,
+            json,
             email_verified,
             groups,
             groups_asserted,
             expires_at,
+        });
+        Ok(Self(Arc::new(ClaimsInner {
+            sign_in,
+            kind,
+            audiences,
+            authorized_party,
             issued_at,
-            profile: Profile::read(claims),
-            json: json.into_boxed_str(),
-            claims: OnceLock::new(),
         })))
+    }
+
+    /// The sign-in this token proves: what provisioning reads.
+    pub fn sign_in(&self) -> &SignIn {
+        &self.0.sign_in
     }
 
     /// The issuer (`iss`), exactly as configured and as the token carries it.
     pub fn issuer(&self) -> &str {
-        &self.0.issuer
+        self.0.sign_in.issuer()
     }
 
     /// The subject (`sub`): the issuer's stable identifier for the person.
     pub fn subject(&self) -> &str {
-        &self.0.subject
+        self.0.sign_in.subject()
     }
 
     /// Whether this was an ID token or an RFC 9068 access token.
@@ -375,7 +347,7 @@ impl VerifiedClaims {
     /// The `email` claim, as sent. Not an identity, and not proof of anything unless
     /// [`email_verified`](Self::email_verified) is true.
     pub fn email(&self) -> Option<&str> {
-        self.0.profile.email.as_deref()
+        self.0.sign_in.email()
     }
 
     /// Whether the issuer asserted that it verified [`email`](Self::email).
@@ -384,53 +356,56 @@ impl VerifiedClaims {
     /// [`accept_string_booleans`](crate::Issuer::accept_string_booleans), the string `"true"`.
     /// Any other value, type or absence is false.
     pub fn email_verified(&self) -> bool {
-        self.0.email_verified && self.email().is_some()
+        self.0.sign_in.email_verified()
     }
 
     /// The `name` claim.
     pub fn name(&self) -> Option<&str> {
-        self.0.profile.name.as_deref()
+        self.0.sign_in.name()
     }
 
     /// The `given_name` claim.
     pub fn given_name(&self) -> Option<&str> {
-        self.0.profile.given_name.as_deref()
+        self.0.sign_in.given_name()
     }
 
     /// The `family_name` claim.
     pub fn family_name(&self) -> Option<&str> {
-        self.0.profile.family_name.as_deref()
+        self.0.sign_in.family_name()
     }
 
     /// The `preferred_username` claim. Informational only: issuers let people change it.
     pub fn preferred_username(&self) -> Option<&str> {
-        self.0.profile.preferred_username.as_deref()
+        self.0.sign_in.preferred_username()
     }
 
     /// The `picture` claim.
     pub fn picture(&self) -> Option<&str> {
-        self.0.profile.picture.as_deref()
+        self.0.sign_in.picture()
     }
 
     /// The `locale` claim.
     pub fn locale(&self) -> Option<&str> {
-        self.0.profile.locale.as_deref()
+        self.0.sign_in.locale()
     }
 
     /// Whether the token carries the issuer's groups claim at all (an empty list included).
     pub fn groups_asserted(&self) -> bool {
-        self.0.groups_asserted
+        self.0.sign_in.groups_asserted()
     }
 
     /// Group names from the issuer's groups claim (`groups` unless
     /// [configured otherwise](crate::Issuer::groups_claim)); strings only.
     pub fn groups(&self) -> &[String] {
-        &self.0.groups
+        self.0.sign_in.groups()
     }
 
     /// When the token expires (`exp`).
     pub fn expires_at(&self) -> DateTime<Utc> {
-        self.0.expires_at
+        self.0
+            .sign_in
+            .expires_at()
+            .expect("a token's sign-in carries its `exp`")
     }
 
     /// When the token was issued (`iat`).
@@ -440,35 +415,14 @@ impl VerifiedClaims {
 
     /// Every claim of the token, as JSON. Parsed from the payload on the first call.
     pub fn claims(&self) -> &Map<String, Value> {
-        self.0.claims.get_or_init(|| {
-            // The strict parser accepted this very text at verification; a plain parse of it
-            // gives the same object.
-            serde_json::from_str(&self.0.json).unwrap_or_default()
-        })
+        self.0.sign_in.attributes()
     }
 
     /// A claim by name or by dotted path into nested objects (`realm_access.roles`,
     /// `resource_access.app.roles`). A top-level claim whose name itself contains dots (such as
     /// Auth0's `https://example.com/roles`) is found by its full name first.
     pub fn claim(&self, path: &str) -> Option<&Value> {
-        lookup(self.claims(), path)
-    }
-
-    /// A string claim by name or path, answered from the fields read at verification when it
-    /// is a standard one, so that the usual mapping never parses the full claim set.
-    pub(crate) fn claim_str(&self, path: &str) -> Option<&str> {
-        match path {
-            "iss" => Some(self.issuer()),
-            "sub" => Some(self.subject()),
-            "email" => self.email(),
-            "name" => self.name(),
-            "given_name" => self.given_name(),
-            "family_name" => self.family_name(),
-            "preferred_username" => self.preferred_username(),
-            "picture" => self.picture(),
-            "locale" => self.locale(),
-            _ => self.claim(path).and_then(Value::as_str),
-        }
+        self.0.sign_in.claim(path)
     }
 }
 
@@ -486,11 +440,6 @@ impl fmt::Debug for VerifiedClaims {
     }
 }
 
-/// A non-empty subject of at most [`MAX_SUBJECT_BYTES`] with no control characters.
-pub(crate) fn is_valid_subject(sub: &str) -> bool {
-    !sub.is_empty() && sub.len() <= MAX_SUBJECT_BYTES && !sub.chars().any(char::is_control)
-}
-
 pub(crate) fn audiences(claims: &Map<String, Value>) -> Vec<String> {
     match claims.get("aud") {
         Some(Value::String(aud)) => vec![aud.clone()],
@@ -506,32 +455,6 @@ pub(crate) fn audiences(claims: &Map<String, Value>) -> Vec<String> {
 fn timestamp(claims: &Map<String, Value>, name: &str) -> Option<DateTime<Utc>> {
     let secs = claims.get(name)?.as_f64()?;
     DateTime::from_timestamp(secs.floor() as i64, 0)
-}
-
-/// Strings from a claim value: an array's string members, or a single string.
-pub(crate) fn strings(value: &Value) -> Vec<String> {
-    match value {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// Finds a claim by its full name, else by walking a dotted path through nested objects.
-pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(value) = claims.get(path) {
-        return Some(value);
-    }
-    let mut segments = path.split('.');
-    let mut current = claims.get(segments.next()?)?;
-    for segment in segments {
-        current = current.as_object()?.get(segment)?;
-    }
-    Some(current)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Finding the token in a request, with RFC 6750 framing.
 //!
+//! Stage: the bearer-token source. Uses only `crate::error`.
+//!
 //! - `Authorization: Bearer <token>`: the scheme is case-insensitive (RFC 7235 §2.1); exactly one
 //!   `Authorization` header; the token is one RFC 6750 `b64token`. Another scheme (`Basic`, …) is
 //!   treated as no token at all.

@@ -1,5 +1,7 @@
 //! The HTTP client that reads discovery documents and key sets.
 //!
+//! Stage: the bearer-token source. Uses nothing else of the crate.
+//!
 //! It implements `openidconnect`'s [`AsyncHttpClient`] so discovery and JWKS parsing stay
 //! `openidconnect`'s, and adds what a server-side fetcher of attacker-reachable URLs needs:
 //! redirects are never followed, every URL must be `https` (plain `http` only on loopback and

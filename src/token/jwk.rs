@@ -1,5 +1,7 @@
 //! Issuer signing keys as `openidconnect` key types whose signatures are checked by aws-lc-rs.
 //!
+//! Stage: the bearer-token source. Uses nothing else of the crate.
+//!
 //! `openidconnect`'s verifier is generic over [`JsonWebKey`]; its stock `CoreJsonWebKey` checks
 //! signatures with the RustCrypto `rsa`/`p256` crates, several times slower than aws-lc-rs. [`Jwk`]
 //! keeps every rule of the verifier (key selection by `kid`, key type and `use`/`alg`

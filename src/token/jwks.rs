@@ -1,5 +1,7 @@
 //! One issuer's signing keys: discovered, cached, refreshed, never waited on without need.
 //!
+//! Stage: the bearer-token source. Uses only `crate::error`.
+//!
 //! - Readers take the current [`KeySet`] from an `ArcSwap`: no lock, no await, no network. Only a
 //!   request whose `kid` is not in the set (or that finds no usable set) waits, and then for the
 //!   one refresh in flight, which every such request shares.

@@ -1,5 +1,9 @@
 //! Bearer tokens: where they are read from, how they are verified, what comes out.
 //!
+//! Stage: a sign-in source (bearer tokens). Produces [`VerifiedClaims`], whose
+//! [`SignIn`](crate::SignIn) goes on to provisioning; uses only `crate::sign_in` and
+//! `crate::error`, never `provision`.
+//!
 //! - [`extract`]: the token from the `Authorization` header or a cookie, with RFC 6750 framing.
 //! - [`claims`]: strict parsing before verification and [`VerifiedClaims`] after it.
 //! - [`jwk`]: issuer keys as `openidconnect` key types verified by aws-lc-rs.

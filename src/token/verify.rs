@@ -1,6 +1,9 @@
 //! One token, start to finish: routing by issuer, `openidconnect`'s verification, and the rules
 //! `openidconnect` leaves to its caller.
 //!
+//! Stage: the bearer-token source. Uses only `crate::error`; what later stages remember about a
+//! token rides in its cache entry as an opaque memo.
+//!
 //! Order matters for cost and for safety:
 //!
 //! 1. [`RawToken::parse`]: structure, canonical encoding, strict JSON. No key is touched.
@@ -18,11 +21,8 @@
 //!    `client_id` and `jti`, and the shape of `sub`.
 
 use std::str::FromStr;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use arc_swap::ArcSwapOption;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use openidconnect::core::CoreIdToken;
@@ -37,8 +37,6 @@ use super::jwk::Jwk;
 use super::jwks::{KeyManager, KeySet};
 use super::{Algorithm, TokenError, TokenKind};
 use crate::error::Error;
-use crate::provision::Admitted;
-use crate::user::Account;
 
 /// The validated settings of one issuer.
 #[derive(Debug)]
@@ -294,25 +292,20 @@ fn check_party(
     }
 }
 
-/// A verified token, as the token cache keeps it: its claims, and what later stages learned
-/// about it, so that a repeated token costs a hash and a lookup.
-pub(crate) struct VerifiedToken {
+/// A verified token, as the token cache keeps it: its claims, and what the stages after
+/// verification learn about it (`memo`, which this stage never reads), so that a repeated token
+/// costs a hash and a lookup.
+pub(crate) struct VerifiedToken<M> {
     pub(crate) claims: VerifiedClaims,
     issuer: usize,
     kid: Option<String>,
     /// When the token stops being acceptable (its `exp`, or its maximum age), on the monotonic
     /// clock.
     valid_until: Instant,
-    /// The provisioner's admission of these claims, computed once.
-    pub(crate) admitted: OnceLock<Arc<Admitted>>,
-    /// The account these claims resolved to last, for the hot path to reuse while it is
-    /// current.
-    pub(crate) account: ArcSwapOption<Account>,
-    /// Whether a refusal of this token was audited already.
-    pub(crate) denial_audited: AtomicBool,
+    pub(crate) memo: M,
 }
 
-impl std::fmt::Debug for VerifiedToken {
+impl<M> std::fmt::Debug for VerifiedToken<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifiedToken")
             .field("claims", &self.claims)
@@ -324,11 +317,11 @@ impl std::fmt::Debug for VerifiedToken {
 /// Entries expire when their token stops being acceptable, never later.
 struct UntilInvalid;
 
-impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilInvalid {
+impl<M> moka::Expiry<[u8; 32], Arc<VerifiedToken<M>>> for UntilInvalid {
     fn expire_after_create(
         &self,
         _key: &[u8; 32],
-        token: &Arc<VerifiedToken>,
+        token: &Arc<VerifiedToken<M>>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
         Some(token.valid_until.saturating_duration_since(Instant::now()))
@@ -359,14 +352,16 @@ impl std::hash::Hasher for DigestHasher {
 
 type DigestHash = std::hash::BuildHasherDefault<DigestHasher>;
 
+type TokenCache<M> = moka::sync::Cache<[u8; 32], Arc<VerifiedToken<M>>, DigestHash>;
+
 /// Every configured issuer, the route from a token to the right one, and the cache of tokens
-/// already verified.
-pub(crate) struct TokenVerifier {
+/// already verified, each with a memo `M` of the later stages'.
+pub(crate) struct TokenVerifier<M> {
     issuers: Vec<IssuerVerifier>,
-    cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedToken>, DigestHash>>,
+    cache: Option<TokenCache<M>>,
 }
 
-impl TokenVerifier {
+impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
     /// `cache_capacity` tokens are remembered by their SHA-256; 0 turns the cache off.
     pub(crate) fn new(issuers: Vec<IssuerVerifier>, cache_capacity: u64) -> Self {
         let cache = (cache_capacity > 0).then(|| {
@@ -393,17 +388,17 @@ impl TokenVerifier {
     /// The token, if it was verified already and is still acceptable: unexpired, and signed by
     /// a key still in its issuer's key set (a key the issuer withdrew stops its tokens at the
     /// next request). Synchronous, and only a hash and a lookup.
-    pub(crate) fn cached(&self, token: &str, now: Instant) -> Option<Arc<VerifiedToken>> {
+    pub(crate) fn cached(&self, token: &str, now: Instant) -> Option<Arc<VerifiedToken<M>>> {
         let cache = self.cache.as_ref()?;
         self.lookup(cache, &sha256(token), now)
     }
 
     fn lookup(
         &self,
-        cache: &moka::sync::Cache<[u8; 32], Arc<VerifiedToken>, DigestHash>,
+        cache: &TokenCache<M>,
         digest: &[u8; 32],
         now: Instant,
-    ) -> Option<Arc<VerifiedToken>> {
+    ) -> Option<Arc<VerifiedToken<M>>> {
         let hit = cache.get(digest)?;
         let issuer = &self.issuers[hit.issuer];
         if now < hit.valid_until && issuer.keys.holds(hit.kid.as_deref(), now) {
@@ -422,7 +417,7 @@ impl TokenVerifier {
     }
 
     /// Verifies `token`, or finds it verified already.
-    pub(crate) async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, Error> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken<M>>, Error> {
         let Some(cache) = &self.cache else {
             return Ok(Arc::new(self.verify_uncached(token).await?));
         };
@@ -435,7 +430,7 @@ impl TokenVerifier {
         Ok(verified)
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, Error> {
+    async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken<M>, Error> {
         if !super::extract::is_token_syntax(token) {
             return Err(Error::InvalidToken(TokenError::Malformed));
         }
@@ -467,9 +462,7 @@ impl TokenVerifier {
             issuer: index,
             kid,
             valid_until: Instant::now() + remaining,
-            admitted: OnceLock::new(),
-            account: ArcSwapOption::empty(),
-            denial_audited: AtomicBool::new(false),
+            memo: M::default(),
         })
     }
 }

@@ -217,6 +217,7 @@ pub fn user_json(user: &tower_jit_provisioning::ProvisionedUser) -> Value {
         "status": u.status,
         "issuer": user.identity().key.issuer(),
         "subject": user.identity().key.subject(),
+        "source": user.source().as_str(),
     })
 }
 

@@ -148,6 +148,7 @@ pub(crate) fn audit_event(row: &impl SqlRow) -> Result<AuditEvent, StoreError> {
     event.user_id = row.id("user_id")?;
     event.reason = row.text("reason")?;
     event.fields = row.json("fields")?;
+    event.source = row.text("source")?;
     Ok(event)
 }
 
@@ -208,6 +209,7 @@ pub(crate) fn audit_params(event: &AuditEvent) -> Vec<Param> {
         Param::Id(event.user_id),
         Param::opt_text(event.reason.as_deref()),
         Param::json(&event.fields),
+        Param::opt_text(event.source.as_deref()),
     ]
 }
 

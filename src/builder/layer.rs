@@ -1,0 +1,536 @@
+//! [`ProvisioningLayerBuilder`]: the layer's own settings (where credentials are read from,
+//! which sources are asked, caches, the store and the layer-wide provisioning settings), and
+//! `build()`, which checks everything and assembles the stages.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::issuer::Issuer;
+use super::policy::IssuerPolicy;
+use crate::error::{ConfigError, DefaultErrorHandler};
+use crate::layer::{ProvisioningLayer, Shared};
+use crate::provision::policy::{DenyReason, DomainPattern, Predicate};
+use crate::provision::{AttributeMapping, Linking, Provisioner, ProvisionerConfig};
+use crate::sign_in::{Authenticator, DynAuthenticator, SignIn};
+use crate::store::{DynStore, UserStore};
+use crate::token::extract::TokenSource;
+use crate::token::fetch::{self, Fetcher};
+use crate::token::verify::{IssuerVerifier, TokenVerifier};
+
+/// Default bound on a token's length: 16 KiB.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Default capacity of the verified-token cache.
+pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 10_000;
+const DEFAULT_USER_CACHE_CAPACITY: u64 = 10_000;
+const DEFAULT_USER_CACHE_TTL: Duration = Duration::from_secs(300);
+const DEFAULT_LOGIN_RECORD_INTERVAL: Duration = Duration::from_secs(300);
+/// Largest discovery document or key set read from an issuer.
+const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
+
+/// Builds a [`ProvisioningLayer`]. Start with [`ProvisioningLayer::builder`].
+///
+/// ```
+/// use tower_jit_provisioning::{Issuer, ProvisioningLayer, TokenSource};
+///
+/// let layer = ProvisioningLayer::builder()
+///     .issuer(Issuer::new("https://accounts.google.com").audience("1234.apps.googleusercontent.com"))
+///     .issuer(Issuer::new("https://idp.example.com/realms/staff").audience("orders-api"))
+///     .token_source(TokenSource::cookie("id_token"))
+///     .optional(true)
+///     .build()?;
+/// # drop(layer);
+/// # Ok::<(), tower_jit_provisioning::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ProvisioningLayerBuilder<H = DefaultErrorHandler> {
+    issuers: Vec<Issuer>,
+    authenticators: Authenticators,
+    policies: Vec<(String, IssuerPolicy)>,
+    optional: bool,
+    token_source: TokenSource,
+    max_token_bytes: usize,
+    http_timeout: Duration,
+    token_cache_capacity: u64,
+    provisioning: ProvisioningSettings,
+    error_handler: H,
+}
+
+/// The builder's settings for the provisioning half.
+#[derive(Clone, Default)]
+struct ProvisioningSettings {
+    store: Option<Arc<dyn DynStore>>,
+    mapping: Option<AttributeMapping>,
+    approval_domains: Vec<String>,
+    linking: Linking,
+    reactivate_on_login: bool,
+    predicate: Option<Predicate>,
+    cache_capacity: Option<u64>,
+    cache_ttl: Option<Duration>,
+    login_interval: Option<Duration>,
+}
+
+impl ProvisioningSettings {
+    fn needs_store(&self) -> bool {
+        self.mapping.is_some()
+            || !self.approval_domains.is_empty()
+            || self.linking.by_claim.is_some()
+            || self.linking.by_verified_email
+            || self.reactivate_on_login
+            || self.predicate.is_some()
+    }
+}
+
+impl std::fmt::Debug for ProvisioningSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvisioningSettings")
+            .field("store", &self.store.as_ref().map(|s| s.debug()))
+            .field("mapping", &self.mapping)
+            .field("approval_domains", &self.approval_domains)
+            .field("linking", &self.linking)
+            .field("reactivate_on_login", &self.reactivate_on_login)
+            .field("predicate", &self.predicate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProvisioningLayer {
+    /// Starts configuring a layer.
+    pub fn builder() -> ProvisioningLayerBuilder {
+        ProvisioningLayerBuilder::new()
+    }
+}
+
+/// The application's sign-in sources, in the order they are asked.
+#[derive(Clone, Default)]
+struct Authenticators(Vec<Arc<dyn DynAuthenticator>>);
+
+impl std::fmt::Debug for Authenticators {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|a| a.source()))
+            .finish()
+    }
+}
+
+impl ProvisioningLayerBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            issuers: Vec::new(),
+            authenticators: Authenticators::default(),
+            policies: Vec::new(),
+            optional: false,
+            token_source: TokenSource::default(),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            http_timeout: Duration::from_secs(10),
+            token_cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
+            provisioning: ProvisioningSettings::default(),
+            error_handler: DefaultErrorHandler,
+        }
+    }
+}
+
+impl<H> ProvisioningLayerBuilder<H> {
+    /// Trusts one more issuer. Tokens are routed to an issuer by their `iss`.
+    pub fn issuer(mut self, issuer: Issuer) -> Self {
+        self.issuers.push(issuer);
+        self
+    }
+
+    /// Adds a sign-in source of the application's: asked, after every source added before
+    /// it, for each request that carries no bearer token. The first [`SignIn`] one returns is
+    /// admitted, mapped, linked or created and audited exactly as a token's. See the crate docs,
+    /// "Adding a sign-in source".
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticators.0.push(Arc::new(authenticator));
+        self
+    }
+
+    /// The provisioning rules for sign-ins whose issuer is `issuer`, for sources other than
+    /// bearer tokens (an [`Issuer`]'s own rules are set on it). Needs a store.
+    pub fn policy(mut self, issuer: impl Into<String>, policy: IssuerPolicy) -> Self {
+        self.policies.push((issuer.into(), policy));
+        self
+    }
+
+    /// In optional mode a request without any credential goes through with no claims
+    /// (handlers extract `Option<VerifiedClaims>`); a request with a bad one is still refused.
+    pub fn optional(mut self, optional: bool) -> Self {
+        self.optional = optional;
+        self
+    }
+
+    /// Where the token is read from. Default: the `Authorization: Bearer` header.
+    pub fn token_source(mut self, source: TokenSource) -> Self {
+        self.token_source = source;
+        self
+    }
+
+    /// Longest token accepted, in bytes; longer ones are refused before parsing.
+    /// Default [`DEFAULT_MAX_TOKEN_BYTES`].
+    pub fn max_token_size(mut self, bytes: usize) -> Self {
+        self.max_token_bytes = bytes;
+        self
+    }
+
+    /// Deadline for each discovery or key-set request to an issuer (connect and whole
+    /// response). Default 10 s.
+    pub fn http_timeout(mut self, timeout: Duration) -> Self {
+        self.http_timeout = timeout;
+        self
+    }
+
+    /// How many verified tokens to remember (by SHA-256), so a repeated token costs a hash and
+    /// a lookup instead of a signature check. Entries expire with their token. 0 turns the
+    /// cache off. Default [`DEFAULT_TOKEN_CACHE_CAPACITY`].
+    pub fn token_cache(mut self, capacity: u64) -> Self {
+        self.token_cache_capacity = capacity;
+        self
+    }
+
+    /// Provisions accounts in `store`: the first request of a person creates (or links) their
+    /// account, and every request carries a [`ProvisionedUser`](crate::ProvisionedUser).
+    /// Without a store the layer only verifies tokens.
+    pub fn store<S: UserStore>(mut self, store: S) -> Self {
+        self.provisioning.store = Some(Arc::new(store));
+        self
+    }
+
+    /// How claims become profile fields, groups and roles. Default [`AttributeMapping::new`].
+    pub fn mapping(mut self, mapping: AttributeMapping) -> Self {
+        self.provisioning.mapping = Some(mapping);
+        self
+    }
+
+    /// Holds new accounts whose e-mail is in these domains (patterns as in
+    /// [`Issuer::allowed_domains`]) for approval, whatever the issuer.
+    pub fn require_approval_for_domains<I, D>(mut self, domains: I) -> Self
+    where
+        I: IntoIterator<Item = D>,
+        D: Into<String>,
+    {
+        self.provisioning.approval_domains = domains.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Links a first sign-in to the existing account whose `external_id` equals the value of
+    /// `claim` (`sub`, Entra's `oid`, …), e.g. an account SCIM created ahead of time. Off by
+    /// default.
+    pub fn link_by_claim(mut self, claim: impl Into<String>) -> Self {
+        self.provisioning.linking.by_claim = Some(claim.into());
+        self
+    }
+
+    /// Links a first sign-in to the one existing account with the same *verified* e-mail
+    /// address, when the issuer is trusted for that address's domain
+    /// ([`Issuer::trust_email_domains`]) and the account has no identity at that issuer yet. An
+    /// unverified address never links. Off by default.
+    pub fn link_by_verified_email(mut self, link: bool) -> Self {
+        self.provisioning.linking.by_verified_email = link;
+        self
+    }
+
+    /// Lets a deactivated user's next sign-in reactivate the account. Off by default: a
+    /// deactivated account stays refused whatever the user does.
+    pub fn reactivate_on_login(mut self, reactivate: bool) -> Self {
+        self.provisioning.reactivate_on_login = reactivate;
+        self
+    }
+
+    /// An admission check of the application's: called once per sign-in (once per token for
+    /// bearer tokens), after the issuer's rules and before anything is written; an `Err`
+    /// refuses the sign-in with 403 and its code.
+    ///
+    /// ```
+    /// use tower_jit_provisioning::{DenyReason, ProvisioningLayer, SignIn};
+    ///
+    /// let builder = ProvisioningLayer::builder().admit(|sign_in: SignIn| async move {
+    ///     if sign_in.groups().iter().any(|g| g == "beta") {
+    ///         Ok(())
+    ///     } else {
+    ///         Err(DenyReason::Policy("not_in_beta"))
+    ///     }
+    /// });
+    /// # drop(builder);
+    /// ```
+    pub fn admit<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn(SignIn) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), DenyReason>> + Send + 'static,
+    {
+        self.provisioning.predicate = Some(Predicate::new(check));
+        self
+    }
+
+    /// Size and time-to-live of the user cache. A cached user is served without touching the
+    /// store; changes made through the store drop it at once, and the time-to-live bounds how
+    /// long a change made elsewhere can go unseen. Default 10 000 users, 5 minutes.
+    pub fn user_cache(mut self, capacity: u64, ttl: Duration) -> Self {
+        self.provisioning.cache_capacity = Some(capacity);
+        self.provisioning.cache_ttl = Some(ttl);
+        self
+    }
+
+    /// The least time between two recorded sign-ins (`last_login_at`) of one identity.
+    /// Default 5 minutes.
+    pub fn login_record_interval(mut self, interval: Duration) -> Self {
+        self.provisioning.login_interval = Some(interval);
+        self
+    }
+
+    /// Replaces the responses given to refused requests.
+    pub fn error_handler<H2>(self, handler: H2) -> ProvisioningLayerBuilder<H2> {
+        ProvisioningLayerBuilder {
+            issuers: self.issuers,
+            authenticators: self.authenticators,
+            policies: self.policies,
+            optional: self.optional,
+            token_source: self.token_source,
+            max_token_bytes: self.max_token_bytes,
+            http_timeout: self.http_timeout,
+            token_cache_capacity: self.token_cache_capacity,
+            provisioning: self.provisioning,
+            error_handler: handler,
+        }
+    }
+
+    /// Checks every setting and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first setting that cannot work.
+    pub fn build(self) -> Result<ProvisioningLayer<H>, ConfigError> {
+        if self.issuers.is_empty() && self.authenticators.0.is_empty() && self.policies.is_empty() {
+            return Err(ConfigError::NoIssuer);
+        }
+        if let TokenSource::Cookie(name) = &self.token_source
+            && !is_cookie_name(name)
+        {
+            return Err(ConfigError::InvalidSetting {
+                setting: "token_source".to_owned(),
+                reason: "cookie name must be a non-empty RFC 6265 token",
+            });
+        }
+        if self.max_token_bytes == 0 {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_token_size".to_owned(),
+                reason: "must be positive",
+            });
+        }
+        if self.http_timeout.is_zero() {
+            return Err(ConfigError::InvalidDuration {
+                setting: "http_timeout".to_owned(),
+                reason: "must be positive",
+            });
+        }
+        let client = fetch::client(self.http_timeout)
+            .map_err(|err| ConfigError::HttpClient(Box::new(err)))?;
+        let mut needs_store = self.provisioning.needs_store();
+        let mut issuers: Vec<IssuerVerifier> = Vec::with_capacity(self.issuers.len());
+        let mut issuer_provisioning = Vec::with_capacity(self.issuers.len());
+        for issuer in self.issuers {
+            let valid = issuer.validate()?;
+            needs_store |= valid.has_rules;
+            if issuers.iter().any(|i| i.rules.issuer == valid.rules.issuer) {
+                return Err(ConfigError::DuplicateIssuer {
+                    issuer: valid.rules.issuer.to_string(),
+                });
+            }
+            issuer_provisioning.push((Arc::clone(&valid.rules.issuer), valid.provisioning));
+            let fetcher = Fetcher::new(client.clone(), valid.url_policy, MAX_DOCUMENT_BYTES);
+            issuers.push(IssuerVerifier::new(valid.rules, fetcher, valid.timing));
+        }
+        for (issuer, policy) in &self.policies {
+            if issuer_provisioning.iter().any(|(i, _)| **i == **issuer) {
+                return Err(ConfigError::DuplicateIssuer {
+                    issuer: issuer.clone(),
+                });
+            }
+            needs_store |= policy.has_rules();
+            issuer_provisioning.push((Arc::from(issuer.as_str()), policy.validate(issuer)?));
+        }
+        if needs_store && self.provisioning.store.is_none() {
+            return Err(ConfigError::InvalidSetting {
+                setting: "store".to_owned(),
+                reason: "admission, mapping, approval and linking settings need a store",
+            });
+        }
+        let settings = self.provisioning;
+        let provisioner = match settings.store {
+            None => None,
+            Some(store) => {
+                let approval_domains = settings
+                    .approval_domains
+                    .iter()
+                    .map(|d| {
+                        DomainPattern::parse(d).ok_or_else(|| ConfigError::InvalidSetting {
+                            setting: format!("require_approval_for_domains `{d}`"),
+                            reason: "not a domain or a `*.domain` pattern",
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let cache_ttl = settings.cache_ttl.unwrap_or(DEFAULT_USER_CACHE_TTL);
+                if cache_ttl.is_zero() {
+                    return Err(ConfigError::InvalidDuration {
+                        setting: "user_cache".to_owned(),
+                        reason: "time-to-live must be positive",
+                    });
+                }
+                Some(Provisioner::new(ProvisionerConfig {
+                    store,
+                    mapping: settings.mapping.unwrap_or_default(),
+                    issuers: issuer_provisioning,
+                    approval_domains,
+                    linking: settings.linking,
+                    reactivate_on_login: settings.reactivate_on_login,
+                    predicate: settings.predicate,
+                    cache_capacity: settings
+                        .cache_capacity
+                        .unwrap_or(DEFAULT_USER_CACHE_CAPACITY),
+                    cache_ttl,
+                    login_interval: settings
+                        .login_interval
+                        .unwrap_or(DEFAULT_LOGIN_RECORD_INTERVAL),
+                }))
+            }
+        };
+        let shared = Shared {
+            tokens: TokenVerifier::new(issuers, self.token_cache_capacity),
+            authenticators: self.authenticators.0,
+            provisioner,
+            token_source: self.token_source,
+            max_token_bytes: self.max_token_bytes,
+            optional: self.optional,
+        };
+        Ok(ProvisioningLayer::from_parts(
+            Arc::new(shared),
+            self.error_handler,
+        ))
+    }
+}
+
+/// An RFC 6265 cookie name: an RFC 2616 token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(issuer: Issuer) -> Result<(), String> {
+        ProvisioningLayer::builder()
+            .issuer(issuer)
+            .build()
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn build_names_the_bad_setting() {
+        let ok = || Issuer::new("https://idp.example.com").audience("api");
+        assert_eq!(build(ok()), Ok(()));
+        let cases: Vec<(&str, Issuer, &str)> = vec![
+            (
+                "relative",
+                Issuer::new("idp.example.com").audience("a"),
+                "not an absolute URL",
+            ),
+            (
+                "not a url",
+                Issuer::new("https://").audience("a"),
+                "not an absolute URL",
+            ),
+            (
+                "query",
+                Issuer::new("https://idp.example.com/?x=1").audience("a"),
+                "not an absolute URL",
+            ),
+            (
+                "fragment",
+                Issuer::new("https://idp.example.com/#x").audience("a"),
+                "not an absolute URL",
+            ),
+            (
+                "credentials",
+                Issuer::new("https://u:p@idp.example.com").audience("a"),
+                "not an absolute URL",
+            ),
+            (
+                "http",
+                Issuer::new("http://idp.example.com").audience("a"),
+                "must be https",
+            ),
+            (
+                "http loopback not allowed",
+                Issuer::new("http://127.0.0.1:8080").audience("a"),
+                "must be https",
+            ),
+            (
+                "http allowed but remote",
+                Issuer::new("http://idp.example.com")
+                    .audience("a")
+                    .allow_http_loopback(true),
+                "only allowed for loopback",
+            ),
+            (
+                "no audience",
+                Issuer::new("https://idp.example.com"),
+                "no audience",
+            ),
+            (
+                "empty audience",
+                Issuer::new("https://idp.example.com").audience(""),
+                "no audience",
+            ),
+            (
+                "no algorithm",
+                ok().algorithms([]),
+                "algorithm list is empty",
+            ),
+            ("no kind", ok().token_kinds([]), "no token kind"),
+            ("leeway", ok().leeway(Duration::from_secs(301)), "leeway"),
+            (
+                "staleness",
+                ok().key_refresh_interval(Duration::from_secs(60))
+                    .max_key_staleness(Duration::from_secs(30)),
+                "max_key_staleness",
+            ),
+        ];
+        for (name, issuer, expected) in cases {
+            let err = build(issuer).unwrap_err();
+            assert!(err.contains(expected), "{name}: {err}");
+        }
+        assert_eq!(
+            build(
+                Issuer::new("http://127.0.0.1:8080")
+                    .audience("a")
+                    .allow_http_loopback(true)
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn build_refuses_layer_wide_mistakes() {
+        let err = ProvisioningLayer::builder().build().unwrap_err();
+        assert!(matches!(err, ConfigError::NoIssuer));
+        let issuer = || Issuer::new("https://idp.example.com").audience("api");
+        let err = ProvisioningLayer::builder()
+            .issuer(issuer())
+            .issuer(issuer())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::DuplicateIssuer { .. }), "{err}");
+        let err = ProvisioningLayer::builder()
+            .issuer(issuer())
+            .token_source(TokenSource::cookie("bad name"))
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("token_source"), "{err}");
+    }
+}

@@ -1,0 +1,638 @@
+//! [`SignIn`]: who signed in, through which source, with what attributes. The one record
+//! between the sign-in sources and the provisioning pipeline.
+//!
+//! Stage: the seam between the sources (`token/` for bearer tokens, and any
+//! [`Authenticator`] of the application's) and the pipeline (`provision/`). Uses only
+//! [`crate::error`] and [`crate::user`]'s identity key; neither sources nor the pipeline are
+//! known here.
+//!
+//! A source verifies a credential its own way and says what it proved as a `SignIn`: the
+//! issuer (or provider id) and the subject, which together are the person's identity; the
+//! attributes, as one JSON object read by the same claim paths whatever the source; the e-mail
+//! address and whether the source vouches for it; the groups; when the credential expires.
+//! Admission, mapping, linking, approval and audit read nothing else, so a rule written once
+//! holds for every source.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::user::IdentityKey;
+
+/// Through which door a person signed in. Named in audit events (`source`) and on
+/// [`ProvisionedUser`](crate::ProvisionedUser).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignInSource {
+    /// An OpenID Connect ID token or an RFC 9068 access token, sent as a bearer token:
+    /// `bearer_jwt`.
+    BearerToken,
+    /// A browser sign-in by the OpenID Connect authorization code flow: `browser_oidc`.
+    BrowserOidc,
+    /// A SAML 2.0 assertion: `saml`.
+    Saml,
+    /// An OAuth 2.0 provider's user profile (GitHub, Facebook, …): `oauth2`.
+    OAuth2,
+    /// An opaque access token answered by RFC 7662 introspection: `introspection`.
+    Introspection,
+    /// A source the application defines, by its name: lower-case ASCII letters, digits and
+    /// `_`, at most 32 characters, and none of the names above.
+    Custom(&'static str),
+}
+
+impl SignInSource {
+    const BUILT_IN: [Self; 5] = [
+        Self::BearerToken,
+        Self::BrowserOidc,
+        Self::Saml,
+        Self::OAuth2,
+        Self::Introspection,
+    ];
+
+    /// The stable name used in audit events and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::BearerToken => "bearer_jwt",
+            Self::BrowserOidc => "browser_oidc",
+            Self::Saml => "saml",
+            Self::OAuth2 => "oauth2",
+            Self::Introspection => "introspection",
+            Self::Custom(name) => name,
+        }
+    }
+
+    fn is_valid(&self) -> bool {
+        match self {
+            Self::Custom(name) => {
+                !name.is_empty()
+                    && name.len() <= 32
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    && !Self::BUILT_IN.iter().any(|s| s.as_str() == *name)
+            }
+            _ => true,
+        }
+    }
+}
+
+impl fmt::Display for SignInSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a [`SignIn`] could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignInError {
+    /// The issuer is empty, longer than 2048 bytes or contains control characters.
+    #[error("invalid issuer")]
+    InvalidIssuer,
+    /// The subject is empty, longer than 255 bytes or contains control characters.
+    #[error("invalid subject")]
+    InvalidSubject,
+    /// A [`SignInSource::Custom`] name that is not a valid name, or is a built-in one.
+    #[error("invalid sign-in source name")]
+    InvalidSource,
+}
+
+/// Longest subject accepted, in bytes. OpenID Connect Core §2 caps `sub` at 255 ASCII
+/// characters; other sources' stable ids are far shorter.
+pub const MAX_SUBJECT_BYTES: usize = 255;
+const MAX_ISSUER_BYTES: usize = 2048;
+
+/// A non-empty subject of at most [`MAX_SUBJECT_BYTES`] with no control characters.
+pub(crate) fn is_valid_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= MAX_SUBJECT_BYTES
+        && !subject.chars().any(char::is_control)
+}
+
+fn is_valid_issuer(issuer: &str) -> bool {
+    !issuer.is_empty() && issuer.len() <= MAX_ISSUER_BYTES && !issuer.chars().any(char::is_control)
+}
+
+/// One verified sign-in, from any source: the record every stage of provisioning reads.
+///
+/// Identity is [`issuer`](Self::issuer) and [`subject`](Self::subject) together, never the
+/// e-mail address. Cheap to clone: the record sits behind an [`Arc`].
+///
+/// Sources inside this crate build it as they verify; an application's own source builds it
+/// with [`SignIn::builder`] (see the crate docs, "Adding a sign-in source"):
+///
+/// ```
+/// use tower_jit_provisioning::{SignIn, SignInSource};
+///
+/// let sign_in = SignIn::builder(SignInSource::Custom("trusted_proxy"), "https://proxy.internal", "u-42")
+///     .attribute("name", "Ada Lovelace")
+///     .attribute("department", "Engines")
+///     .email("ada@example.com", true)
+///     .groups(["engineering"])
+///     .build()?;
+/// assert_eq!(sign_in.source().as_str(), "trusted_proxy");
+/// assert_eq!(sign_in.name(), Some("Ada Lovelace"));
+/// assert_eq!(sign_in.claim("department").and_then(|v| v.as_str()), Some("Engines"));
+/// # Ok::<(), tower_jit_provisioning::SignInError>(())
+/// ```
+///
+/// The layer puts a `SignIn` into the request extensions of every request it lets through with
+/// a credential; with the `axum` feature it is also an extractor.
+#[derive(Clone)]
+pub struct SignIn(Arc<Inner>);
+
+struct Inner {
+    source: SignInSource,
+    issuer: Arc<str>,
+    subject: Box<str>,
+    email: Option<Box<str>>,
+    email_verified: bool,
+    groups: Vec<String>,
+    groups_asserted: bool,
+    expires_at: Option<DateTime<Utc>>,
+    profile: Profile,
+    attributes: Attributes,
+}
+
+/// The attributes: given as an object, or kept as JSON text and parsed on first use (a token's
+/// payload, which a cached token keeps for a few hundred bytes instead of a parsed tree).
+enum Attributes {
+    Object(Map<String, Value>),
+    Text {
+        json: Box<str>,
+        parsed: OnceLock<Map<String, Value>>,
+    },
+}
+
+/// The standard profile attributes, when they are strings.
+struct Profile {
+    name: Option<Box<str>>,
+    given_name: Option<Box<str>>,
+    family_name: Option<Box<str>>,
+    preferred_username: Option<Box<str>>,
+    picture: Option<Box<str>>,
+    locale: Option<Box<str>>,
+}
+
+impl Profile {
+    fn read(attributes: &Map<String, Value>) -> Self {
+        let text = |name: &str| attributes.get(name).and_then(Value::as_str).map(Box::from);
+        Self {
+            name: text("name"),
+            given_name: text("given_name"),
+            family_name: text("family_name"),
+            preferred_username: text("preferred_username"),
+            picture: text("picture"),
+            locale: text("locale"),
+        }
+    }
+}
+
+/// Builds a [`SignIn`]; see [`SignIn::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct SignInBuilder {
+    source: SignInSource,
+    issuer: Arc<str>,
+    subject: String,
+    attributes: Map<String, Value>,
+    email: Option<(String, bool)>,
+    groups: Option<Vec<String>>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl SignInBuilder {
+    /// Replaces the attributes: the source's claims, assertion attributes or profile fields,
+    /// as one JSON object. Mapping reads them by name or dotted path; `name`, `given_name`,
+    /// `family_name`, `preferred_username`, `picture` and `locale` fill the profile.
+    pub fn attributes(mut self, attributes: Map<String, Value>) -> Self {
+        self.attributes = attributes;
+        self
+    }
+
+    /// Sets one attribute.
+    pub fn attribute(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.attributes.insert(name.into(), value.into());
+        self
+    }
+
+    /// The person's e-mail address, and whether this source vouches that it is theirs. Only a
+    /// vouched address counts for domain rules and linking. Without this call the `email`
+    /// attribute is the address, never vouched for: an `email_verified` attribute is not read.
+    pub fn email(mut self, address: impl Into<String>, verified: bool) -> Self {
+        self.email = Some((address.into(), verified));
+        self
+    }
+
+    /// The person's groups, as the source asserts them (an empty list asserts "no groups").
+    /// Without this call, the `groups` attribute's strings, if it has one.
+    pub fn groups<I, G>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = G>,
+        G: Into<String>,
+    {
+        self.groups = Some(groups.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// When the credential stops being valid.
+    pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Checks the identity and builds the sign-in.
+    ///
+    /// # Errors
+    ///
+    /// [`SignInError`] for an issuer, subject or source name that cannot be an identity.
+    pub fn build(self) -> Result<SignIn, SignInError> {
+        if !self.source.is_valid() {
+            return Err(SignInError::InvalidSource);
+        }
+        if !is_valid_issuer(&self.issuer) {
+            return Err(SignInError::InvalidIssuer);
+        }
+        if !is_valid_subject(&self.subject) {
+            return Err(SignInError::InvalidSubject);
+        }
+        let (email, email_verified) = match self.email {
+            Some((address, verified)) => (Some(address), verified),
+            None => (
+                self.attributes
+                    .get("email")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                false,
+            ),
+        };
+        let (groups, groups_asserted) = match self.groups {
+            Some(groups) => (groups, true),
+            None => match self.attributes.get("groups") {
+                Some(value) => (strings(value), true),
+                None => (Vec::new(), false),
+            },
+        };
+        Ok(SignIn(Arc::new(Inner {
+            source: self.source,
+            issuer: self.issuer,
+            subject: self.subject.into_boxed_str(),
+            email: email.map(String::into_boxed_str),
+            email_verified,
+            groups,
+            groups_asserted,
+            expires_at: self.expires_at,
+            profile: Profile::read(&self.attributes),
+            attributes: Attributes::Object(self.attributes),
+        })))
+    }
+}
+
+/// What a bearer token's verification established, for [`SignIn::from_token`].
+pub(crate) struct TokenSignIn<'a> {
+    pub(crate) issuer: Arc<str>,
+    pub(crate) subject: String,
+    /// The payload, parsed, to read the profile from.
+    pub(crate) claims: &'a Map<String, Value>,
+    /// The payload as signed, kept instead of the parsed object.
+    pub(crate) json: String,
+    pub(crate) email_verified: bool,
+    pub(crate) groups: Vec<String>,
+    pub(crate) groups_asserted: bool,
+    pub(crate) expires_at: DateTime<Utc>,
+}
+
+impl SignIn {
+    /// Starts a sign-in by `subject` at `issuer` (an issuer URL, a SAML entity ID, a provider
+    /// id such as `github`), through `source`.
+    pub fn builder(
+        source: SignInSource,
+        issuer: impl Into<Arc<str>>,
+        subject: impl Into<String>,
+    ) -> SignInBuilder {
+        SignInBuilder {
+            source,
+            issuer: issuer.into(),
+            subject: subject.into(),
+            attributes: Map::new(),
+            email: None,
+            groups: None,
+            expires_at: None,
+        }
+    }
+
+    /// A bearer token's sign-in, from what its verification established. The subject was
+    /// checked by the verifier.
+    pub(crate) fn from_token(token: TokenSignIn<'_>) -> Self {
+        let email = token
+            .claims
+            .get("email")
+            .and_then(Value::as_str)
+            .map(Box::from);
+        Self(Arc::new(Inner {
+            source: SignInSource::BearerToken,
+            issuer: token.issuer,
+            subject: token.subject.into_boxed_str(),
+            email,
+            email_verified: token.email_verified,
+            groups: token.groups,
+            groups_asserted: token.groups_asserted,
+            expires_at: Some(token.expires_at),
+            profile: Profile::read(token.claims),
+            attributes: Attributes::Text {
+                json: token.json.into_boxed_str(),
+                parsed: OnceLock::new(),
+            },
+        }))
+    }
+
+    /// Through which source the person signed in.
+    pub fn source(&self) -> SignInSource {
+        self.0.source
+    }
+
+    /// The issuer or provider the subject belongs to.
+    pub fn issuer(&self) -> &str {
+        &self.0.issuer
+    }
+
+    /// The source's stable identifier for the person.
+    pub fn subject(&self) -> &str {
+        &self.0.subject
+    }
+
+    /// The identity: `(issuer, subject)`.
+    pub fn identity(&self) -> IdentityKey {
+        IdentityKey::new(Arc::clone(&self.0.issuer), &*self.0.subject)
+    }
+
+    /// The e-mail address, as the source gave it. Not an identity, and not proof of anything
+    /// unless [`email_verified`](Self::email_verified) is true.
+    pub fn email(&self) -> Option<&str> {
+        self.0.email.as_deref()
+    }
+
+    /// Whether the source vouches that [`email`](Self::email) is the person's.
+    pub fn email_verified(&self) -> bool {
+        self.0.email_verified && self.0.email.is_some()
+    }
+
+    /// The `name` attribute.
+    pub fn name(&self) -> Option<&str> {
+        self.0.profile.name.as_deref()
+    }
+
+    /// The `given_name` attribute.
+    pub fn given_name(&self) -> Option<&str> {
+        self.0.profile.given_name.as_deref()
+    }
+
+    /// The `family_name` attribute.
+    pub fn family_name(&self) -> Option<&str> {
+        self.0.profile.family_name.as_deref()
+    }
+
+    /// The `preferred_username` attribute. Informational only: sources let people change it.
+    pub fn preferred_username(&self) -> Option<&str> {
+        self.0.profile.preferred_username.as_deref()
+    }
+
+    /// The `picture` attribute.
+    pub fn picture(&self) -> Option<&str> {
+        self.0.profile.picture.as_deref()
+    }
+
+    /// The `locale` attribute.
+    pub fn locale(&self) -> Option<&str> {
+        self.0.profile.locale.as_deref()
+    }
+
+    /// Whether the source asserted the person's groups at all (an empty list included).
+    pub fn groups_asserted(&self) -> bool {
+        self.0.groups_asserted
+    }
+
+    /// The person's groups, as the source asserted them.
+    pub fn groups(&self) -> &[String] {
+        &self.0.groups
+    }
+
+    /// When the credential stops being valid, when the source says.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.expires_at
+    }
+
+    /// Every attribute, as one JSON object (a token's claims are parsed on the first call).
+    pub fn attributes(&self) -> &Map<String, Value> {
+        match &self.0.attributes {
+            Attributes::Object(map) => map,
+            // The token's payload passed the strict parser at verification; a plain parse of
+            // the same text gives the same object.
+            Attributes::Text { json, parsed } => {
+                parsed.get_or_init(|| serde_json::from_str(json).unwrap_or_default())
+            }
+        }
+    }
+
+    /// An attribute by name or by dotted path into nested objects (`realm_access.roles`). An
+    /// attribute whose name itself contains dots (such as Auth0's
+    /// `https://example.com/roles`) is found by its full name first.
+    pub fn claim(&self, path: &str) -> Option<&Value> {
+        lookup(self.attributes(), path)
+    }
+
+    /// A string attribute by name or path, answered from the fields read when the sign-in was
+    /// built when it is a standard one, so that the usual mapping parses nothing.
+    pub(crate) fn claim_str(&self, path: &str) -> Option<&str> {
+        match path {
+            "iss" => Some(self.issuer()),
+            "sub" => Some(self.subject()),
+            "email" => self.email(),
+            "name" => self.name(),
+            "given_name" => self.given_name(),
+            "family_name" => self.family_name(),
+            "preferred_username" => self.preferred_username(),
+            "picture" => self.picture(),
+            "locale" => self.locale(),
+            _ => self.claim(path).and_then(Value::as_str),
+        }
+    }
+}
+
+impl fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignIn")
+            .field("source", &self.source())
+            .field("issuer", &self.issuer())
+            .field("subject", &self.subject())
+            .field("email", &self.email())
+            .field("email_verified", &self.email_verified())
+            .field("groups", &self.groups())
+            .field("expires_at", &self.expires_at())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Strings from an attribute value: an array's string members, or a single string.
+pub(crate) fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Finds an attribute by its full name, else by walking a dotted path through nested objects.
+pub(crate) fn lookup<'a>(attributes: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(value) = attributes.get(path) {
+        return Some(value);
+    }
+    let mut segments = path.split('.');
+    let mut current = attributes.get(segments.next()?)?;
+    for segment in segments {
+        current = current.as_object()?.get(segment)?;
+    }
+    Some(current)
+}
+
+/// A sign-in source of the application's: reads one kind of credential from a request and
+/// verifies it into a [`SignIn`]. Registered with
+/// [`ProvisioningLayerBuilder::authenticator`](crate::ProvisioningLayerBuilder::authenticator);
+/// the layer asks each in turn when a request carries no bearer token, and provisions the first
+/// sign-in one returns through the same pipeline as a token's.
+///
+/// See the crate docs, "Adding a sign-in source", for an example.
+pub trait Authenticator: Send + Sync + 'static {
+    /// The source this authenticator's sign-ins come from.
+    fn source(&self) -> SignInSource;
+
+    /// The sign-in this request's credential proves; `Ok(None)` when the request carries no
+    /// credential of this kind (the next authenticator is asked), an error when it carries one
+    /// that is not acceptable (the request is refused with it, usually
+    /// [`Error::InvalidCredentials`]).
+    fn authenticate(
+        &self,
+        request: &http::request::Parts,
+    ) -> impl Future<Output = Result<Option<SignIn>, Error>> + Send;
+}
+
+type AuthenticateFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<SignIn>, Error>> + Send + 'a>>;
+
+/// [`Authenticator`], object-safe, so the layer holds any number of them.
+pub(crate) trait DynAuthenticator: Send + Sync + 'static {
+    fn source(&self) -> SignInSource;
+    fn authenticate<'a>(&'a self, request: &'a http::request::Parts) -> AuthenticateFuture<'a>;
+}
+
+impl<A: Authenticator> DynAuthenticator for A {
+    fn source(&self) -> SignInSource {
+        Authenticator::source(self)
+    }
+
+    fn authenticate<'a>(&'a self, request: &'a http::request::Parts) -> AuthenticateFuture<'a> {
+        Box::pin(Authenticator::authenticate(self, request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(source: SignInSource, issuer: &str, subject: &str) -> Result<SignIn, SignInError> {
+        SignIn::builder(source, issuer, subject).build()
+    }
+
+    #[test]
+    fn identities_are_checked() {
+        let custom = SignInSource::Custom("proxy");
+        assert!(build(custom, "https://proxy", "42").is_ok());
+        let cases = [
+            (custom, "", "42", SignInError::InvalidIssuer),
+            (custom, "a\nb", "42", SignInError::InvalidIssuer),
+            (custom, "https://proxy", "", SignInError::InvalidSubject),
+            (
+                custom,
+                "https://proxy",
+                "a\u{0}b",
+                SignInError::InvalidSubject,
+            ),
+            (
+                SignInSource::Custom("Proxy"),
+                "i",
+                "s",
+                SignInError::InvalidSource,
+            ),
+            (
+                SignInSource::Custom(""),
+                "i",
+                "s",
+                SignInError::InvalidSource,
+            ),
+            (
+                SignInSource::Custom("saml"),
+                "i",
+                "s",
+                SignInError::InvalidSource,
+            ),
+        ];
+        for (source, issuer, subject, expected) in cases {
+            assert_eq!(
+                build(source, issuer, subject).unwrap_err(),
+                expected,
+                "{issuer:?} {subject:?}"
+            );
+        }
+        let long = "x".repeat(MAX_SUBJECT_BYTES + 1);
+        assert_eq!(
+            build(custom, "i", &long).unwrap_err(),
+            SignInError::InvalidSubject
+        );
+    }
+
+    #[test]
+    fn email_is_vouched_only_by_the_source() {
+        let claimed = SignIn::builder(SignInSource::Custom("proxy"), "i", "s")
+            .attribute("email", "a@example.com")
+            .attribute("email_verified", true)
+            .build()
+            .unwrap();
+        assert_eq!(claimed.email(), Some("a@example.com"));
+        assert!(!claimed.email_verified(), "an attribute does not vouch");
+        let vouched = SignIn::builder(SignInSource::Custom("proxy"), "i", "s")
+            .email("a@example.com", true)
+            .build()
+            .unwrap();
+        assert!(vouched.email_verified());
+        assert_eq!(vouched.claim_str("email"), Some("a@example.com"));
+    }
+
+    #[test]
+    fn groups_and_paths() {
+        let sign_in = SignIn::builder(SignInSource::Custom("proxy"), "i", "s")
+            .attribute("groups", serde_json::json!(["a", 1, "b"]))
+            .attribute("realm_access", serde_json::json!({"roles": ["admin"]}))
+            .attribute("https://example.com/roles", serde_json::json!(["owner"]))
+            .build()
+            .unwrap();
+        assert!(sign_in.groups_asserted());
+        assert_eq!(sign_in.groups(), ["a", "b"]);
+        assert_eq!(sign_in.claim("realm_access.roles").unwrap()[0], "admin");
+        assert_eq!(
+            sign_in.claim("https://example.com/roles").unwrap()[0],
+            "owner"
+        );
+        assert!(sign_in.claim("realm_access.missing").is_none());
+        let none = build(SignInSource::Saml, "i", "s").unwrap();
+        assert!(!none.groups_asserted());
+    }
+}
