@@ -173,7 +173,33 @@
 //!   extractors.
 //! - `scim`: [`scim::Scim`], a SCIM 2.0 service provider on the same store.
 //! - `test-util`: [`testing::TestIssuer`], a real issuer on loopback that mints tokens.
+//!
+//! Every item says which feature it needs, on docs.rs.
+//!
 
+#![cfg_attr(feature = "postgres", doc = "[`PostgresStore`]: crate::PostgresStore")]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "[`PostgresStore`]: https://docs.rs/tower-jit-provisioning/latest/tower_jit_provisioning/struct.PostgresStore.html"
+)]
+#![cfg_attr(feature = "sqlite", doc = "[`SqliteStore`]: crate::SqliteStore")]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "[`SqliteStore`]: https://docs.rs/tower-jit-provisioning/latest/tower_jit_provisioning/struct.SqliteStore.html"
+)]
+#![cfg_attr(feature = "scim", doc = "[`scim::Scim`]: crate::scim::Scim")]
+#![cfg_attr(
+    not(feature = "scim"),
+    doc = "[`scim::Scim`]: https://docs.rs/tower-jit-provisioning/latest/tower_jit_provisioning/scim/struct.Scim.html"
+)]
+#![cfg_attr(
+    feature = "test-util",
+    doc = "[`testing::TestIssuer`]: crate::testing::TestIssuer"
+)]
+#![cfg_attr(
+    not(feature = "test-util"),
+    doc = "[`testing::TestIssuer`]: https://docs.rs/tower-jit-provisioning/latest/tower_jit_provisioning/testing/struct.TestIssuer.html"
+)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

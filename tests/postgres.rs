@@ -64,10 +64,12 @@ async fn count(store: &PostgresStore, table: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
 async fn concurrent_first_logins_on_three_servers_make_exactly_one_account_each() {
-    let Some(db) = PgDatabase::create("concurrent_first_logins_on_three_servers").await else {
-        return;
-    };
+    let db = PgDatabase::create("concurrent_first_logins_on_three_servers").await;
     let idp = TestIssuer::start().await;
     let instances = Arc::new(vec![
         Instance::start(&db, &idp).await,
@@ -110,10 +112,12 @@ async fn concurrent_first_logins_on_three_servers_make_exactly_one_account_each(
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
 async fn a_deactivation_through_one_server_is_refused_by_the_others_at_once() {
-    let Some(db) = PgDatabase::create("a_deactivation_through_one_server").await else {
-        return;
-    };
+    let db = PgDatabase::create("a_deactivation_through_one_server").await;
     let idp = TestIssuer::start().await;
     let a = Instance::start(&db, &idp).await;
     let b = Instance::start(&db, &idp).await;
@@ -163,10 +167,12 @@ async fn a_deactivation_through_one_server_is_refused_by_the_others_at_once() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
 async fn role_and_profile_changes_and_deletions_reach_every_server() {
-    let Some(db) = PgDatabase::create("role_and_profile_changes").await else {
-        return;
-    };
+    let db = PgDatabase::create("role_and_profile_changes").await;
     let idp = TestIssuer::start().await;
     let a = Instance::start(&db, &idp).await;
     let b = Instance::start(&db, &idp).await;
@@ -215,10 +221,12 @@ async fn role_and_profile_changes_and_deletions_reach_every_server() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
 async fn a_connection_killed_mid_transaction_leaves_no_orphan() {
-    let Some(db) = PgDatabase::create("a_connection_killed_mid_transaction").await else {
-        return;
-    };
+    let db = PgDatabase::create("a_connection_killed_mid_transaction").await;
     let idp = TestIssuer::start().await;
     let a = Instance::start(&db, &idp).await;
     let admin = PgPoolOptions::new().connect(&db.url).await.unwrap();
@@ -279,10 +287,12 @@ async fn a_connection_killed_mid_transaction_leaves_no_orphan() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
 async fn an_exhausted_pool_answers_503_instead_of_hanging() {
-    let Some(db) = PgDatabase::create("an_exhausted_pool_answers_503").await else {
-        return;
-    };
+    let db = PgDatabase::create("an_exhausted_pool_answers_503").await;
     let idp = TestIssuer::start().await;
     let pool = PgPoolOptions::new()
         .max_connections(1)
@@ -317,10 +327,12 @@ async fn an_exhausted_pool_answers_503_instead_of_hanging() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
 async fn migrations_run_once_and_live_in_their_own_table() {
-    let Some(db) = PgDatabase::create("migrations_run_once").await else {
-        return;
-    };
+    let db = PgDatabase::create("migrations_run_once").await;
     let (first, second) = tokio::join!(db.store(), db.store());
     first.migrate().await.unwrap();
     second.migrate().await.unwrap();

@@ -1,41 +1,149 @@
-//! A real PostgreSQL restart in the middle of traffic. Its own test binary, so no other test runs
-//! while the database is down. Needs `JIT_TEST_POSTGRES_URL` and `JIT_TEST_POSTGRES_CTL` (the
-//! `pg_ctlcluster … main` prefix that stops and starts the server); skipped loudly without them.
+//! A real PostgreSQL restart in the middle of traffic, on a PostgreSQL instance of the test's
+//! own (`initdb` in a temporary directory, on a free port), so nobody else's server is touched.
+//! Its own test binary, so no other test runs while the database is down. Needs PostgreSQL's
+//! server programs (`initdb`, `pg_ctl`); shows as ignored without `JIT_TEST_POSTGRES_URL`, which
+//! `bash .ci/run` sets when it has PostgreSQL.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{PgDatabase, Server, get_with, user_app};
+use common::{Server, get_with, user_app};
 use tower_jit_provisioning::testing::TestIssuer;
 use tower_jit_provisioning::{PostgresStore, ProvisioningLayer, UserStore};
 
-/// Stops and starts the cluster; starts it again if the test fails while it is down.
+/// A PostgreSQL instance of this test's own, stopped and removed when dropped.
 struct Cluster {
-    ctl: String,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    /// `initdb` refuses to run as root: as root, the server runs as the `postgres` user.
+    as_postgres: bool,
 }
 
 impl Cluster {
-    fn run(&self, action: &str) {
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{} {action}", self.ctl))
-            .status()
-            .unwrap();
-        assert!(status.success(), "`{} {action}` failed", self.ctl);
+    fn create() -> Self {
+        let bin = server_programs();
+        let dir = tempfile::tempdir().unwrap();
+        let whoami = Command::new("id").arg("-u").output().unwrap();
+        let as_postgres = String::from_utf8_lossy(&whoami.stdout).trim() == "0";
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["postgres:", &dir.path().display().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown of the cluster directory");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Self {
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
+        let data = cluster.data();
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        cluster.pg_ctl("start");
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        let data = self.data();
+        let mut args = vec!["-D", &data, "-w"];
+        match action {
+            "start" => args.extend(["-l", &log, "-o", &options, "start"]),
+            _ => args.extend(["-m", "fast", "stop"]),
+        }
+        self.run("pg_ctl", &args);
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self.command(program).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{} start", self.ctl))
-            .status();
+        let data = self.data();
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
     }
+}
+
+/// The directory of `initdb` and `pg_ctl`: on the `PATH`, or Debian's
+/// `/usr/lib/postgresql/<version>/bin` (the newest).
+fn server_programs() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file()))
+    {
+        return dir;
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| dirs.flatten().map(|d| d.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.retain(|dir| Path::new(dir).join("initdb").is_file());
+    versions.sort_by_key(|dir| {
+        dir.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+    });
+    versions
+        .pop()
+        .expect("PostgreSQL's server programs (initdb, pg_ctl): install PostgreSQL")
 }
 
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -50,16 +158,16 @@ async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL (initdb, pg_ctl): set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
 async fn a_database_restart_during_traffic_is_survived() {
-    let Ok(ctl) = std::env::var("JIT_TEST_POSTGRES_CTL") else {
-        eprintln!(
-            "\n*** SKIPPED a_database_restart_during_traffic_is_survived: \
-             JIT_TEST_POSTGRES_CTL is not set (see DEVELOPERS.md) ***\n"
-        );
-        return;
-    };
-    let Some(db) = PgDatabase::create("a_database_restart_during_traffic").await else {
-        return;
+    let cluster = Cluster::create();
+    let connect = || async {
+        let store = PostgresStore::connect(&cluster.url()).await.unwrap();
+        store.migrate().await.unwrap();
+        store
     };
     let idp = TestIssuer::start().await;
     let start = |store: PostgresStore| {
@@ -73,8 +181,8 @@ async fn a_database_restart_during_traffic_is_survived() {
             Server::start(user_app(layer)).await
         }
     };
-    let store_a = db.store().await;
-    let store_b = db.store().await;
+    let store_a = connect().await;
+    let store_b = connect().await;
     let a = start(store_a.clone()).await;
     let b = start(store_b.clone()).await;
     until("listeners", async || {
@@ -135,8 +243,7 @@ async fn a_database_restart_during_traffic_is_survived() {
     };
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cluster = Cluster { ctl };
-    cluster.run("stop -m fast");
+    cluster.pg_ctl("stop");
     // Down: uncached users get 503 with Retry-After; the cached user still gets in.
     let newcomer = idp.id_token().subject("during-outage").sign();
     let reply = get_with(&client, &a.url("/me"), Some(&newcomer)).await;
@@ -149,7 +256,7 @@ async fn a_database_restart_during_traffic_is_survived() {
         200
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.run("start");
+    cluster.pg_ctl("start");
 
     // Up again: newcomers get accounts, and the listeners are back.
     until("newcomers served again", async || {

@@ -1136,11 +1136,12 @@ async fn scim_changes_are_audited_with_the_client_as_actor() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
 async fn a_scim_deactivation_reaches_every_server_sharing_a_postgres_store() {
-    let Some(db) = common::PgDatabase::create("a_scim_deactivation_reaches_every_server").await
-    else {
-        return;
-    };
+    let db = common::PgDatabase::create("a_scim_deactivation_reaches_every_server").await;
     let idp = TestIssuer::start().await;
     let mut servers = Vec::new();
     for _ in 0..2 {

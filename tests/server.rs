@@ -244,11 +244,12 @@ async fn bad_settings_stop_the_server_with_one_line_naming_the_variable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
 async fn two_server_processes_share_one_postgres_database() {
-    let Some(db) = common::PgDatabase::create("two_server_processes_share_one_postgres").await
-    else {
-        return;
-    };
+    let db = common::PgDatabase::create("two_server_processes_share_one_postgres").await;
     let idp = TestIssuer::start().await;
     let unused = tempfile::tempdir().unwrap();
     let env = [
