@@ -7,14 +7,14 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `JIT_ISSUERS` | comma-separated issuer URLs; when set, no development issuer | development issuer |
+//! | `JIT_ISSUERS` | comma-separated issuers: a URL; `entra:<tenant id>`; `google`; or `<preset>=<URL>` with a preset of `entra`, `okta`, `keycloak`, `auth0`, `google`, which applies that provider's token rules to the URL. When set, no development issuer | development issuer |
 //! | `JIT_AUDIENCES` | comma-separated accepted audiences | `test-client` with the development issuer |
-//! | `JIT_TOKEN_KINDS` | `id`, `access` or `id,access` | `id,access` |
+//! | `JIT_TOKEN_KINDS` | `id`, `access` or `id,access` | `id,access` (Google: `id`) |
 //! | `JIT_ALLOWED_DOMAINS` | comma-separated e-mail domains (`*.example.com` for sub-domains); empty: any | any |
 //! | `JIT_DEFAULT_ROLES` | comma-separated roles for every new account | none |
 //! | `JIT_GROUP_ROLES` | `group=role,group=role` | none |
 //! | `JIT_DATABASE_URL` | `sqlite://…`, or `postgres://…` for several servers sharing one database | `sqlite://jit.db` |
-//! | `JIT_LISTEN` | address to listen on | `127.0.0.1:3000` |
+//! | `JIT_LISTEN` | `host:port` to listen on (a name such as `localhost` too) | `127.0.0.1:3000` |
 //! | `JIT_ALLOW_HTTP_ISSUERS` | `1`: plain-http issuers allowed, on loopback addresses only | off |
 //! | `JIT_LINK_BY_VERIFIED_EMAIL` | `1`: link first sign-ins to accounts with the same verified e-mail; issuers are trusted for `JIT_ALLOWED_DOMAINS` (or any domain when empty) | off |
 //! | `JIT_SCIM_TOKEN` | mounts the SCIM 2.0 service provider at `/scim/v2` behind this bearer secret (16 characters at least) | no SCIM |
@@ -24,7 +24,7 @@
 //! the mapping, so SCIM group memberships grant the same roles as token groups, and a SCIM
 //! deactivation refuses the user's next request.
 
-use std::net::SocketAddr;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use axum::routing::get;
@@ -33,8 +33,8 @@ use serde_json::{Value, json};
 use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::TestIssuer;
 use tower_jit_provisioning::{
-    AttributeMapping, ConfigError, Issuer, PostgresStore, ProvisionedUser, ProvisioningLayer,
-    ProvisioningLayerBuilder, SqliteStore, StoreError, TokenKind, UserStore,
+    AttributeMapping, ConfigError, Issuer, PostgresStore, Provider, ProvisionedUser,
+    ProvisioningLayer, ProvisioningLayerBuilder, SqliteStore, StoreError, TokenKind, UserStore,
 };
 
 /// A setting that cannot work, with the variable that holds it.
@@ -54,14 +54,15 @@ fn bad(variable: &'static str, message: impl Into<String>) -> BadSetting {
 /// The server's settings. No `Debug`: the database URL may carry a password, and the SCIM
 /// token is a secret.
 struct Settings {
-    issuers: Vec<String>,
+    issuers: Vec<IssuerSpec>,
     audiences: Vec<String>,
-    kinds: Vec<TokenKind>,
+    /// `None`: each issuer's own default.
+    kinds: Option<Vec<TokenKind>>,
     allowed_domains: Vec<String>,
     default_roles: Vec<String>,
     group_roles: Vec<(String, String)>,
     database_url: String,
-    listen: SocketAddr,
+    listen: String,
     allow_http: bool,
     link_by_verified_email: bool,
     scim_token: Option<String>,
@@ -92,14 +93,91 @@ fn flag(name: &'static str) -> Result<bool, BadSetting> {
     }
 }
 
+/// One entry of `JIT_ISSUERS`.
+enum IssuerSpec {
+    /// A URL, with the default (RFC 9068) rules.
+    Url(String),
+    /// A provider's rules on a URL.
+    Preset(Provider, String),
+    /// Microsoft Entra ID, one tenant.
+    EntraTenant(String),
+    /// Google.
+    Google,
+}
+
+impl IssuerSpec {
+    fn parse(entry: &str) -> Result<Self, BadSetting> {
+        if entry == "google" {
+            return Ok(Self::Google);
+        }
+        if let Some(tenant) = entry.strip_prefix("entra:") {
+            let guid =
+                tenant.len() == 36 && tenant.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            if !guid {
+                return Err(bad(
+                    "JIT_ISSUERS",
+                    format!("`{entry}`: an Entra tenant id is a GUID"),
+                ));
+            }
+            return Ok(Self::EntraTenant(tenant.to_ascii_lowercase()));
+        }
+        if let Some((name, url)) = entry.split_once('=') {
+            let provider = Provider::from_name(name).ok_or_else(|| {
+                bad(
+                    "JIT_ISSUERS",
+                    format!("`{name}` is not a preset (entra, okta, keycloak, auth0, google)"),
+                )
+            })?;
+            return Ok(Self::Preset(provider, url.to_owned()));
+        }
+        if entry.starts_with("https://") || entry.starts_with("http://") {
+            return Ok(Self::Url(entry.to_owned()));
+        }
+        Err(bad(
+            "JIT_ISSUERS",
+            format!("`{entry}` is not a URL, `entra:<tenant id>`, `google` or `<preset>=<URL>`"),
+        ))
+    }
+
+    fn issuer(&self) -> Issuer {
+        match self {
+            Self::Url(url) => Issuer::new(url),
+            Self::Google => Issuer::google(),
+            Self::EntraTenant(tenant) => Issuer::entra(tenant),
+            Self::Preset(provider, url) => {
+                let issuer = Issuer::new(url).provider(*provider);
+                // An Entra issuer URL names its tenant: pin it, as `entra:<tenant>` does.
+                match (provider, entra_tenant(url)) {
+                    (Provider::Entra, Some(tenant)) => issuer.require_claim("tid", tenant),
+                    _ => issuer,
+                }
+            }
+        }
+    }
+}
+
+/// The tenant id in an Entra issuer URL (`…/{tenant}/v2.0`, `https://sts.windows.net/{tenant}/`).
+fn entra_tenant(url: &str) -> Option<String> {
+    url.split('/')
+        .find(|segment| {
+            segment.len() == 36
+                && segment.chars().filter(|c| *c == '-').count() == 4
+                && segment.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        })
+        .map(str::to_ascii_lowercase)
+}
+
 fn settings() -> Result<Settings, BadSetting> {
-    let issuers = list("JIT_ISSUERS");
+    let issuers = list("JIT_ISSUERS")
+        .iter()
+        .map(|entry| IssuerSpec::parse(entry))
+        .collect::<Result<Vec<_>, _>>()?;
     let audiences = list("JIT_AUDIENCES");
     if !issuers.is_empty() && audiences.is_empty() {
         return Err(bad("JIT_AUDIENCES", "required when JIT_ISSUERS is set"));
     }
     let kinds = match var("JIT_TOKEN_KINDS") {
-        None => vec![TokenKind::Id, TokenKind::Access],
+        None => None,
         Some(_) => list("JIT_TOKEN_KINDS")
             .iter()
             .map(|kind| match kind.as_str() {
@@ -110,7 +188,8 @@ fn settings() -> Result<Settings, BadSetting> {
                     format!("`{other}` is not `id` or `access`"),
                 )),
             })
-            .collect::<Result<Vec<_>, _>>()?,
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)?,
     };
     let group_roles = list("JIT_GROUP_ROLES")
         .iter()
@@ -124,10 +203,18 @@ fn settings() -> Result<Settings, BadSetting> {
             )),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let listen = var("JIT_LISTEN")
-        .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
-        .parse()
-        .map_err(|e| bad("JIT_LISTEN", format!("not a socket address: {e}")))?;
+    let listen = var("JIT_LISTEN").unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    let port_ok = listen
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
+        return Err(bad(
+            "JIT_LISTEN",
+            format!(
+                "`{listen}` is not `host:port` (`127.0.0.1:3000`, `localhost:3000`, `[::1]:3000`)"
+            ),
+        ));
+    }
     let database_url = var("JIT_DATABASE_URL").unwrap_or_else(|| "sqlite://jit.db".to_owned());
     if !["sqlite:", "postgres://", "postgresql://"]
         .iter()
@@ -169,9 +256,10 @@ fn variable_of(error: &ConfigError) -> &'static str {
 }
 
 fn issuer(settings: &Settings, base: Issuer) -> Issuer {
-    let mut issuer = base
-        .token_kinds(settings.kinds.clone())
-        .allowed_domains(settings.allowed_domains.clone());
+    let mut issuer = base.allowed_domains(settings.allowed_domains.clone());
+    if let Some(kinds) = &settings.kinds {
+        issuer = issuer.token_kinds(kinds.clone());
+    }
     if settings.link_by_verified_email {
         issuer = if settings.allowed_domains.is_empty() {
             issuer.trust_any_email_domain()
@@ -231,7 +319,13 @@ async fn open_store(
             })
             .transpose()
     }
-    let database = |e: StoreError| format!("JIT_DATABASE_URL: cannot open the database: {e}");
+    let database = |e: StoreError| {
+        format!(
+            "JIT_DATABASE_URL: cannot open the database {}: {}",
+            redacted(url),
+            chain(&e)
+        )
+    };
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url).await.map_err(database)?;
         store.migrate().await.map_err(database)?;
@@ -243,6 +337,50 @@ async fn open_store(
         let router = scim(&store, mapping, scim_token)?;
         Ok((ProvisioningLayer::builder().store(store), router))
     }
+}
+
+/// An error with its causes, `a: b: c`: what went wrong below a store error is the part that
+/// says what to do.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A database URL fit to print: its password replaced.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
+/// Where the development issuer keeps its port and keys: beside an SQLite database file, so one
+/// database always sees one issuer (and each development user keeps their account), else in
+/// the working directory; nowhere for an in-memory database.
+fn dev_issuer_file(database_url: &str) -> Option<std::path::PathBuf> {
+    if let Some(path) = database_url
+        .strip_prefix("sqlite://")
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+    {
+        if path.is_empty() || path.contains(":memory:") {
+            return None;
+        }
+        return Some(format!("{path}.dev-issuer.json").into());
+    }
+    if database_url.starts_with("sqlite:") {
+        return None;
+    }
+    Some("jit-dev-issuer.json".into())
 }
 
 async fn run() -> Result<(), String> {
@@ -259,9 +397,26 @@ async fn run() -> Result<(), String> {
     )
     .await?;
 
-    // With no issuer configured, a development issuer on loopback stands in for one.
+    // With no issuer configured, a development issuer on loopback stands in for one, with the
+    // same port and keys after a restart.
     let dev_issuer = if settings.issuers.is_empty() {
-        Some(TestIssuer::start().await)
+        let mut dev = TestIssuer::builder();
+        let file = dev_issuer_file(&settings.database_url);
+        if let Some(file) = &file {
+            dev = dev.persist(file);
+        }
+        let started = dev.start().await.map_err(|e| {
+            format!(
+                "development issuer: {e}{}",
+                file.map(|f| format!(
+                    " (its port and keys are kept in {}: free the port, or delete the file for \
+                     a new issuer, whose tokens and users are new)",
+                    f.display()
+                ))
+                .unwrap_or_default()
+            )
+        })?;
+        Some(started)
     } else {
         None
     };
@@ -271,8 +426,9 @@ async fn run() -> Result<(), String> {
     match &dev_issuer {
         Some(idp) => builder = builder.issuer(issuer(&settings, idp.issuer())),
         None => {
-            for url in &settings.issuers {
-                let base = Issuer::new(url)
+            for spec in &settings.issuers {
+                let base = spec
+                    .issuer()
                     .audiences(settings.audiences.clone())
                     .allow_http_loopback(settings.allow_http);
                 builder = builder.issuer(issuer(&settings, base));
@@ -292,7 +448,7 @@ async fn run() -> Result<(), String> {
     if let Some(scim) = scim {
         app = app.nest("/scim/v2", scim);
     }
-    let listener = tokio::net::TcpListener::bind(settings.listen)
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .map_err(|e| format!("JIT_LISTEN: cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -306,8 +462,13 @@ async fn run() -> Result<(), String> {
             .claim("given_name", "Dev")
             .claim("family_name", "User")
             .sign();
+        let mint = format!("{}/mint", idp.url());
         println!("development issuer at {}; try:\n", idp.url());
         println!("curl -s -H 'Authorization: Bearer {token}' http://{addr}/me\n");
+        println!("a token for any user, either kind, at any time:\n");
+        println!(
+            "curl -s -H \"Authorization: Bearer $(curl -s '{mint}?sub=alice&email=alice@example.com&name=Alice&kind=access')\" http://{addr}/me\n"
+        );
     }
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -320,6 +481,8 @@ async fn run() -> Result<(), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        // Colours only for a terminal: a file or a log collector gets plain text.
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,tower_jit_provisioning=info".into()),

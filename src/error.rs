@@ -189,9 +189,19 @@ pub enum TokenError {
     /// `azp` (or an access token's `client_id`) is not an allowed client.
     #[error("client not allowed")]
     UnauthorizedParty,
-    /// The `typ` header names a kind of token the issuer is not accepted for.
-    #[error("wrong token type")]
+    /// The `typ` header (or, under a provider's access-token profile, the provider's own
+    /// marker) names no kind of token this crate knows.
+    #[error("unsupported token type: typ must be JWT, at+jwt or absent")]
     WrongTokenType,
+    /// An ID token where the issuer is accepted for access tokens only.
+    #[error(
+        "expected an access token: typ at+jwt (RFC 9068), or the provider's own access tokens \
+         when the issuer is configured with its preset; this is an ID token"
+    )]
+    ExpectedAccessToken,
+    /// An access token where the issuer is accepted for ID tokens only.
+    #[error("expected an ID token; this is an access token")]
+    ExpectedIdToken,
     /// `exp` has passed (beyond the clock leeway).
     #[error("token expired")]
     Expired,
@@ -229,7 +239,12 @@ impl TokenError {
             Self::UntrustedIssuer => "untrusted issuer",
             Self::WrongAudience => "wrong audience",
             Self::UnauthorizedParty => "client not allowed",
-            Self::WrongTokenType => "wrong token type",
+            Self::WrongTokenType => "unsupported token type: typ must be JWT, at+jwt or absent",
+            Self::ExpectedAccessToken => {
+                "expected an access token: typ at+jwt (RFC 9068), or the provider's own access \
+                 tokens when the issuer is configured with its preset; this is an ID token"
+            }
+            Self::ExpectedIdToken => "expected an ID token; this is an access token",
             Self::Expired => "token expired",
             Self::NotYetValid => "token not yet valid",
             Self::IssuedInFuture => "token issued in the future",
@@ -252,6 +267,8 @@ impl TokenError {
             Self::WrongAudience => "wrong_audience",
             Self::UnauthorizedParty => "unauthorized_party",
             Self::WrongTokenType => "wrong_token_type",
+            Self::ExpectedAccessToken => "expected_access_token",
+            Self::ExpectedIdToken => "expected_id_token",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::IssuedInFuture => "issued_in_future",
@@ -597,6 +614,8 @@ mod tests {
             WrongAudience,
             UnauthorizedParty,
             WrongTokenType,
+            ExpectedAccessToken,
+            ExpectedIdToken,
             Expired,
             NotYetValid,
             IssuedInFuture,

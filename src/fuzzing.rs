@@ -23,12 +23,13 @@ pub fn token(input: &str) {
     let _ = raw.issuer();
     let _ = raw.header.declared_kind();
     let rules = ClaimRules {
-        groups_claim: "realm_access.roles".to_owned(),
+        groups_claims: vec!["realm_access.roles".to_owned()],
         accept_string_booleans: true,
     };
     if let Ok(claims) = VerifiedClaims::from_verified(
         "https://idp.example.com".into(),
         TokenKind::Id,
+        "sub",
         &raw.payload,
         raw.payload_json.clone(),
         &rules,

@@ -238,7 +238,7 @@ pub struct ReadmeDoctests;
 pub use crate::audit::{Actor, AuditEvent, AuditKind, AuditSink};
 pub use crate::builder::{
     DEFAULT_MAX_TOKEN_BYTES, DEFAULT_TOKEN_CACHE_CAPACITY, Issuer, IssuerPolicy, MAX_LEEWAY,
-    ProvisioningLayerBuilder,
+    Provider, ProvisioningLayerBuilder,
 };
 pub use crate::error::{
     ConfigError, DefaultErrorHandler, DenyReason, Error, ErrorHandler, RequestError, TokenError,
@@ -255,7 +255,7 @@ pub use crate::store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use crate::store::SqliteStore;
 pub use crate::store::{MemoryStore, StoreError, UserStore};
-pub use crate::token::{Algorithm, TokenKind, TokenSource, VerifiedClaims};
+pub use crate::token::{AccessTokenProfile, Algorithm, TokenKind, TokenSource, VerifiedClaims};
 pub use crate::user::{
     Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, RoleGrant, RoleSource, User,
     UserStatus, UserUpdate,

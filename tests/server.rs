@@ -213,7 +213,7 @@ async fn configured_from_the_environment() {
 
 #[tokio::test]
 async fn bad_settings_stop_the_server_with_one_line_naming_the_variable() {
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 9] = [
         (&[("JIT_TOKEN_KINDS", "id,refresh")], "JIT_TOKEN_KINDS"),
         (&[("JIT_LISTEN", "not-an-address")], "JIT_LISTEN"),
         (&[("JIT_GROUP_ROLES", "admins")], "JIT_GROUP_ROLES"),
@@ -232,6 +232,25 @@ async fn bad_settings_stop_the_server_with_one_line_naming_the_variable() {
             &[("JIT_ALLOW_HTTP_ISSUERS", "yes")],
             "JIT_ALLOW_HTTP_ISSUERS",
         ),
+        (
+            &[
+                ("JIT_ISSUERS", "azure=https://idp.example.com"),
+                ("JIT_AUDIENCES", "a"),
+            ],
+            "JIT_ISSUERS",
+        ),
+        (
+            &[("JIT_ISSUERS", "entra:contoso"), ("JIT_AUDIENCES", "a")],
+            "JIT_ISSUERS",
+        ),
+        (
+            &[
+                ("JIT_ISSUERS", "google"),
+                ("JIT_AUDIENCES", "a"),
+                ("JIT_TOKEN_KINDS", "access"),
+            ],
+            "JIT_ISSUERS",
+        ),
     ];
     for (env, variable) in cases {
         let stderr = refuses(env);
@@ -241,6 +260,163 @@ async fn bad_settings_stop_the_server_with_one_line_naming_the_variable() {
     }
     let stderr = refuses(&[("JIT_DATABASE_URL", "mysql://nope")]);
     assert!(stderr.contains("JIT_DATABASE_URL"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_opened_is_explained_without_its_password() {
+    // The cause is printed, not just "store error".
+    let stderr = refuses(&[("JIT_DATABASE_URL", "sqlite:///no/such/directory/jit.db")]);
+    assert!(stderr.contains("JIT_DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("unable to open database file"), "{stderr}");
+    // A PostgreSQL server that is not there: the cause, and no password.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://app:s3cret-pw@127.0.0.1:{port}/app");
+    let stderr = refuses(&[("JIT_DATABASE_URL", &url)]);
+    assert!(stderr.contains("JIT_DATABASE_URL"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret-pw"),
+        "the password is never printed: {stderr}"
+    );
+    assert!(stderr.contains("***"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("refused") || stderr.contains("timed out"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_development_issuer_keeps_its_port_keys_and_users_across_restarts() {
+    let db = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let first = start(&[("RUST_LOG", "info")], &db);
+    let token = printed_token(&first);
+    let issuer = issuer_line(&first);
+    let me = get_with(&client, &format!("{}/me", first.base), Some(&token)).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    let id = me.json()["id"].clone();
+    // Logs are plain text when they do not go to a terminal.
+    assert!(
+        first.stdout.iter().all(|line| !line.contains('\u{1b}')),
+        "{:?}",
+        first.stdout
+    );
+    drop(first);
+
+    let second = start(&[], &db);
+    assert_eq!(issuer_line(&second), issuer, "the same issuer URL");
+    let again = get_with(&client, &format!("{}/me", second.base), Some(&token)).await;
+    assert_eq!(
+        again.status, 200,
+        "a token minted before the restart: {}",
+        again.body
+    );
+    assert_eq!(again.json()["id"], id, "the same account");
+
+    // Any user, either kind, from the printed mint command.
+    let mint = second
+        .stdout
+        .iter()
+        .find_map(|line| line.split('\'').find(|part| part.contains("/mint?")))
+        .expect("a mint command")
+        .to_owned();
+    let minted = client
+        .get(&mint)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let alice = get_with(&client, &format!("{}/me", second.base), Some(&minted)).await;
+    assert_eq!(alice.status, 200, "{}", alice.body);
+    assert_eq!(alice.json()["email"], "alice@example.com");
+    assert_ne!(alice.json()["id"], id);
+}
+
+#[tokio::test]
+async fn listens_on_a_host_name() {
+    let db = tempfile::tempdir().unwrap();
+    let server = start(&[("JIT_LISTEN", "localhost:0")], &db);
+    let health = get_with(
+        &reqwest::Client::new(),
+        &format!("{}/healthz", server.base),
+        None,
+    )
+    .await;
+    assert_eq!(health.status, 200);
+}
+
+#[tokio::test]
+async fn presets_in_jit_issuers() {
+    let idp = TestIssuer::start().await;
+    let db = tempfile::tempdir().unwrap();
+    let issuers = format!("keycloak={}", idp.url());
+    let server = start(
+        &[
+            ("JIT_ISSUERS", &issuers),
+            ("JIT_AUDIENCES", "orders-api"),
+            ("JIT_TOKEN_KINDS", "access"),
+            ("JIT_GROUP_ROLES", "orders-admin=admin"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ],
+        &db,
+    );
+    let client = reqwest::Client::new();
+    let me = format!("{}/me", server.base);
+    // A Keycloak access token: `typ: JWT` in the header, `typ: Bearer` in the payload.
+    let access = idp
+        .id_token()
+        .audiences(["orders-api", "account"])
+        .subject("f1c3a9b2")
+        .claim("typ", "Bearer")
+        .claim("azp", "orders-web")
+        .claim("realm_access", json!({"roles": ["orders-admin"]}))
+        .sign();
+    let reply = get_with(&client, &me, Some(&access)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["roles"], json!(["admin"]));
+    let id_token = idp
+        .id_token()
+        .audience("orders-api")
+        .claim("typ", "ID")
+        .sign();
+    let reply = get_with(&client, &me, Some(&id_token)).await;
+    assert_eq!(reply.status, 401);
+    assert!(
+        reply
+            .challenge()
+            .unwrap()
+            .contains("expected an access token"),
+        "{:?}",
+        reply.challenge()
+    );
+}
+
+/// The token of the printed `curl` command.
+fn printed_token(server: &Running) -> String {
+    server
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("curl -s -H 'Authorization"))
+        .and_then(|curl| curl.split("Bearer ").nth(1))
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a ready-to-paste curl command")
+        .to_owned()
+}
+
+/// The development issuer's URL, as printed.
+fn issuer_line(server: &Running) -> String {
+    server
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("development issuer at "))
+        .and_then(|rest| rest.split(';').next())
+        .expect("the development issuer's URL")
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

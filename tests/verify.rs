@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{LogCapture, Reply, Server, app, get_with, invalid_token};
 use tower_jit_provisioning::testing::TestIssuer;
-use tower_jit_provisioning::{Algorithm, Issuer, ProvisioningLayer, TokenKind, TokenSource};
+use tower_jit_provisioning::{
+    Algorithm, Issuer, ProvisioningLayer, TokenError, TokenKind, TokenSource,
+};
 
 fn now() -> i64 {
     SystemTime::now()
@@ -242,18 +244,20 @@ async fn token_kinds_are_not_interchangeable() {
     let idp = TestIssuer::start().await;
     let id_only = serve(vec![idp.issuer().token_kinds([TokenKind::Id])]).await;
     let access_only = serve(vec![idp.issuer().token_kinds([TokenKind::Access])]).await;
-    let wrong = invalid_token("wrong token type");
+    let expected_id = invalid_token("expected an ID token; this is an access token");
+    let expected_access = invalid_token(&TokenError::ExpectedAccessToken.to_string());
+    let unsupported = invalid_token("unsupported token type: typ must be JWT, at+jwt or absent");
 
     let access = idp.access_token().sign();
-    assert_refused(&id_only, &logs, &access, 401, &wrong).await;
+    assert_refused(&id_only, &logs, &access, 401, &expected_id).await;
 
     let id = idp.id_token().sign();
-    assert_refused(&access_only, &logs, &id, 401, &wrong).await;
+    assert_refused(&access_only, &logs, &id, 401, &expected_access).await;
     // A missing `typ` reads as an ID token, never as an access token.
     let untyped = idp.access_token().without_header("typ").sign();
-    assert_refused(&access_only, &logs, &untyped, 401, &wrong).await;
+    assert_refused(&access_only, &logs, &untyped, 401, &expected_access).await;
     let logout = idp.id_token().header("typ", "logout+jwt").sign();
-    assert_refused(&id_only, &logs, &logout, 401, &wrong).await;
+    assert_refused(&id_only, &logs, &logout, 401, &unsupported).await;
 
     // RFC 9068 claims are required of access tokens.
     let missing = invalid_token("missing required claim");

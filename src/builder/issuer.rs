@@ -15,7 +15,7 @@ use crate::token::claims::ClaimRules;
 use crate::token::fetch::{UrlPolicy, UrlRefusal};
 use crate::token::jwks::KeyTiming;
 use crate::token::verify::IssuerRules;
-use crate::token::{Algorithm, TokenKind};
+use crate::token::{AccessTokenProfile, Algorithm, TokenKind};
 
 /// Largest clock leeway accepted by [`Issuer::leeway`].
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -29,6 +29,52 @@ pub(crate) struct ValidIssuer {
     /// Whether the policy sets any rule (rules need a store).
     pub(crate) has_rules: bool,
 }
+
+/// An identity provider whose tokens this crate knows the documented shape of. See
+/// [`Issuer::provider`] for what each one sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Provider {
+    /// Microsoft Entra ID (Azure AD).
+    Entra,
+    /// Okta, through a custom authorization server.
+    Okta,
+    /// Keycloak, one realm.
+    Keycloak,
+    /// Auth0, one tenant (or custom domain).
+    Auth0,
+    /// Google, ID tokens only.
+    Google,
+}
+
+impl Provider {
+    /// The provider's name as the reference server's `JIT_ISSUERS` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Entra => "entra",
+            Self::Okta => "okta",
+            Self::Keycloak => "keycloak",
+            Self::Auth0 => "auth0",
+            Self::Google => "google",
+        }
+    }
+
+    /// The provider named `name` ([`as_str`](Self::as_str)).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::Entra,
+            Self::Okta,
+            Self::Keycloak,
+            Self::Auth0,
+            Self::Google,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+}
+
+/// Google's issuer, as its ID tokens and discovery document spell it.
+const GOOGLE: &str = "https://accounts.google.com";
 
 /// One trusted identity provider and what is accepted from it.
 ///
@@ -53,16 +99,20 @@ pub(crate) struct ValidIssuer {
 pub struct Issuer {
     url: String,
     audiences: Vec<String>,
+    tolerated_audiences: Vec<String>,
     kinds: Vec<TokenKind>,
     algorithms: Vec<Algorithm>,
     leeway: Duration,
     allow_http_loopback: bool,
     accept_string_booleans: bool,
     authorized_parties: Option<Vec<String>>,
-    groups_claim: String,
+    groups_claims: Vec<String>,
     max_token_age: Option<Duration>,
     timing: KeyTiming,
     policy: IssuerPolicy,
+    profile: AccessTokenProfile,
+    provider: Option<Provider>,
+    discovery: Option<String>,
 }
 
 impl Issuer {
@@ -72,13 +122,14 @@ impl Issuer {
         Self {
             url: url.into(),
             audiences: Vec::new(),
+            tolerated_audiences: Vec::new(),
             kinds: vec![TokenKind::Id, TokenKind::Access],
             algorithms: Algorithm::ALL.to_vec(),
             leeway: Duration::from_secs(60),
             allow_http_loopback: false,
             accept_string_booleans: false,
             authorized_parties: None,
-            groups_claim: "groups".to_owned(),
+            groups_claims: vec!["groups".to_owned()],
             max_token_age: None,
             timing: KeyTiming {
                 min_refresh_interval: Duration::from_secs(10),
@@ -86,7 +137,118 @@ impl Issuer {
                 max_staleness: Duration::from_secs(24 * 3600),
             },
             policy: IssuerPolicy::new(),
+            profile: AccessTokenProfile::Rfc9068,
+            provider: None,
+            discovery: None,
         }
+    }
+
+    /// Microsoft Entra ID, one tenant, v2.0 tokens: issuer
+    /// `https://login.microsoftonline.com/{tenant}/v2.0`, pinned to the tenant by `tid`, with
+    /// [`Provider::Entra`]'s rules. Audiences still have to be given: for access tokens the API's
+    /// client ID (v2.0 access tokens carry it) or its application ID URI (`api://…`); for ID
+    /// tokens the client ID of the application.
+    pub fn entra(tenant_id: &str) -> Self {
+        Self::new(format!(
+            "https://login.microsoftonline.com/{tenant_id}/v2.0"
+        ))
+        .provider(Provider::Entra)
+        .require_claim("tid", tenant_id)
+    }
+
+    /// Microsoft Entra ID, one tenant, v1.0 access tokens (an API whose registration accepts
+    /// version 1 tokens, the default for many): issuer `https://sts.windows.net/{tenant}/`,
+    /// discovered at `https://login.microsoftonline.com/{tenant}/.well-known/openid-configuration`,
+    /// pinned by `tid`, with [`Provider::Entra`]'s rules.
+    pub fn entra_v1(tenant_id: &str) -> Self {
+        Self::new(format!("https://sts.windows.net/{tenant_id}/"))
+            .provider(Provider::Entra)
+            .discovery_url(format!(
+                "https://login.microsoftonline.com/{tenant_id}/.well-known/openid-configuration"
+            ))
+            .require_claim("tid", tenant_id)
+    }
+
+    /// Okta, through a custom authorization server: `url` is its issuer,
+    /// `https://{org}.okta.com/oauth2/{server id}` (`…/oauth2/default` for the default one), with
+    /// [`Provider::Okta`]'s rules.
+    pub fn okta(url: impl Into<String>) -> Self {
+        Self::new(url).provider(Provider::Okta)
+    }
+
+    /// Keycloak: `url` is the realm's issuer, `https://{host}/realms/{realm}`, with
+    /// [`Provider::Keycloak`]'s rules.
+    pub fn keycloak(url: impl Into<String>) -> Self {
+        Self::new(url).provider(Provider::Keycloak)
+    }
+
+    /// Auth0: `url` is the tenant's issuer, `https://{tenant}.auth0.com/` (or the custom
+    /// domain), with its trailing slash, with [`Provider::Auth0`]'s rules.
+    pub fn auth0(url: impl Into<String>) -> Self {
+        Self::new(url).provider(Provider::Auth0)
+    }
+
+    /// Google (`https://accounts.google.com`), ID tokens only, with [`Provider::Google`]'s
+    /// rules. The audience is the application's OAuth client ID
+    /// (`….apps.googleusercontent.com`).
+    pub fn google() -> Self {
+        Self::new(GOOGLE).provider(Provider::Google)
+    }
+
+    /// Applies `provider`'s documented token shape to this issuer, whatever its URL (a local
+    /// test issuer included):
+    ///
+    /// | provider | access tokens ([`AccessTokenProfile`]) | groups | checked at `build()` |
+    /// |---|---|---|---|
+    /// | Entra | `typ: JWT`, told by `azpacr`/`appidacr`; client `azp`/`appid` | `groups` (object ids) | — |
+    /// | Okta | `cid` and `scp`; client `cid`; the person is `uid` (`sub` is their login name) | `groups` | access tokens need a custom authorization server (`/oauth2/` in the URL) |
+    /// | Keycloak | payload `typ: Bearer`; client `azp`; `account` tolerated beside the audience | `groups` and `realm_access.roles` | — |
+    /// | Auth0 | `scope` or `gty`; client `azp`; `{issuer}userinfo` tolerated beside the audience | `groups` | the issuer ends with `/` |
+    /// | Google | none: its access tokens are opaque | — | ID tokens only |
+    ///
+    /// Entra's app roles are in `roles`, its delegated scopes in `scp`; Keycloak's client roles
+    /// in `resource_access.<client>.roles`; Auth0's custom claims are namespaced
+    /// (`https://example.com/roles`): map them with
+    /// [`AttributeMapping`](crate::AttributeMapping)'s `claim_role` or `groups_from`. Tokens
+    /// typed `at+jwt` are RFC 9068 access tokens under every provider.
+    pub fn provider(mut self, provider: Provider) -> Self {
+        self.provider = Some(provider);
+        self.profile = match provider {
+            Provider::Entra => AccessTokenProfile::Entra,
+            Provider::Okta => AccessTokenProfile::Okta,
+            Provider::Keycloak => AccessTokenProfile::Keycloak,
+            Provider::Auth0 => AccessTokenProfile::Auth0,
+            Provider::Google => AccessTokenProfile::Rfc9068,
+        };
+        match provider {
+            Provider::Keycloak => {
+                self.groups_claims = vec!["groups".to_owned(), "realm_access.roles".to_owned()];
+                self = self.tolerate_audiences(["account"]);
+            }
+            Provider::Auth0 => {
+                let userinfo = format!("{}userinfo", self.url);
+                self = self.tolerate_audiences([userinfo]);
+            }
+            Provider::Google => self.kinds = vec![TokenKind::Id],
+            Provider::Entra | Provider::Okta => {}
+        }
+        self
+    }
+
+    /// How this issuer's access tokens are told from its ID tokens; set by
+    /// [`provider`](Self::provider), [`AccessTokenProfile::Rfc9068`] otherwise. Setting it back
+    /// to `Rfc9068` accepts only `typ: at+jwt` access tokens, whatever the provider.
+    pub fn access_token_profile(mut self, profile: AccessTokenProfile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Where the issuer's discovery document is, when not at
+    /// `{issuer}/.well-known/openid-configuration`. The document's `issuer` must still equal
+    /// this issuer exactly.
+    pub fn discovery_url(mut self, url: impl Into<String>) -> Self {
+        self.discovery = Some(url.into());
+        self
     }
 
     /// The issuer as configured.
@@ -109,6 +271,19 @@ impl Issuer {
         A: Into<String>,
     {
         self.audiences = audiences.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Audiences a token may name beside an accepted one, which never suffice on their own:
+    /// the providers' own, such as Auth0's `{issuer}userinfo` (in every access token requested
+    /// with `openid`) or Keycloak's `account`. [`provider`](Self::provider) sets them.
+    pub fn tolerate_audiences<I, A>(mut self, audiences: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<String>,
+    {
+        self.tolerated_audiences
+            .extend(audiences.into_iter().map(Into::into));
         self
     }
 
@@ -160,7 +335,17 @@ impl Issuer {
 
     /// The claim that holds group names: a name or a dotted path (`realm_access.roles`).
     pub fn groups_claim(mut self, claim: impl Into<String>) -> Self {
-        self.groups_claim = claim.into();
+        self.groups_claims = vec![claim.into()];
+        self
+    }
+
+    /// Several claims that hold group names, read together.
+    pub fn groups_claims<I, C>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<String>,
+    {
+        self.groups_claims = claims.into_iter().map(Into::into).collect();
         self
     }
 
@@ -311,12 +496,26 @@ impl Issuer {
                 reason: "must be at least the key refresh interval",
             });
         }
-        if self.groups_claim.is_empty() {
+        if self.groups_claims.is_empty() || self.groups_claims.iter().any(String::is_empty) {
             return Err(ConfigError::InvalidSetting {
                 setting: setting("groups_claim"),
                 reason: "must not be empty",
             });
         }
+        self.check_provider(&url)?;
+        let discovery = self
+            .discovery
+            .as_deref()
+            .map(|discovery| {
+                let parsed = Url::parse(discovery)
+                    .ok()
+                    .filter(|u| policy.check(u).is_ok());
+                parsed.ok_or_else(|| ConfigError::InvalidSetting {
+                    setting: setting("discovery_url"),
+                    reason: "not an https URL (plain http only on loopback, when allowed)",
+                })
+            })
+            .transpose()?;
         let issuer_url = IssuerUrl::new(self.url.clone())
             .map_err(|_| ConfigError::InvalidIssuerUrl { issuer: issuer() })?;
         let rules = IssuerRules {
@@ -325,14 +524,52 @@ impl Issuer {
             kinds: self.kinds,
             algorithms: self.algorithms,
             audiences: self.audiences.into(),
+            tolerated_audiences: self.tolerated_audiences.into(),
             authorized_parties: self.authorized_parties,
             leeway: self.leeway,
             max_token_age: self.max_token_age,
             claims: ClaimRules {
-                groups_claim: self.groups_claim,
+                groups_claims: self.groups_claims,
                 accept_string_booleans: self.accept_string_booleans,
             },
+            profile: self.profile,
+            discovery,
         };
         Ok((rules, policy, self.timing))
+    }
+
+    /// What the provider's documentation rules out, refused with a message that says why. A
+    /// plain-http stand-in on loopback (a test issuer) is not held to the provider's URL shapes.
+    fn check_provider(&self, url: &Url) -> Result<(), ConfigError> {
+        let setting = || format!("issuer `{}`", self.url);
+        let accepts_access = self.kinds.contains(&TokenKind::Access);
+        match self.provider {
+            Some(Provider::Okta)
+                if accepts_access
+                    && url.scheme() == "https"
+                    && !url.path().contains("/oauth2/") =>
+            {
+                Err(ConfigError::InvalidSetting {
+                    setting: setting(),
+                    reason: "Okta's org authorization server issues access tokens only Okta \
+                             itself can verify: use a custom authorization server \
+                             (https://{org}.okta.com/oauth2/default), or accept ID tokens only",
+                })
+            }
+            Some(Provider::Google) if accepts_access => Err(ConfigError::InvalidSetting {
+                setting: setting(),
+                reason: "Google's access tokens are opaque, not JWTs: accept Google ID tokens \
+                         (token_kinds([TokenKind::Id])), or check access tokens by introspection",
+            }),
+            // A plain-http stand-in on loopback is spelt as its own tokens spell it.
+            Some(Provider::Auth0) if url.scheme() == "https" && !self.url.ends_with('/') => {
+                Err(ConfigError::InvalidSetting {
+                    setting: setting(),
+                    reason: "Auth0 issuers end with a slash (https://{tenant}.auth0.com/), \
+                             exactly as its tokens' iss does",
+                })
+            }
+            _ => Ok(()),
+        }
     }
 }

@@ -12,7 +12,7 @@ mod issuer;
 mod layer;
 mod policy;
 
-pub use self::issuer::{Issuer, MAX_LEEWAY};
+pub use self::issuer::{Issuer, MAX_LEEWAY, Provider};
 pub use self::layer::{
     DEFAULT_MAX_TOKEN_BYTES, DEFAULT_TOKEN_CACHE_CAPACITY, ProvisioningLayerBuilder,
 };

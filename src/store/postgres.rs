@@ -294,21 +294,19 @@ impl PgDialect {
             .bind(column(jobs, |j| j.user.family_name.clone()))
             .bind(column(jobs, |j| j.user.picture.clone()))
             .bind(column(jobs, |j| j.user.locale.clone()))
-            .bind(column(jobs, |j| sql::rows::json_text(&j.user.roles)))
-            .bind(column(jobs, |j| sql::rows::json_text(&j.user.groups)))
-            .bind(column(jobs, |j| sql::rows::json_text(&j.user.attributes)))
+            .bind(column(jobs, |j| json_text(&j.user.roles)))
+            .bind(column(jobs, |j| json_text(&j.user.groups)))
+            .bind(column(jobs, |j| json_text(&j.user.attributes)))
             .bind(column(jobs, |j| j.user.status.as_str().to_owned()))
             .bind(column(jobs, |j| j.user.external_id.clone()))
-            .bind(column(jobs, |j| {
-                sql::rows::json_text(&j.user.scim_attributes)
-            }))
-            .bind(column(jobs, |j| sql::rows::json_text(&j.user.scim_managed)))
+            .bind(column(jobs, |j| json_text(&j.user.scim_attributes)))
+            .bind(column(jobs, |j| json_text(&j.user.scim_managed)))
             .bind(column(jobs, |j| j.user.created_at))
             .bind(column(jobs, |j| j.event.at))
             .bind(column(jobs, |j| j.event.kind.as_str().to_owned()))
-            .bind(column(jobs, |j| sql::rows::json_text(&j.event.actor)))
+            .bind(column(jobs, |j| json_text(&j.event.actor)))
             .bind(column(jobs, |j| j.event.reason.clone()))
-            .bind(column(jobs, |j| sql::rows::json_text(&j.event.fields)))
+            .bind(column(jobs, |j| json_text(&j.event.fields)))
             .bind(persist_audit)
             .bind(CHANNEL)
             .bind(column(jobs, |j| j.event.source.clone()))
@@ -381,6 +379,11 @@ SELECT users.id IS NOT NULL AS written, tombstoned, taken, user_name_taken, exte
 FROM checked c LEFT JOIN users ON users.id = c.id
 ORDER BY c.n
 ";
+
+/// A value as JSON text, for the batch's `text[]` columns cast to `jsonb`.
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("serializing plain data")
+}
 
 /// How often a batch aborted by a deadlock or serialization failure is tried again before its
 /// creations are answered 503.

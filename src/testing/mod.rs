@@ -25,6 +25,7 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -47,8 +48,10 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 mod counting;
+mod persist;
 
 pub use self::counting::CountingStore;
+pub use self::persist::TestIssuerBuilder;
 
 use crate::builder::Issuer;
 use crate::token::{Algorithm, TokenKind};
@@ -208,13 +211,21 @@ const FAMILIES: [Algorithm; 5] = [
     Algorithm::EdDSA,
 ];
 
+impl TestKey {
+    fn generate(family: Algorithm, n: usize) -> Arc<Self> {
+        let kid = format!("{}-{n}-{}", family.as_str().to_lowercase(), random_hex(4));
+        Self::with(kid, Pair::generate(family))
+    }
+
+    fn with(kid: String, pair: Pair) -> Arc<Self> {
+        let jwk = pair.jwk(&kid);
+        Arc::new(Self { kid, pair, jwk })
+    }
+}
+
 impl State {
     fn new_key(&self, family: Algorithm) -> Arc<TestKey> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let kid = format!("{}-{n}-{}", family.as_str().to_lowercase(), random_hex(4));
-        let pair = Pair::generate(family);
-        let jwk = pair.jwk(&kid);
-        Arc::new(TestKey { kid, pair, jwk })
+        TestKey::generate(family, self.counter.fetch_add(1, Ordering::Relaxed))
     }
 
     fn keys(&self) -> std::sync::RwLockReadGuard<'_, KeyRing> {
@@ -278,33 +289,36 @@ impl TestIssuer {
     ///
     /// If no loopback port can be bound or a key cannot be generated.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::builder()
+            .start()
             .await
-            .expect("binding a loopback port for TestIssuer");
-        let addr = listener.local_addr().expect("TestIssuer address");
-        let url = format!("http://{addr}");
+            .expect("starting a TestIssuer on loopback")
+    }
+
+    /// Configures an issuer before starting it: a fixed port, keys kept across restarts.
+    pub fn builder() -> TestIssuerBuilder {
+        TestIssuerBuilder::default()
+    }
+
+    fn serve_on(listener: TcpListener, keys: Vec<Arc<TestKey>>) -> io::Result<Self> {
+        let addr = listener.local_addr()?;
         let state = Arc::new(State {
-            url,
+            url: format!("http://{addr}"),
             keys: RwLock::new(KeyRing {
-                signing: Vec::new(),
-                published: Vec::new(),
+                signing: keys.clone(),
+                published: keys,
             }),
             jwks_fetches: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
             fault: RwLock::new(None),
-            counter: AtomicUsize::new(0),
+            counter: AtomicUsize::new(FAMILIES.len()),
         });
-        let keys: Vec<Arc<TestKey>> = FAMILIES.iter().map(|f| state.new_key(*f)).collect();
-        *state.keys_mut() = KeyRing {
-            signing: keys.clone(),
-            published: keys,
-        };
         let server = tokio::spawn(serve(listener, Arc::clone(&state)));
-        Self {
+        Ok(Self {
             state,
             addr,
             server: Mutex::new(Some(server)),
-        }
+        })
     }
 
     /// The issuer identifier, `http://127.0.0.1:<port>`.
@@ -334,6 +348,10 @@ impl TestIssuer {
     }
 
     fn token(&self, kind: TokenKind) -> TokenBuilder {
+        Self::token_for(&self.state, kind)
+    }
+
+    fn token_for(state: &Arc<State>, kind: TokenKind) -> TokenBuilder {
         let now = now_secs();
         let mut header = Map::new();
         header.insert(
@@ -344,7 +362,7 @@ impl TestIssuer {
             }),
         );
         let mut claims = Map::new();
-        claims.insert("iss".into(), Value::from(self.url()));
+        claims.insert("iss".into(), Value::from(state.url.as_str()));
         claims.insert("sub".into(), Value::from("test-subject"));
         claims.insert("aud".into(), Value::from(Self::AUDIENCE));
         claims.insert("iat".into(), Value::from(now));
@@ -354,7 +372,7 @@ impl TestIssuer {
             claims.insert("jti".into(), Value::from(random_hex(8)));
         }
         TokenBuilder {
-            state: Arc::clone(&self.state),
+            state: Arc::clone(state),
             algorithm: Algorithm::RS256,
             header,
             claims,
@@ -512,6 +530,7 @@ async fn respond(
             state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
             json(state.discovery())
         }
+        "/mint" => mint(&state, request.uri().query().unwrap_or("")),
         "/jwks" => {
             state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
             match fault {
@@ -525,6 +544,50 @@ async fn respond(
             .expect("static response"),
     };
     Ok(response)
+}
+
+/// `GET /mint?sub=…&email=…&name=…&groups=a,b&kind=id|access&aud=…&valid=<seconds>`: a token for
+/// anyone, as plain text, for development servers and manual tests. Every parameter is optional
+/// (`sub` `dev-user`, an ID token for [`TestIssuer::AUDIENCE`], valid for an hour, at most a day).
+fn mint(state: &Arc<State>, query: &str) -> http::Response<Full<Bytes>> {
+    let params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    let param = |name: &str| params.get(name).filter(|v| !v.is_empty());
+    let kind = match param("kind").map(String::as_str) {
+        None | Some("id") => TokenKind::Id,
+        Some("access") => TokenKind::Access,
+        Some(_) => {
+            return http::Response::builder()
+                .status(400)
+                .body(Full::from("kind must be `id` or `access`\n"))
+                .expect("static response");
+        }
+    };
+    let issuer = TestIssuer::token_for(state, kind);
+    let mut token = issuer.subject(param("sub").map_or("dev-user", String::as_str));
+    if let Some(email) = param("email") {
+        token = token.email(email.as_str(), true);
+    }
+    if let Some(name) = param("name") {
+        token = token.claim("name", name.as_str());
+    }
+    if let Some(groups) = param("groups") {
+        token = token.groups(groups.split(',').map(str::trim).filter(|g| !g.is_empty()));
+    }
+    if let Some(audience) = param("aud") {
+        token = token.audience(audience.as_str());
+    }
+    let valid = param("valid")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(3600)
+        .min(86_400);
+    let token = token.valid_for(Duration::from_secs(valid)).sign();
+    http::Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(Full::from(token))
+        .expect("static response")
 }
 
 async fn faulty(state: &State, fault: Fault) -> http::Response<Full<Bytes>> {

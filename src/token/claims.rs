@@ -233,7 +233,8 @@ impl<'de> Visitor<'de> for StrictVisitor {
 /// How one issuer's claims become [`VerifiedClaims`].
 #[derive(Clone, Debug)]
 pub(crate) struct ClaimRules {
-    pub(crate) groups_claim: String,
+    /// Where group names are: each claim's strings, together.
+    pub(crate) groups_claims: Vec<String>,
     pub(crate) accept_string_booleans: bool,
 }
 
@@ -269,11 +270,12 @@ impl VerifiedClaims {
     pub(crate) fn from_verified(
         issuer: Arc<str>,
         kind: TokenKind,
+        subject_claim: &str,
         claims: &Map<String, Value>,
         json: String,
         rules: &ClaimRules,
     ) -> Result<Self, TokenError> {
-        let subject = match claims.get("sub") {
+        let subject = match claims.get(subject_claim) {
             Some(Value::String(sub)) if is_valid_subject(sub) => sub.clone(),
             _ => return Err(TokenError::InvalidSubject),
         };
@@ -290,9 +292,14 @@ impl VerifiedClaims {
             }
             _ => false,
         };
-        let groups_claim = lookup(claims, &rules.groups_claim);
-        let groups_asserted = groups_claim.is_some();
-        let groups = groups_claim.map(strings).unwrap_or_default();
+        let mut groups = Vec::new();
+        let mut groups_asserted = false;
+        for path in &rules.groups_claims {
+            if let Some(value) = lookup(claims, path) {
+                groups_asserted = true;
+                groups.extend(strings(value));
+            }
+        }
         let expires_at = timestamp(claims, "exp").ok_or(TokenError::Malformed)?;
         let issued_at = timestamp(claims, "iat").ok_or(TokenError::Malformed)?;
         let sign_in = SignIn::from_token(TokenSignIn {
@@ -579,7 +586,7 @@ mod tests {
 
     fn rules(accept_string_booleans: bool) -> ClaimRules {
         ClaimRules {
-            groups_claim: "groups".into(),
+            groups_claims: vec!["groups".into()],
             accept_string_booleans,
         }
     }
@@ -587,7 +594,14 @@ mod tests {
     fn claims(json: Value, rules: &ClaimRules) -> Result<VerifiedClaims, TokenError> {
         let Value::Object(map) = json else { panic!() };
         let json = Value::Object(map.clone()).to_string();
-        VerifiedClaims::from_verified("https://idp".into(), TokenKind::Id, &map, json, rules)
+        VerifiedClaims::from_verified(
+            "https://idp".into(),
+            TokenKind::Id,
+            "sub",
+            &map,
+            json,
+            rules,
+        )
     }
 
     #[test]

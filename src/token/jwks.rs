@@ -105,11 +105,21 @@ enum RefreshError {
     KeySet(#[source] DiscoveryError<FetchError>),
     #[error("key set holds no usable signing key")]
     NoUsableKey,
+    #[error("discovery document fetch failed")]
+    DiscoveryFetch(#[source] FetchError),
+    #[error("discovery document answered HTTP {0}")]
+    DiscoveryStatus(u16),
+    #[error("discovery document unreadable")]
+    DiscoveryDocument(#[source] serde_json::Error),
+    #[error("discovery document names another issuer")]
+    IssuerMismatch,
 }
 
 /// The keys of one issuer.
 pub(crate) struct KeyManager<V> {
     issuer: IssuerUrl,
+    /// Where the discovery document is, when not at the issuer's own well-known URL.
+    discovery: Option<url::Url>,
     fetcher: Fetcher,
     timing: KeyTiming,
     derive: Derive<V>,
@@ -127,12 +137,14 @@ struct RefreshState {
 impl<V: Send + Sync + 'static> KeyManager<V> {
     pub(crate) fn new(
         issuer: IssuerUrl,
+        discovery: Option<url::Url>,
         fetcher: Fetcher,
         timing: KeyTiming,
         derive: impl Fn(&JsonWebKeySet<Jwk>) -> V + Send + Sync + 'static,
     ) -> Self {
         Self {
             issuer,
+            discovery,
             fetcher,
             timing,
             derive: Box::new(derive),
@@ -270,6 +282,30 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
         }
     }
 
+    /// The key set's URL from a discovery document that is not at the issuer's well-known URL
+    /// (Entra ID's v1.0 issuer, say), with the same exact issuer comparison as discovery.
+    async fn discover_at(&self, url: &url::Url) -> Result<JsonWebKeySetUrl, RefreshError> {
+        use openidconnect::AsyncHttpClient;
+        let request = http::Request::get(url.as_str())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|err| RefreshError::DiscoveryFetch(FetchError::Request(err)))?;
+        let response = self
+            .fetcher
+            .call(request)
+            .await
+            .map_err(RefreshError::DiscoveryFetch)?;
+        if !response.status().is_success() {
+            return Err(RefreshError::DiscoveryStatus(response.status().as_u16()));
+        }
+        let metadata: Metadata =
+            serde_json::from_slice(response.body()).map_err(RefreshError::DiscoveryDocument)?;
+        if metadata.issuer() != &self.issuer {
+            return Err(RefreshError::IssuerMismatch);
+        }
+        Ok(metadata.jwks_uri().clone())
+    }
+
     async fn fetch(
         &self,
         jwks_uri: Option<JsonWebKeySetUrl>,
@@ -281,12 +317,21 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
                     .map_err(RefreshError::KeySet)?;
                 (uri, keys)
             }
-            None => {
-                let metadata = Metadata::discover_async(self.issuer.clone(), &self.fetcher)
-                    .await
-                    .map_err(RefreshError::Discovery)?;
-                (metadata.jwks_uri().clone(), metadata.jwks().clone())
-            }
+            None => match &self.discovery {
+                None => {
+                    let metadata = Metadata::discover_async(self.issuer.clone(), &self.fetcher)
+                        .await
+                        .map_err(RefreshError::Discovery)?;
+                    (metadata.jwks_uri().clone(), metadata.jwks().clone())
+                }
+                Some(url) => {
+                    let uri = self.discover_at(url).await?;
+                    let keys = JsonWebKeySet::fetch_async(&uri, &self.fetcher)
+                        .await
+                        .map_err(RefreshError::KeySet)?;
+                    (uri, keys)
+                }
+            },
         };
         let usable = keys
             .keys()

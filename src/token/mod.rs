@@ -26,6 +26,64 @@ pub use self::claims::VerifiedClaims;
 pub use self::extract::TokenSource;
 pub(crate) use crate::error::TokenError;
 
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn kind(profile: AccessTokenProfile, claims: serde_json::Value) -> Option<TokenKind> {
+        let serde_json::Value::Object(map) = claims else {
+            panic!()
+        };
+        profile.kind_of(&map)
+    }
+
+    #[test]
+    fn each_profile_tells_access_tokens_from_id_tokens_by_its_own_claims() {
+        use AccessTokenProfile as P;
+        use TokenKind::{Access, Id};
+        let cases = [
+            (P::Rfc9068, json!({"scp": "x", "client_id": "c"}), Some(Id)),
+            (
+                P::Entra,
+                json!({"azpacr": "0", "scp": "read"}),
+                Some(Access),
+            ),
+            (
+                P::Entra,
+                json!({"appidacr": "1", "roles": ["x"]}),
+                Some(Access),
+            ),
+            (P::Entra, json!({"roles": ["x"], "nonce": "n"}), Some(Id)),
+            (
+                P::Okta,
+                json!({"cid": "0oa", "scp": ["openid"]}),
+                Some(Access),
+            ),
+            (P::Okta, json!({"amr": ["pwd"], "idp": "00o"}), Some(Id)),
+            (P::Keycloak, json!({"typ": "Bearer"}), Some(Access)),
+            (P::Keycloak, json!({"typ": "ID"}), Some(Id)),
+            (P::Keycloak, json!({}), Some(Id)),
+            (P::Keycloak, json!({"typ": "Refresh"}), None),
+            (P::Keycloak, json!({"typ": "Logout"}), None),
+            (
+                P::Auth0,
+                json!({"scope": "openid read:orders"}),
+                Some(Access),
+            ),
+            (P::Auth0, json!({"gty": "client-credentials"}), Some(Access)),
+            (P::Auth0, json!({"nonce": "n", "name": "x"}), Some(Id)),
+        ];
+        for (profile, claims, expected) in cases {
+            assert_eq!(
+                kind(profile, claims.clone()),
+                expected,
+                "{profile:?} {claims}"
+            );
+        }
+    }
+}
+
 /// The two kinds of JWT an issuer can be trusted for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TokenKind {
@@ -50,6 +108,86 @@ impl TokenKind {
 impl fmt::Display for TokenKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How an issuer's access tokens are told from its ID tokens, and which claims they must carry.
+///
+/// RFC 9068 gives access tokens a `typ` of `at+jwt`; several providers issue theirs as plain
+/// `typ: JWT` (or no `typ`) and mark them by claims only that provider documents. A provider's
+/// profile reads those claims, so its ID token is still refused where an access token is
+/// expected and the other way round. A token typed `at+jwt` is an access token under every
+/// profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AccessTokenProfile {
+    /// RFC 9068 only: `typ: at+jwt`, with `client_id` and `jti`. Anything else is an ID token.
+    #[default]
+    Rfc9068,
+    /// Microsoft Entra ID: an access token carries `azpacr` (v2.0) or `appidacr` (v1.0), which
+    /// ID tokens never do; the client is `azp` (v2.0) or `appid` (v1.0).
+    Entra,
+    /// Okta custom authorization servers: an access token carries `cid` (the client) and `scp`;
+    /// the person is `uid` (an access token's `sub` is their login name, which changes).
+    Okta,
+    /// Keycloak: the payload's own `typ` says `Bearer` for an access token and `ID` for an ID
+    /// token (refresh and logout tokens say otherwise and are refused); the client is `azp`.
+    Keycloak,
+    /// Auth0: an access token carries `scope` or `gty`, which ID tokens never do; the client
+    /// is `azp` (or `client_id` in Auth0's RFC 9068 profile).
+    Auth0,
+}
+
+impl AccessTokenProfile {
+    /// Which kind of token a `typ: JWT` (or untyped) token with these claims is, under this
+    /// profile; `None` when the provider says it is neither.
+    pub(crate) fn kind_of(
+        self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<TokenKind> {
+        let has = |name: &str| claims.contains_key(name);
+        // `nonce` belongs to ID tokens alone (OpenID Connect Core §2): whatever else it
+        // carries, a token with one is not an access token.
+        if self != Self::Rfc9068 && has("nonce") {
+            return Some(TokenKind::Id);
+        }
+        let access = match self {
+            Self::Rfc9068 => false,
+            Self::Entra => has("azpacr") || has("appidacr"),
+            Self::Okta => has("cid"),
+            Self::Auth0 => has("scope") || has("gty"),
+            Self::Keycloak => match claims.get("typ").and_then(serde_json::Value::as_str) {
+                Some("Bearer") => true,
+                Some("ID") | None => false,
+                Some(_) => return None,
+            },
+        };
+        Some(if access {
+            TokenKind::Access
+        } else {
+            TokenKind::Id
+        })
+    }
+
+    /// The claim that holds the person's stable identifier in an access token. Okta puts the
+    /// user's *login* in an access token's `sub` (which the user can change, and which is not
+    /// the `sub` of their ID tokens) and their id in `uid`.
+    pub(crate) fn subject_claim(self) -> &'static str {
+        match self {
+            Self::Okta => "uid",
+            _ => "sub",
+        }
+    }
+
+    /// The claim that names the client an access token was issued to.
+    pub(crate) fn client_claims(self) -> &'static [&'static str] {
+        match self {
+            Self::Rfc9068 => &["client_id"],
+            Self::Entra => &["azp", "appid"],
+            Self::Okta => &["cid"],
+            Self::Keycloak => &["azp"],
+            Self::Auth0 => &["azp", "client_id"],
+        }
     }
 }
 

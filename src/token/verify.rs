@@ -35,7 +35,7 @@ use serde_json::{Map, Value};
 use super::claims::{ClaimRules, RawToken, VerifiedClaims, audiences};
 use super::jwk::Jwk;
 use super::jwks::{KeyManager, KeySet};
-use super::{Algorithm, TokenError, TokenKind};
+use super::{AccessTokenProfile, Algorithm, TokenError, TokenKind};
 use crate::error::Error;
 
 /// The validated settings of one issuer.
@@ -46,12 +46,19 @@ pub(crate) struct IssuerRules {
     pub(crate) kinds: Vec<TokenKind>,
     pub(crate) algorithms: Vec<Algorithm>,
     pub(crate) audiences: Arc<[String]>,
+    /// Audiences a token may name beside an accepted one, which never suffice alone (Auth0's
+    /// `…/userinfo`, Keycloak's `account`).
+    pub(crate) tolerated_audiences: Arc<[String]>,
     /// Allowed `azp`/`client_id` values; `None`: ID tokens' `azp` must be an accepted audience,
     /// access tokens may come from any client.
     pub(crate) authorized_parties: Option<Vec<String>>,
     pub(crate) leeway: Duration,
     pub(crate) max_token_age: Option<Duration>,
     pub(crate) claims: ClaimRules,
+    /// How access tokens are told from ID tokens.
+    pub(crate) profile: AccessTokenProfile,
+    /// The discovery document's URL, when not at the issuer's own well-known URL.
+    pub(crate) discovery: Option<url::Url>,
 }
 
 /// `openidconnect` verifiers for one key set, one per (kind, accepted audience).
@@ -93,6 +100,7 @@ fn verifier(
     kind: TokenKind,
 ) -> IdTokenVerifier<'static, Jwk> {
     let accepted = Arc::clone(&rules.audiences);
+    let tolerated = Arc::clone(&rules.tolerated_audiences);
     let leeway = TimeDelta::from_std(rules.leeway).unwrap_or(TimeDelta::zero());
     let verifier = IdTokenVerifier::new_public_client(
         ClientId::new(audience.to_owned()),
@@ -101,17 +109,28 @@ fn verifier(
     )
     .set_allowed_algs(rules.algorithms.iter().map(|alg| alg.to_core()))
     .set_other_audience_verifier_fn(move |aud: &Audience| {
-        accepted.iter().any(|a| a.as_str() == aud.as_str())
+        accepted
+            .iter()
+            .chain(tolerated.iter())
+            .any(|a| a.as_str() == aud.as_str())
     })
     // The verifier refuses a token once its clock reaches `exp`; running that clock `leeway`
     // behind applies the leeway to `exp` exactly as it is applied to `nbf` and `iat` below.
     .set_time_fn(move || Utc::now() - leeway);
-    match kind {
-        TokenKind::Id => verifier,
-        TokenKind::Access => {
-            verifier.set_allowed_jose_types([JsonWebTokenType::new("at+jwt".to_owned())
-                .normalize()
-                .expect("`at+jwt` is a valid media type")])
+    let media_type = |typ: &str| {
+        JsonWebTokenType::new(typ.to_owned())
+            .normalize()
+            .expect("a valid media type")
+    };
+    match (kind, rules.profile) {
+        (TokenKind::Id, _) => verifier,
+        (TokenKind::Access, AccessTokenProfile::Rfc9068) => {
+            verifier.set_allowed_jose_types([media_type("at+jwt")])
+        }
+        // The provider types its access tokens `JWT` (or not at all); which kind a token is was
+        // decided from its claims before the verifier was chosen.
+        (TokenKind::Access, _) => {
+            verifier.set_allowed_jose_types([media_type("JWT"), media_type("at+jwt")])
         }
     }
 }
@@ -130,9 +149,13 @@ impl IssuerVerifier {
     ) -> Self {
         let rules = Arc::new(rules);
         let for_keys = Arc::clone(&rules);
-        let keys = KeyManager::new(rules.issuer_url.clone(), fetcher, timing, move |keys| {
-            Verifiers::build(&for_keys, keys)
-        });
+        let keys = KeyManager::new(
+            rules.issuer_url.clone(),
+            rules.discovery.clone(),
+            fetcher,
+            timing,
+            move |keys| Verifiers::build(&for_keys, keys),
+        );
         Self {
             rules,
             keys: Arc::new(keys),
@@ -145,11 +168,27 @@ impl IssuerVerifier {
         Algorithm::from_name(&raw.header.alg)
             .filter(|alg| rules.algorithms.contains(alg))
             .ok_or(invalid(TokenError::UnsupportedAlgorithm))?;
-        let kind = raw
-            .header
-            .declared_kind()
-            .filter(|kind| rules.kinds.contains(kind))
-            .ok_or(invalid(TokenError::WrongTokenType))?;
+        // A token typed `at+jwt` follows RFC 9068 whatever the issuer's profile.
+        let typed_access = raw.header.declared_kind() == Some(TokenKind::Access);
+        let kind = match raw.header.declared_kind() {
+            None => return Err(invalid(TokenError::WrongTokenType)),
+            Some(TokenKind::Access) => TokenKind::Access,
+            Some(TokenKind::Id) => rules
+                .profile
+                .kind_of(&raw.payload)
+                .ok_or(invalid(TokenError::WrongTokenType))?,
+        };
+        if !rules.kinds.contains(&kind) {
+            return Err(invalid(match kind {
+                TokenKind::Id => TokenError::ExpectedAccessToken,
+                TokenKind::Access => TokenError::ExpectedIdToken,
+            }));
+        }
+        let access_rules = if typed_access {
+            AccessTokenProfile::Rfc9068
+        } else {
+            rules.profile
+        };
         let token_audiences = audiences(&raw.payload);
         let audience = rules
             .audiences
@@ -168,10 +207,22 @@ impl IssuerVerifier {
 
         let now = Utc::now();
         check_times(rules, &raw.payload, now).map_err(invalid)?;
-        check_party(rules, kind, &raw.payload, token_audiences.len()).map_err(invalid)?;
+        check_party(
+            rules,
+            kind,
+            access_rules,
+            &raw.payload,
+            token_audiences.len(),
+        )
+        .map_err(invalid)?;
+        let subject_claim = match kind {
+            TokenKind::Access => access_rules.subject_claim(),
+            TokenKind::Id => "sub",
+        };
         VerifiedClaims::from_verified(
             rules.issuer.clone(),
             kind,
+            subject_claim,
             &raw.payload,
             raw.payload_json,
             &rules.claims,
@@ -248,10 +299,12 @@ fn check_times(
     Ok(())
 }
 
-/// `azp` for ID tokens; `client_id`, `azp` and `jti` for access tokens.
+/// `azp` for ID tokens; for access tokens, the client claim of their profile (RFC 9068's
+/// `client_id`, with `jti`; a provider's own otherwise) and `azp`.
 fn check_party(
     rules: &IssuerRules,
     kind: TokenKind,
+    access_rules: AccessTokenProfile,
     claims: &Map<String, Value>,
     audience_count: usize,
 ) -> Result<(), TokenError> {
@@ -278,8 +331,17 @@ fn check_party(
             }
         }
         TokenKind::Access => {
-            let client_id = string("client_id")?.ok_or(TokenError::MissingClaim)?;
-            string("jti")?.ok_or(TokenError::MissingClaim)?;
+            let mut client_id = None;
+            for claim in access_rules.client_claims() {
+                if let Some(client) = string(claim)? {
+                    client_id = Some(client);
+                    break;
+                }
+            }
+            let client_id = client_id.ok_or(TokenError::MissingClaim)?;
+            if access_rules == AccessTokenProfile::Rfc9068 {
+                string("jti")?.ok_or(TokenError::MissingClaim)?;
+            }
             if let Some(allowed) = &rules.authorized_parties {
                 for party in [Some(client_id), azp].into_iter().flatten() {
                     if !allowed.iter().any(|a| a == party) {
@@ -485,13 +547,16 @@ mod tests {
             kinds: vec![TokenKind::Id, TokenKind::Access],
             algorithms: vec![Algorithm::RS256],
             audiences: vec!["app".to_owned(), "api".to_owned()].into(),
+            tolerated_audiences: Vec::new().into(),
             authorized_parties: parties,
             leeway: Duration::from_secs(30),
             max_token_age,
             claims: ClaimRules {
-                groups_claim: "groups".into(),
+                groups_claims: vec!["groups".into()],
                 accept_string_booleans: false,
             },
+            profile: AccessTokenProfile::Rfc9068,
+            discovery: None,
         }
     }
 
@@ -537,10 +602,17 @@ mod tests {
         let default = rules(None, None);
         let listed = rules(None, Some(vec!["web".to_owned()]));
         let id = |r: &IssuerRules, claims: Value, auds| {
-            check_party(r, TokenKind::Id, &map(claims), auds)
+            check_party(
+                r,
+                TokenKind::Id,
+                AccessTokenProfile::Rfc9068,
+                &map(claims),
+                auds,
+            )
         };
-        let access =
-            |r: &IssuerRules, claims: Value| check_party(r, TokenKind::Access, &map(claims), 1);
+        let access = |r: &IssuerRules, claims: Value| {
+            check_party(r, TokenKind::Access, r.profile, &map(claims), 1)
+        };
 
         assert_eq!(id(&default, serde_json::json!({}), 1), Ok(()));
         assert_eq!(id(&default, serde_json::json!({"azp": "app"}), 1), Ok(()));

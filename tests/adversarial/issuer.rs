@@ -1,7 +1,7 @@
 //! Issuer, audience and token kind.
 
-use tower_jit_provisioning::TokenKind;
 use tower_jit_provisioning::testing::TestIssuer;
+use tower_jit_provisioning::{TokenError, TokenKind};
 
 use crate::harness::{Bait, Target, assert_invalid_token, decoded};
 
@@ -123,7 +123,10 @@ async fn an_id_token_is_refused_where_only_access_tokens_are_accepted() {
         idp.access_token().header("typ", "application/jwt").sign(),
     ];
     for token in &cases {
-        assert_invalid_token(&target.refused(token, 401).await, "wrong token type");
+        assert_invalid_token(
+            &target.refused(token, 401).await,
+            &TokenError::ExpectedAccessToken.to_string(),
+        );
     }
     target.sign_in(&idp.access_token().sign()).await;
 }
@@ -136,12 +139,18 @@ async fn an_access_token_is_refused_where_only_id_tokens_are_accepted() {
         let token = idp.access_token().header("typ", typ).sign();
         let (header, _) = decoded(&token);
         assert_eq!(header["typ"], typ);
-        assert_invalid_token(&target.refused(&token, 401).await, "wrong token type");
+        assert_invalid_token(
+            &target.refused(&token, 401).await,
+            "expected an ID token; this is an access token",
+        );
     }
     // Types that are neither.
     for typ in ["dpop+jwt", "logout+jwt", "secevent+jwt", "JOSE", ""] {
         let token = idp.id_token().header("typ", typ).sign();
-        assert_invalid_token(&target.refused(&token, 401).await, "wrong token type");
+        assert_invalid_token(
+            &target.refused(&token, 401).await,
+            "unsupported token type: typ must be JWT, at+jwt or absent",
+        );
     }
     target.sign_in(&idp.id_token().sign()).await;
 }

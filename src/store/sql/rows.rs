@@ -44,11 +44,6 @@ impl Param {
     }
 }
 
-/// A value as JSON text.
-pub(crate) fn json_text<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("serializing plain data")
-}
-
 /// A result row, read by column name.
 pub(crate) trait SqlRow {
     fn text(&self, column: &str) -> Result<Option<String>, StoreError>;
