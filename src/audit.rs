@@ -45,6 +45,9 @@ pub enum AuditKind {
     Approved,
     /// An account was deleted.
     Deleted,
+    /// Sessions were ended by a logout (the issuer's back-channel logout); `fields` says how
+    /// many.
+    LoggedOut,
 }
 
 impl AuditKind {
@@ -60,6 +63,7 @@ impl AuditKind {
             Self::Reactivated => "reactivated",
             Self::Approved => "approved",
             Self::Deleted => "deleted",
+            Self::LoggedOut => "logged_out",
         }
     }
 
@@ -75,6 +79,7 @@ impl AuditKind {
             Self::Reactivated,
             Self::Approved,
             Self::Deleted,
+            Self::LoggedOut,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == name)

@@ -226,6 +226,10 @@ pub enum TokenError {
     /// A claim the token's kind requires is missing or has the wrong type.
     #[error("missing required claim")]
     MissingClaim,
+    /// A sign-in's ID token carries an `at_hash` that is not the hash of the access token it
+    /// came with.
+    #[error("access token hash mismatch")]
+    BadAccessTokenHash,
 }
 
 impl TokenError {
@@ -253,6 +257,7 @@ impl TokenError {
             Self::BadSignature => "invalid signature",
             Self::InvalidSubject => "invalid subject",
             Self::MissingClaim => "missing required claim",
+            Self::BadAccessTokenHash => "access token hash mismatch",
         }
     }
 
@@ -277,6 +282,7 @@ impl TokenError {
             Self::BadSignature => "bad_signature",
             Self::InvalidSubject => "invalid_subject",
             Self::MissingClaim => "missing_claim",
+            Self::BadAccessTokenHash => "bad_access_token_hash",
         }
     }
 }
@@ -624,6 +630,7 @@ mod tests {
             BadSignature,
             InvalidSubject,
             MissingClaim,
+            BadAccessTokenHash,
         ] {
             let description = err.description();
             assert!(

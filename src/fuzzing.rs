@@ -27,6 +27,7 @@ pub fn token(input: &str) {
         accept_string_booleans: true,
     };
     if let Ok(claims) = VerifiedClaims::from_verified(
+        crate::sign_in::SignInSource::BearerToken,
         "https://idp.example.com".into(),
         TokenKind::Id,
         "sub",

@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     pub(crate) token_source: TokenSource,
     pub(crate) max_token_bytes: usize,
     pub(crate) optional: bool,
+    /// Browser sign-in: sessions, flows, the public URL.
+    #[cfg(feature = "login")]
+    pub(crate) login: Option<crate::login::Login>,
 }
 
 /// Marks a request that an optional layer let through without credentials, so extractors can
@@ -74,6 +77,12 @@ pub struct ProvisioningLayer<H = DefaultErrorHandler> {
 impl<H> ProvisioningLayer<H> {
     pub(crate) fn from_parts(shared: Arc<Shared>, handler: H) -> Self {
         Self { shared, handler }
+    }
+
+    /// What the layer's clones share, for the routes that go with it.
+    #[cfg(feature = "login")]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Fetches every issuer's keys now instead of on the first request, and reports which
@@ -282,6 +291,9 @@ impl Shared {
             request.uri(),
             self.max_token_bytes,
         ) else {
+            #[cfg(feature = "login")]
+            return self.session_cached(request);
+            #[cfg(not(feature = "login"))]
             return false;
         };
         let now = std::time::Instant::now();
@@ -303,6 +315,74 @@ impl Shared {
         extensions.insert(sign_in.clone());
         extensions.insert(verified.claims.clone());
         true
+    }
+
+    /// Lets the request through if it carries a session cookie the session cache answers for,
+    /// of an account cached, current and active.
+    #[cfg(feature = "login")]
+    fn session_cached<B>(&self, request: &mut Request<B>) -> bool {
+        use crate::login::session::Lookup;
+        let (Some(login), Some(provisioner)) = (&self.login, &self.provisioner) else {
+            return false;
+        };
+        // Only requests without any bearer credential get here; one with a malformed
+        // `Authorization` header is left to the full path, which refuses it.
+        if request.headers().contains_key(http::header::AUTHORIZATION) {
+            return false;
+        }
+        let Lookup::Hit(cached) = login.sessions.lookup(request.headers(), chrono::Utc::now())
+        else {
+            return false;
+        };
+        let Some(account) = provisioner.cached_account(&cached.key, std::time::Instant::now())
+        else {
+            return false;
+        };
+        let user = ProvisionedUser::new(account, cached.sign_in.clone());
+        let extensions = request.extensions_mut();
+        extensions.insert(user);
+        extensions.insert(cached.sign_in.clone());
+        true
+    }
+
+    /// The account of the request's session, if it carries a session cookie of a live session
+    /// of an active account.
+    #[cfg(feature = "login")]
+    async fn session_user(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<ProvisionedUser>, Error> {
+        use crate::login::session::Lookup;
+        let (Some(login), Some(provisioner)) = (&self.login, &self.provisioner) else {
+            return Ok(None);
+        };
+        let now = chrono::Utc::now();
+        let cached = match login.sessions.lookup(headers, now) {
+            Lookup::None => return Ok(None),
+            Lookup::Hit(cached) => cached,
+            Lookup::Miss(hash) => match login.sessions.load(hash, now).await {
+                Ok(Some(cached)) => cached,
+                Ok(None) => return Ok(None),
+                Err(error) => {
+                    tracing::warn!(
+                        target: "tower_jit_provisioning::store",
+                        error = %crate::error::ErrorChain(&error),
+                        "session not read"
+                    );
+                    return Err(Error::StoreUnavailable {
+                        retry_after: std::time::Duration::from_secs(5),
+                    });
+                }
+            },
+        };
+        match provisioner.existing_account(&cached.key).await? {
+            Some(account) if account.user.status == crate::user::UserStatus::Active => {
+                Ok(Some(ProvisionedUser::new(account, cached.sign_in.clone())))
+            }
+            // No account, or one that may not sign in: the session counts for nothing (the
+            // store ended it when the account was deactivated).
+            _ => Ok(None),
+        }
     }
 
     /// Provisions a verified sign-in (with a store) and hands it to the handlers.
@@ -371,6 +451,18 @@ async fn authenticate<B>(
             .await
             .inspect_err(|_| shared.tokens.forget(&token))?;
         extensions.insert(verified.claims.clone());
+        return Ok(request);
+    }
+    #[cfg(feature = "login")]
+    if let Some(user) = shared
+        .session_user(request.headers())
+        .await
+        .inspect_err(log_refusal)?
+    {
+        let sign_in = user.sign_in().clone();
+        let extensions = request.extensions_mut();
+        extensions.insert(user);
+        extensions.insert(sign_in);
         return Ok(request);
     }
     if !shared.authenticators.is_empty() {

@@ -206,9 +206,11 @@
 
 pub mod audit;
 mod builder;
+mod cookies;
 pub mod error;
 mod layer;
 pub mod provision;
+pub mod session;
 mod sign_in;
 pub mod store;
 mod token;
@@ -217,6 +219,10 @@ mod user;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
+
+#[cfg(feature = "login")]
+#[cfg_attr(docsrs, doc(cfg(feature = "login")))]
+pub mod login;
 
 #[cfg(feature = "scim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "scim")))]

@@ -66,6 +66,12 @@ impl SignInSource {
         }
     }
 
+    /// The built-in source named `name` ([`as_str`](Self::as_str)); `None` for any other
+    /// name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::BUILT_IN.into_iter().find(|s| s.as_str() == name)
+    }
+
     fn is_valid(&self) -> bool {
         match self {
             Self::Custom(name) => {
@@ -295,6 +301,8 @@ impl SignInBuilder {
 
 /// What a bearer token's verification established, for [`SignIn::from_token`].
 pub(crate) struct TokenSignIn<'a> {
+    /// A bearer token, or the ID token of a browser sign-in.
+    pub(crate) source: SignInSource,
     pub(crate) issuer: Arc<str>,
     pub(crate) subject: String,
     /// The payload, parsed, to read the profile from.
@@ -326,8 +334,8 @@ impl SignIn {
         }
     }
 
-    /// A bearer token's sign-in, from what its verification established. The subject was
-    /// checked by the verifier.
+    /// A token's sign-in, from what its verification established. The subject was checked by
+    /// the verifier.
     pub(crate) fn from_token(token: TokenSignIn<'_>) -> Self {
         let email = token
             .claims
@@ -335,7 +343,7 @@ impl SignIn {
             .and_then(Value::as_str)
             .map(Box::from);
         Self(Arc::new(Inner {
-            source: SignInSource::BearerToken,
+            source: token.source,
             issuer: token.issuer,
             subject: token.subject.into_boxed_str(),
             email,

@@ -9,6 +9,8 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use chrono::{TimeDelta, Utc};
+use tower_jit_provisioning::session::{LoginFlow, Session, SessionHash, SessionSelector};
 use tower_jit_provisioning::store::StoreEvent;
 use tower_jit_provisioning::{
     Actor, AttributeMapping, AuditEvent, AuditKind, DenyReason, Error, GroupUpdate, IdentityKey,
@@ -57,6 +59,37 @@ impl AuditLog for PostgresStore {
     }
 }
 
+/// A session of `user_id` with the id `secret`, an hour long.
+/// A new account for `name@example.com`, signed in as subject `name`; its id.
+async fn account(store: &impl UserStore, name: &str) -> uuid::Uuid {
+    store
+        .create_user(
+            named(&format!("{name}@example.com"), true),
+            &key(name),
+            None,
+            audit(),
+        )
+        .await
+        .unwrap()
+        .user
+        .id
+}
+
+fn session(secret: &str, user_id: uuid::Uuid, subject: &str, sid: Option<&str>) -> Session {
+    let now = Utc::now();
+    Session::new(
+        SessionHash::of(secret.as_bytes()),
+        user_id,
+        "https://idp.example.com",
+        subject,
+        sid.map(str::to_owned),
+        "browser_oidc",
+        now,
+        now + TimeDelta::hours(1),
+        600,
+    )
+}
+
 const PROXY: &str = "https://proxy.example.com";
 const CONTRACT: SignInSource = SignInSource::Custom("contract");
 
@@ -93,6 +126,193 @@ macro_rules! store_contract {
 
             async fn make() -> (impl UserStore + AuditLog + Clone, Guard) {
                 $make
+            }
+
+            #[tokio::test]
+            $(#[$attr])*
+            async fn sessions_are_kept_touched_forward_only_and_ended_by_each_selector() {
+                let (store, _guard) = make().await;
+                let ada = account(&store, "ada").await;
+                let bob = account(&store, "bob").await;
+                let ended = Arc::new(Mutex::new(Vec::new()));
+                let _subscription = {
+                    let ended = Arc::clone(&ended);
+                    store.changes().subscribe(move |event| {
+                        if let StoreEvent::SessionsEnded { user_id } = event {
+                            ended.lock().unwrap().push(*user_id);
+                        }
+                    })
+                };
+                let sessions = [
+                    session("a1", ada, "ada", Some("sid-1")),
+                    session("a2", ada, "ada", Some("sid-2")),
+                    session("a3", ada, "ada", None),
+                    session("b1", bob, "bob", Some("sid-1")),
+                ];
+                for s in &sessions {
+                    store.create_session(s.clone()).await.unwrap();
+                }
+                let duplicate = store.create_session(sessions[0].clone()).await;
+                assert!(matches!(duplicate, Err(StoreError::Duplicate(_))), "{duplicate:?}");
+                let found = store.find_session(sessions[0].id).await.unwrap().unwrap();
+                assert_eq!(found.user_id, ada);
+                assert_eq!(found.sid.as_deref(), Some("sid-1"));
+                assert_eq!(found.idle_secs, 600);
+                assert!(found.is_live(Utc::now()));
+                assert!(store.find_session(SessionHash::of(b"never")).await.unwrap().is_none());
+
+                // Last-seen times move forward only, whichever batch lands last.
+                let later = sessions[0].last_seen_at + TimeDelta::seconds(90);
+                let earlier = sessions[0].last_seen_at + TimeDelta::seconds(30);
+                store.touch_sessions(vec![(sessions[0].id, later)]).await.unwrap();
+                store.touch_sessions(vec![(sessions[0].id, earlier)]).await.unwrap();
+                let seen = store.find_session(sessions[0].id).await.unwrap().unwrap();
+                assert_eq!(seen.last_seen_at, later);
+
+                // The issuer's session id ends only that issuer session's sessions.
+                let by_sid = SessionSelector::IssuerSession {
+                    issuer: "https://idp.example.com".to_owned(),
+                    sid: "sid-2".to_owned(),
+                };
+                assert_eq!(store.end_sessions(by_sid).await.unwrap(), 1);
+                assert!(store.find_session(sessions[1].id).await.unwrap().is_none());
+                // Published before the call returns (PostgreSQL's listener may echo it again).
+                assert!(ended.lock().unwrap().iter().all(|id| *id == ada));
+                assert!(!ended.lock().unwrap().is_empty(), "published before returning");
+                assert_eq!(
+                    store.end_sessions(SessionSelector::Id(sessions[3].id)).await.unwrap(),
+                    1
+                );
+                let by_subject = SessionSelector::Subject {
+                    issuer: "https://idp.example.com".to_owned(),
+                    subject: "ada".to_owned(),
+                };
+                assert_eq!(store.end_sessions(by_subject).await.unwrap(), 2);
+                for s in &sessions {
+                    assert!(store.find_session(s.id).await.unwrap().is_none());
+                }
+                assert_eq!(
+                    store.end_sessions(SessionSelector::User(ada)).await.unwrap(),
+                    0
+                );
+            }
+
+            #[tokio::test]
+            $(#[$attr])*
+            async fn deactivating_or_deleting_an_account_ends_its_sessions() {
+                let (store, _guard) = make().await;
+                let ada = account(&store, "ada").await;
+                let first = session("s1", ada, "ada", None);
+                store.create_session(first.clone()).await.unwrap();
+                store.deactivate(ada).await.unwrap();
+                assert!(store.find_session(first.id).await.unwrap().is_none());
+                // Reactivation does not bring it back; a new sign-in makes a new one.
+                store.reactivate(ada).await.unwrap();
+                assert!(store.find_session(first.id).await.unwrap().is_none());
+                let second = session("s2", ada, "ada", None);
+                store.create_session(second.clone()).await.unwrap();
+                store
+                    .delete_user(ada, AuditEvent::new(AuditKind::Deleted, Actor::Application))
+                    .await
+                    .unwrap();
+                assert!(store.find_session(second.id).await.unwrap().is_none());
+                // No session for an account that does not exist.
+                let orphan = store
+                    .create_session(session("s3", uuid::Uuid::now_v7(), "x", None))
+                    .await;
+                assert!(matches!(orphan, Err(StoreError::NotFound)), "{orphan:?}");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            $(#[$attr])*
+            async fn a_login_flow_is_taken_once_however_many_race_for_it() {
+                let (store, _guard) = make().await;
+                let now = Utc::now();
+                let flow = LoginFlow::new(
+                    SessionHash::of(b"state-1"),
+                    SessionHash::of(b"browser-1"),
+                    "oidc",
+                    serde_json::json!({"nonce": "n", "verifier": "v", "return_to": "/x"}),
+                    now,
+                    now + TimeDelta::minutes(10),
+                );
+                store.put_login_flow(flow.clone()).await.unwrap();
+                let takers: Vec<_> = (0..8)
+                    .map(|_| {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            store.take_login_flow(SessionHash::of(b"state-1")).await.unwrap()
+                        })
+                    })
+                    .collect();
+                let mut taken = Vec::new();
+                for taker in takers {
+                    taken.extend(taker.await.unwrap());
+                }
+                assert_eq!(taken.len(), 1, "exactly one taker gets the flow");
+                assert_eq!(taken[0].data["return_to"], "/x");
+                assert_eq!(taken[0].binding, SessionHash::of(b"browser-1"));
+                // An expired flow is never handed out.
+                let stale = LoginFlow::new(
+                    SessionHash::of(b"state-2"),
+                    SessionHash::of(b"browser-1"),
+                    "oidc",
+                    serde_json::json!({}),
+                    now - TimeDelta::minutes(20),
+                    now - TimeDelta::minutes(10),
+                );
+                store.put_login_flow(stale).await.unwrap();
+                assert!(store.take_login_flow(SessionHash::of(b"state-2")).await.unwrap().is_none());
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            $(#[$attr])*
+            async fn a_one_time_key_is_accepted_once_however_many_race_for_it() {
+                let (store, _guard) = make().await;
+                let until = Utc::now() + TimeDelta::minutes(5);
+                let key = SessionHash::of(b"jti-1");
+                let racers: Vec<_> = (0..8)
+                    .map(|_| {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            store.consume_once("logout_jti", key, until).await.unwrap()
+                        })
+                    })
+                    .collect();
+                let mut firsts = 0;
+                for racer in racers {
+                    firsts += usize::from(racer.await.unwrap());
+                }
+                assert_eq!(firsts, 1);
+                // Keys of another kind are another space.
+                assert!(store.consume_once("saml_assertion", key, until).await.unwrap());
+            }
+
+            #[tokio::test]
+            $(#[$attr])*
+            async fn purging_removes_only_what_expired() {
+                let (store, _guard) = make().await;
+                let ada = account(&store, "ada").await;
+                let now = Utc::now();
+                let mut old = session("old", ada, "ada", None);
+                old.expires_at = now - TimeDelta::seconds(1);
+                let live = session("live", ada, "ada", None);
+                store.create_session(old.clone()).await.unwrap();
+                store.create_session(live.clone()).await.unwrap();
+                store
+                    .consume_once("k", SessionHash::of(b"a"), now - TimeDelta::seconds(1))
+                    .await
+                    .unwrap();
+                assert_eq!(store.purge_expired(now).await.unwrap(), 2);
+                assert!(store.find_session(old.id).await.unwrap().is_none());
+                assert!(store.find_session(live.id).await.unwrap().is_some());
+                // The purged key may be used again: its record is gone.
+                assert!(
+                    store
+                        .consume_once("k", SessionHash::of(b"a"), now + TimeDelta::minutes(1))
+                        .await
+                        .unwrap()
+                );
             }
 
             #[tokio::test]

@@ -14,7 +14,7 @@ use crate::provision::IssuerProvisioning;
 use crate::token::claims::ClaimRules;
 use crate::token::fetch::{UrlPolicy, UrlRefusal};
 use crate::token::jwks::KeyTiming;
-use crate::token::verify::IssuerRules;
+use crate::token::verify::{IssuerRules, SignInClient};
 use crate::token::{AccessTokenProfile, Algorithm, TokenKind};
 
 /// Largest clock leeway accepted by [`Issuer::leeway`].
@@ -113,6 +113,7 @@ pub struct Issuer {
     profile: AccessTokenProfile,
     provider: Option<Provider>,
     discovery: Option<String>,
+    browser: Option<SignInClient>,
 }
 
 impl Issuer {
@@ -140,6 +141,7 @@ impl Issuer {
             profile: AccessTokenProfile::Rfc9068,
             provider: None,
             discovery: None,
+            browser: None,
         }
     }
 
@@ -240,6 +242,36 @@ impl Issuer {
     /// to `Rfc9068` accepts only `typ: at+jwt` access tokens, whatever the provider.
     pub fn access_token_profile(mut self, profile: AccessTokenProfile) -> Self {
         self.profile = profile;
+        self
+    }
+
+    /// Lets people sign in here with a browser (feature `login`), as the application's client
+    /// `client_id` at this issuer, with the confidential client's `secret` (`None` for a public
+    /// client, which PKCE alone protects). The ID tokens of those sign-ins are verified by this
+    /// issuer's rules with `client_id` as their audience. See
+    /// [`BrowserLogin`](crate::login::BrowserLogin).
+    #[cfg(feature = "login")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "login")))]
+    pub fn browser_client(mut self, client_id: impl Into<String>, secret: Option<String>) -> Self {
+        self.browser = Some(SignInClient {
+            id: client_id.into(),
+            secret,
+            scopes: Vec::new(),
+        });
+        self
+    }
+
+    /// Scopes to ask for at browser sign-in beside `openid email profile` (such as `groups`).
+    #[cfg(feature = "login")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "login")))]
+    pub fn browser_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        if let Some(client) = &mut self.browser {
+            client.scopes = scopes.into_iter().map(Into::into).collect();
+        }
         self
     }
 
@@ -474,8 +506,20 @@ impl Issuer {
             UrlRefusal::NotHttps => ConfigError::InsecureIssuerUrl { issuer: issuer() },
             UrlRefusal::HttpNotLoopback => ConfigError::HttpIssuerNotLoopback { issuer: issuer() },
         })?;
-        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+        let setting = |name: &str| format!("issuer `{}`: {name}", self.url);
+        // An issuer for browser sign-in alone accepts no bearer token: it needs no audience.
+        if (self.audiences.is_empty() && self.browser.is_none())
+            || self.audiences.iter().any(String::is_empty)
+        {
             return Err(ConfigError::NoAudience { issuer: issuer() });
+        }
+        if let Some(client) = &self.browser
+            && (client.id.is_empty() || client.secret.as_deref() == Some(""))
+        {
+            return Err(ConfigError::InvalidSetting {
+                setting: setting("browser_client"),
+                reason: "the client id and secret must not be empty",
+            });
         }
         if self.algorithms.is_empty() {
             return Err(ConfigError::NoAlgorithm { issuer: issuer() });
@@ -483,7 +527,6 @@ impl Issuer {
         if self.kinds.is_empty() {
             return Err(ConfigError::NoTokenKind { issuer: issuer() });
         }
-        let setting = |name: &str| format!("issuer `{}`: {name}", self.url);
         if self.leeway > MAX_LEEWAY {
             return Err(ConfigError::InvalidDuration {
                 setting: setting("leeway"),
@@ -534,6 +577,7 @@ impl Issuer {
             },
             profile: self.profile,
             discovery,
+            browser: self.browser,
         };
         Ok((rules, policy, self.timing))
     }

@@ -46,6 +46,8 @@ const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
 #[must_use]
 pub struct ProvisioningLayerBuilder<H = DefaultErrorHandler> {
     issuers: Vec<Issuer>,
+    #[cfg(feature = "login")]
+    browser_login: Option<crate::login::BrowserLogin>,
     authenticators: Authenticators,
     policies: Vec<(String, IssuerPolicy)>,
     optional: bool,
@@ -118,6 +120,8 @@ impl ProvisioningLayerBuilder {
     pub(crate) fn new() -> Self {
         Self {
             issuers: Vec::new(),
+            #[cfg(feature = "login")]
+            browser_login: None,
             authenticators: Authenticators::default(),
             policies: Vec::new(),
             optional: false,
@@ -144,6 +148,17 @@ impl<H> ProvisioningLayerBuilder<H> {
     /// "Adding a sign-in source".
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticators.0.push(Arc::new(authenticator));
+        self
+    }
+
+    /// Turns on browser sign-in (feature `login`): sessions in the store, the routes of
+    /// [`ProvisioningLayer::login_router`], and requests signed in by their session cookie. The
+    /// issuers people sign in at are those given a
+    /// [`browser_client`](crate::Issuer::browser_client). Needs a store.
+    #[cfg(feature = "login")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "login")))]
+    pub fn browser_login(mut self, login: crate::login::BrowserLogin) -> Self {
+        self.browser_login = Some(login);
         self
     }
 
@@ -283,6 +298,8 @@ impl<H> ProvisioningLayerBuilder<H> {
     pub fn error_handler<H2>(self, handler: H2) -> ProvisioningLayerBuilder<H2> {
         ProvisioningLayerBuilder {
             issuers: self.issuers,
+            #[cfg(feature = "login")]
+            browser_login: self.browser_login,
             authenticators: self.authenticators,
             policies: self.policies,
             optional: self.optional,
@@ -357,6 +374,23 @@ impl<H> ProvisioningLayerBuilder<H> {
             });
         }
         let settings = self.provisioning;
+        #[cfg(feature = "login")]
+        let login = match (self.browser_login, &settings.store) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "browser_login".to_owned(),
+                    reason: "sessions live in the store: browser sign-in needs a store",
+                });
+            }
+            (Some(_), Some(_)) if !issuers.iter().any(|i| i.rules.browser.is_some()) => {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "browser_login".to_owned(),
+                    reason: "no issuer has a browser client: add one with `Issuer::browser_client`",
+                });
+            }
+            (Some(login), Some(store)) => Some(login.validate(Arc::clone(store))?),
+        };
         let provisioner = match settings.store {
             None => None,
             Some(store) => {
@@ -402,6 +436,8 @@ impl<H> ProvisioningLayerBuilder<H> {
             token_source: self.token_source,
             max_token_bytes: self.max_token_bytes,
             optional: self.optional,
+            #[cfg(feature = "login")]
+            login,
         };
         Ok(ProvisioningLayer::from_parts(
             Arc::new(shared),

@@ -167,6 +167,8 @@ impl Freshness {
             }
             StoreEvent::Deleted { user_id } => self.changed.insert(user_id, i64::MAX),
             StoreEvent::Reset => users.invalidate_all(),
+            // Sessions are not accounts: nothing cached here changed.
+            StoreEvent::SessionsEnded { .. } => return,
         }
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         if matches!(event, StoreEvent::Reset) {
@@ -312,6 +314,57 @@ impl Provisioner {
         };
         self.note_login(&account, admitted, now);
         Some(ProvisionedUser::new(account, sign_in.clone()))
+    }
+
+    /// The cached account of an identity, if current and active: the hot path of a request
+    /// made with a session, synchronous, with no store access.
+    #[cfg(feature = "login")]
+    pub(crate) fn cached_account(&self, key: &IdentityKey, now: Instant) -> Option<Arc<Account>> {
+        self.users
+            .get(key)
+            .now_or_never()
+            .flatten()
+            .filter(|account| {
+                account.user.status == UserStatus::Active && self.freshness.is_current(account, now)
+            })
+    }
+
+    /// The account of an identity that signed in before (a session's), from the cache if
+    /// current, else read from the store once however many requests wait for it. `None` when
+    /// the identity has no account any more; the caller decides what a status other than
+    /// active means.
+    #[cfg(feature = "login")]
+    pub(crate) async fn existing_account(
+        &self,
+        key: &IdentityKey,
+    ) -> Result<Option<Arc<Account>>, Error> {
+        if let Some(account) = self.users.get(key).await {
+            if self.freshness.is_current(&account, Instant::now()) {
+                return Ok(Some(account));
+            }
+            self.users.invalidate(key).await;
+        }
+        let read = async {
+            let read_epoch = self.freshness.epoch.load(Ordering::Acquire);
+            match self.config.store.find_by_identity(key).await {
+                Ok(Some((user, identity))) => Ok(Arc::new(Account {
+                    user,
+                    identity,
+                    read_epoch,
+                    read_at: Instant::now(),
+                    login_noted: AtomicU64::new(0),
+                })),
+                Ok(None) => Err(None),
+                Err(error) => Err(Some(Failure::from(error))),
+            }
+        };
+        match self.users.try_get_with(key.clone(), read).await {
+            Ok(account) => Ok(Some(account)),
+            Err(shared) => match &*shared {
+                None => Ok(None),
+                Some(failure) => Err(failure.clone().into()),
+            },
+        }
     }
 
     /// The account behind a verified sign-in, created if this is its first.

@@ -11,7 +11,10 @@ use uuid::Uuid;
 
 use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore};
 use crate::audit::{Audit, AuditEvent};
-use crate::user::{Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, User, UserUpdate};
+use crate::session::{LoginFlow, Session, SessionHash, SessionSelector};
+use crate::user::{
+    Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, User, UserStatus, UserUpdate,
+};
 
 /// How many audit events a [`MemoryStore`] keeps.
 const KEPT_EVENTS: usize = 10_000;
@@ -40,6 +43,9 @@ struct State {
     tombstones: HashSet<IdentityKey>,
     groups: HashMap<Uuid, Group>,
     events: Vec<AuditEvent>,
+    sessions: HashMap<SessionHash, Session>,
+    flows: HashMap<SessionHash, LoginFlow>,
+    once: HashMap<(String, SessionHash), DateTime<Utc>>,
 }
 
 impl State {
@@ -411,9 +417,16 @@ impl UserStore for MemoryStore {
         if expected_version.is_some_and(|v| v != user.version) {
             return Err(StoreError::Conflict);
         }
+        let was_active = user.status == UserStatus::Active;
         user.apply(update, crate::user::now());
         state.check_unique(&user)?;
         state.users.insert(user_id, user.clone());
+        // An account that may no longer sign in keeps no session.
+        let before = state.sessions.len();
+        if was_active && user.status != UserStatus::Active {
+            state.sessions.retain(|_, s| s.user_id != user_id);
+        }
+        let sessions_ended = state.sessions.len() < before;
         if let Some(audit) = audit {
             self.emit(&mut state, audit.user(user_id));
         }
@@ -422,6 +435,11 @@ impl UserStore for MemoryStore {
             user_id,
             version: user.version,
         });
+        if sessions_ended {
+            self.inner
+                .feed
+                .publish(StoreEvent::SessionsEnded { user_id });
+        }
         Ok(user)
     }
 
@@ -464,6 +482,7 @@ impl UserStore for MemoryStore {
         for group in state.groups.values_mut() {
             group.members.retain(|m| *m != user_id);
         }
+        state.sessions.retain(|_, s| s.user_id != user_id);
         self.emit(&mut state, audit.user(user_id));
         drop(state);
         self.inner.feed.publish(StoreEvent::Deleted { user_id });
@@ -477,5 +496,107 @@ impl UserStore for MemoryStore {
 
     fn changes(&self) -> &ChangeFeed {
         &self.inner.feed
+    }
+
+    async fn create_session(&self, session: Session) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if !state.users.contains_key(&session.user_id) {
+            return Err(StoreError::NotFound);
+        }
+        if state.sessions.contains_key(&session.id) {
+            return Err(StoreError::Duplicate("id_hash"));
+        }
+        state.sessions.insert(session.id, session);
+        Ok(())
+    }
+
+    async fn find_session(&self, id: SessionHash) -> Result<Option<Session>, StoreError> {
+        Ok(self.state().sessions.get(&id).cloned())
+    }
+
+    async fn touch_sessions(
+        &self,
+        seen: Vec<(SessionHash, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        for (id, at) in seen {
+            if let Some(session) = state.sessions.get_mut(&id) {
+                session.last_seen_at = session.last_seen_at.max(at);
+            }
+        }
+        Ok(())
+    }
+
+    async fn end_sessions(&self, which: SessionSelector) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let matches = |session: &Session| match &which {
+            SessionSelector::Id(id) => session.id == *id,
+            SessionSelector::IssuerSession { issuer, sid } => {
+                session.issuer == *issuer && session.sid.as_deref() == Some(sid)
+            }
+            SessionSelector::Subject { issuer, subject } => {
+                session.issuer == *issuer && session.subject == *subject
+            }
+            SessionSelector::User(user_id) => session.user_id == *user_id,
+        };
+        let ended: Vec<SessionHash> = state
+            .sessions
+            .values()
+            .filter(|s| matches(s))
+            .map(|s| s.id)
+            .collect();
+        let mut users: Vec<Uuid> = ended
+            .iter()
+            .filter_map(|id| state.sessions.remove(id))
+            .map(|s| s.user_id)
+            .collect();
+        drop(state);
+        users.sort();
+        users.dedup();
+        for user_id in users {
+            self.inner
+                .feed
+                .publish(StoreEvent::SessionsEnded { user_id });
+        }
+        Ok(ended.len() as u64)
+    }
+
+    async fn put_login_flow(&self, flow: LoginFlow) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.flows.contains_key(&flow.key) {
+            return Err(StoreError::Duplicate("key_hash"));
+        }
+        state.flows.insert(flow.key, flow);
+        Ok(())
+    }
+
+    async fn take_login_flow(&self, key: SessionHash) -> Result<Option<LoginFlow>, StoreError> {
+        let flow = self.state().flows.remove(&key);
+        Ok(flow.filter(|flow| flow.expires_at > Utc::now()))
+    }
+
+    async fn consume_once(
+        &self,
+        kind: &str,
+        key: SessionHash,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let entry = (kind.to_owned(), key);
+        if state.once.contains_key(&entry) {
+            return Ok(false);
+        }
+        state.once.insert(entry, expires_at);
+        Ok(true)
+    }
+
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let before = state.sessions.len() + state.flows.len() + state.once.len();
+        state.sessions.retain(|_, s| s.expires_at >= now);
+        state.flows.retain(|_, f| f.expires_at >= now);
+        state.once.retain(|_, at| *at >= now);
+        let after = state.sessions.len() + state.flows.len() + state.once.len();
+        Ok((before - after) as u64)
     }
 }

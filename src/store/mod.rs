@@ -54,6 +54,7 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 use crate::audit::{Actor, AuditEvent, AuditKind};
+use crate::session::{LoginFlow, Session, SessionHash, SessionSelector};
 use crate::user::{
     Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, RoleGrant, RoleSource, User,
     UserStatus, UserUpdate,
@@ -90,6 +91,10 @@ pub enum StoreError {
     /// Anything else the backend reported (a schema that was not migrated, a corrupt row).
     #[error("store error")]
     Backend(#[source] BoxError),
+    /// The store does not implement this part of the contract (a store of the application's
+    /// own that keeps no sessions, say).
+    #[error("the store does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// A change to a user, as published on a store's [`ChangeFeed`].
@@ -105,6 +110,12 @@ pub enum StoreEvent {
     },
     /// The user was deleted.
     Deleted {
+        /// The user.
+        user_id: Uuid,
+    },
+    /// Sessions of the user ended (signed out, logged out by the issuer, deactivated): drop
+    /// every cached session of theirs.
+    SessionsEnded {
         /// The user.
         user_id: Uuid,
     },
@@ -372,6 +383,84 @@ pub trait UserStore: fmt::Debug + Send + Sync + 'static {
     /// The store's change feed.
     fn changes(&self) -> &ChangeFeed;
 
+    /// Starts a browser session. Its id hash is unique.
+    ///
+    /// Sessions live beside the users: deleting a user ends theirs, and so does deactivating
+    /// one. The stores of this crate implement every session operation; a store of the
+    /// application's own that does not answers [`StoreError::Unsupported`], and browser
+    /// sign-in cannot be used with it.
+    fn create_session(
+        &self,
+        _session: Session,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Err(StoreError::Unsupported("sessions")) }
+    }
+
+    /// The session with this id hash, if it was started and not ended (it may have expired:
+    /// see [`Session::is_live`]).
+    fn find_session(
+        &self,
+        _id: SessionHash,
+    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send {
+        async { Err(StoreError::Unsupported("sessions")) }
+    }
+
+    /// Records when sessions were last used, in one batch; a time earlier than the one recorded
+    /// is ignored.
+    fn touch_sessions(
+        &self,
+        _seen: Vec<(SessionHash, DateTime<Utc>)>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Err(StoreError::Unsupported("sessions")) }
+    }
+
+    /// Ends the sessions `which` selects, and publishes [`StoreEvent::SessionsEnded`] for each
+    /// user who had one (to every server sharing the store, where the store is shared). Returns
+    /// how many ended.
+    fn end_sessions(
+        &self,
+        _which: SessionSelector,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async { Err(StoreError::Unsupported("sessions")) }
+    }
+
+    /// Keeps a sign-in flow until it is taken or expires. Its key hash is unique.
+    fn put_login_flow(
+        &self,
+        _flow: LoginFlow,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Err(StoreError::Unsupported("sign-in flows")) }
+    }
+
+    /// Takes the flow with this key hash: atomically removes it and returns it, unless it
+    /// expired. However many calls race for one flow, at most one gets it.
+    fn take_login_flow(
+        &self,
+        _key: SessionHash,
+    ) -> impl Future<Output = Result<Option<LoginFlow>, StoreError>> + Send {
+        async { Err(StoreError::Unsupported("sign-in flows")) }
+    }
+
+    /// Records the first use of a one-time key of `kind` (a logout token's `jti`, a SAML
+    /// assertion id), remembered until `expires_at`: `true` the first time, `false` for every
+    /// later use, across every server sharing the store.
+    fn consume_once(
+        &self,
+        _kind: &str,
+        _key: SessionHash,
+        _expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async { Err(StoreError::Unsupported("one-time keys")) }
+    }
+
+    /// Removes sessions, flows and one-time keys past their expiry. Returns how many.
+    fn purge_expired(
+        &self,
+        _now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async { Ok(0) }
+    }
+
     /// Approves an account held for approval.
     fn approve(&self, user_id: Uuid) -> impl Future<Output = Result<User, StoreError>> + Send {
         self.set_status(
@@ -533,6 +622,34 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn record_audit(&self, event: AuditEvent) -> BoxFuture<'_, ()>;
     fn changes(&self) -> &ChangeFeed;
     fn debug(&self) -> &dyn fmt::Debug;
+    // Sessions, flows and one-time keys, for the browser sign-in stage.
+    #[cfg(feature = "login")]
+    fn create_session(&self, session: Session) -> BoxFuture<'_, Result<(), StoreError>>;
+    #[cfg(feature = "login")]
+    fn find_session(&self, id: SessionHash) -> BoxFuture<'_, Result<Option<Session>, StoreError>>;
+    #[cfg(feature = "login")]
+    fn touch_sessions(
+        &self,
+        seen: Vec<(SessionHash, DateTime<Utc>)>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    #[cfg(feature = "login")]
+    fn end_sessions(&self, which: SessionSelector) -> BoxFuture<'_, Result<u64, StoreError>>;
+    #[cfg(feature = "login")]
+    fn put_login_flow(&self, flow: LoginFlow) -> BoxFuture<'_, Result<(), StoreError>>;
+    #[cfg(feature = "login")]
+    fn take_login_flow(
+        &self,
+        key: SessionHash,
+    ) -> BoxFuture<'_, Result<Option<LoginFlow>, StoreError>>;
+    #[cfg(feature = "login")]
+    fn consume_once<'a>(
+        &'a self,
+        kind: &'a str,
+        key: SessionHash,
+        expires_at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    #[cfg(feature = "login")]
+    fn purge_expired(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 impl<S: UserStore> DynStore for S {
@@ -626,5 +743,56 @@ impl<S: UserStore> DynStore for S {
 
     fn debug(&self) -> &dyn fmt::Debug {
         self
+    }
+
+    #[cfg(feature = "login")]
+    fn create_session(&self, session: Session) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(UserStore::create_session(self, session))
+    }
+
+    #[cfg(feature = "login")]
+    fn find_session(&self, id: SessionHash) -> BoxFuture<'_, Result<Option<Session>, StoreError>> {
+        Box::pin(UserStore::find_session(self, id))
+    }
+
+    #[cfg(feature = "login")]
+    fn touch_sessions(
+        &self,
+        seen: Vec<(SessionHash, DateTime<Utc>)>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(UserStore::touch_sessions(self, seen))
+    }
+
+    #[cfg(feature = "login")]
+    fn end_sessions(&self, which: SessionSelector) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(UserStore::end_sessions(self, which))
+    }
+
+    #[cfg(feature = "login")]
+    fn put_login_flow(&self, flow: LoginFlow) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(UserStore::put_login_flow(self, flow))
+    }
+
+    #[cfg(feature = "login")]
+    fn take_login_flow(
+        &self,
+        key: SessionHash,
+    ) -> BoxFuture<'_, Result<Option<LoginFlow>, StoreError>> {
+        Box::pin(UserStore::take_login_flow(self, key))
+    }
+
+    #[cfg(feature = "login")]
+    fn consume_once<'a>(
+        &'a self,
+        kind: &'a str,
+        key: SessionHash,
+        expires_at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(UserStore::consume_once(self, kind, key, expires_at))
+    }
+
+    #[cfg(feature = "login")]
+    fn purge_expired(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(UserStore::purge_expired(self, now))
     }
 }

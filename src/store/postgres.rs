@@ -256,16 +256,13 @@ impl Dialect for PgDialect {
     }
 
     /// `NOTIFY`, which PostgreSQL delivers when the transaction commits.
-    async fn broadcast(
-        &self,
-        tx: &mut Self::Tx,
-        user_id: Uuid,
-        version: Option<i64>,
-    ) -> Result<(), sqlx::Error> {
-        let change = version.map_or_else(|| "deleted".to_owned(), |v| v.to_string());
+    async fn broadcast(&self, tx: &mut Self::Tx, event: StoreEvent) -> Result<(), sqlx::Error> {
+        let Some(payload) = change_payload(event) else {
+            return Ok(());
+        };
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
-            .bind(format!("{user_id}:{change}"))
+            .bind(payload)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -491,11 +488,23 @@ async fn listen(pool: PgPool, feed: ChangeFeed, listening: Arc<AtomicBool>) {
     }
 }
 
+/// The `NOTIFY` payload of an event: `<user id>:<version>`, `:deleted` or `:sessions`.
+fn change_payload(event: StoreEvent) -> Option<String> {
+    Some(match event {
+        StoreEvent::Changed { user_id, version } => format!("{user_id}:{version}"),
+        StoreEvent::Deleted { user_id } => format!("{user_id}:deleted"),
+        StoreEvent::SessionsEnded { user_id } => format!("{user_id}:sessions"),
+        _ => return None,
+    })
+}
+
 fn parse_change(payload: &str) -> Option<StoreEvent> {
     let (user_id, change) = payload.split_once(':')?;
     let user_id = Uuid::parse_str(user_id).ok()?;
-    if change == "deleted" {
-        return Some(StoreEvent::Deleted { user_id });
+    match change {
+        "deleted" => return Some(StoreEvent::Deleted { user_id }),
+        "sessions" => return Some(StoreEvent::SessionsEnded { user_id }),
+        _ => {}
     }
     let version = change.parse().ok()?;
     Some(StoreEvent::Changed { user_id, version })
@@ -519,6 +528,20 @@ mod tests {
             parse_change(&format!("{id}:deleted")),
             Some(StoreEvent::Deleted { user_id: id })
         );
+        assert_eq!(
+            parse_change(&format!("{id}:sessions")),
+            Some(StoreEvent::SessionsEnded { user_id: id })
+        );
+        for event in [
+            StoreEvent::Changed {
+                user_id: id,
+                version: 3,
+            },
+            StoreEvent::Deleted { user_id: id },
+            StoreEvent::SessionsEnded { user_id: id },
+        ] {
+            assert_eq!(parse_change(&change_payload(event).unwrap()), Some(event));
+        }
         assert_eq!(parse_change("nonsense"), None);
         assert_eq!(parse_change(&format!("{id}:x")), None);
     }

@@ -49,9 +49,11 @@ use tokio::task::{JoinHandle, JoinSet};
 
 mod counting;
 mod persist;
+mod signin;
 
 pub use self::counting::CountingStore;
 pub use self::persist::TestIssuerBuilder;
+pub use self::signin::{ClientAuth, SignInFault, TestUser};
 
 use crate::builder::Issuer;
 use crate::token::{Algorithm, TokenKind};
@@ -70,6 +72,7 @@ struct State {
     discovery_fetches: AtomicUsize,
     fault: RwLock<Option<Fault>>,
     counter: AtomicUsize,
+    logins: Mutex<signin::Logins>,
 }
 
 /// How the issuer misbehaves when asked for its key set (and, for some faults, discovery).
@@ -255,6 +258,13 @@ impl State {
             "jwks_uri": format!("{url}/jwks"),
             "response_types_supported": ["code", "id_token", "code id_token"],
             "subject_types_supported": ["public"],
+            "scopes_supported": ["openid", "email", "profile", "groups"],
+            "grant_types_supported": ["authorization_code"],
+            "token_endpoint_auth_methods_supported":
+                self.logins.lock().unwrap_or_else(PoisonError::into_inner).client_auth.advertised(),
+            "code_challenge_methods_supported": ["S256"],
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
             "id_token_signing_alg_values_supported":
                 Algorithm::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         })
@@ -312,6 +322,7 @@ impl TestIssuer {
             discovery_fetches: AtomicUsize::new(0),
             fault: RwLock::new(None),
             counter: AtomicUsize::new(FAMILIES.len()),
+            logins: Mutex::new(signin::Logins::default()),
         });
         let server = tokio::spawn(serve(listener, Arc::clone(&state)));
         Ok(Self {
@@ -531,6 +542,24 @@ async fn respond(
             json(state.discovery())
         }
         "/mint" => mint(&state, request.uri().query().unwrap_or("")),
+        "/authorize" => signin::authorize(&state, request.uri().query().unwrap_or("")),
+        "/authorize/choose" => signin::choose(&state, request.uri().query().unwrap_or("")),
+        "/token" if request.method() == http::Method::POST => {
+            use http_body_util::BodyExt;
+            let authorization = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let limited = http_body_util::Limited::new(request.into_body(), 64 * 1024);
+            match limited.collect().await {
+                Ok(body) => signin::token(&state, authorization.as_deref(), &body.to_bytes()),
+                Err(_) => http::Response::builder()
+                    .status(413)
+                    .body(Full::default())
+                    .expect("static response"),
+            }
+        }
         "/jwks" => {
             state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
             match fault {

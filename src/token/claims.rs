@@ -20,7 +20,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::{TokenError, TokenKind};
-use crate::sign_in::{SignIn, TokenSignIn, is_valid_subject, lookup, strings};
+use crate::sign_in::{SignIn, SignInSource, TokenSignIn, is_valid_subject, lookup, strings};
 
 /// The parts of a token read before verification.
 #[derive(Debug)]
@@ -268,6 +268,7 @@ impl VerifiedClaims {
     /// Builds the claims from a payload (its JSON object and text) whose signature and
     /// registered claims were verified.
     pub(crate) fn from_verified(
+        source: SignInSource,
         issuer: Arc<str>,
         kind: TokenKind,
         subject_claim: &str,
@@ -303,6 +304,7 @@ impl VerifiedClaims {
         let expires_at = timestamp(claims, "exp").ok_or(TokenError::Malformed)?;
         let issued_at = timestamp(claims, "iat").ok_or(TokenError::Malformed)?;
         let sign_in = SignIn::from_token(TokenSignIn {
+            source,
             issuer,
             subject,
             claims,
@@ -595,6 +597,7 @@ mod tests {
         let Value::Object(map) = json else { panic!() };
         let json = Value::Object(map.clone()).to_string();
         VerifiedClaims::from_verified(
+            SignInSource::BearerToken,
             "https://idp".into(),
             TokenKind::Id,
             "sub",

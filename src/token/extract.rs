@@ -13,7 +13,7 @@
 //! a comparison. The token's characters are checked (see [`is_token_syntax`]) only before it is
 //! parsed: a token found in the verified-token cache passed that check when it was verified.
 
-use http::header::{AUTHORIZATION, COOKIE};
+use http::header::AUTHORIZATION;
 use http::{HeaderMap, Uri};
 
 use crate::error::{Error, RequestError, TokenError};
@@ -118,30 +118,8 @@ fn from_authorization(headers: &HeaderMap) -> Result<Option<&str>, Error> {
 }
 
 fn from_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Error> {
-    let mut found = None;
-    for value in headers.get_all(COOKIE) {
-        let Ok(value) = value.to_str() else {
-            continue;
-        };
-        for pair in value.split(';') {
-            let Some((key, val)) = pair.trim().split_once('=') else {
-                continue;
-            };
-            if key.trim() != name {
-                continue;
-            }
-            if found.is_some() {
-                return Err(Error::InvalidRequest(RequestError::AmbiguousCookie));
-            }
-            let val = val.trim();
-            let val = val
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(val);
-            found = Some(val);
-        }
-    }
-    Ok(found.filter(|v| !v.is_empty()))
+    crate::cookies::read(headers, name)
+        .map_err(|_| Error::InvalidRequest(RequestError::AmbiguousCookie))
 }
 
 fn has_query_token(query: &str) -> bool {

@@ -124,7 +124,33 @@ pub(crate) struct KeyManager<V> {
     timing: KeyTiming,
     derive: Derive<V>,
     current: ArcSwapOption<KeySet<V>>,
+    /// The endpoints the last discovery document named, for browser sign-in.
+    endpoints: ArcSwapOption<Endpoints>,
     state: Mutex<RefreshState>,
+}
+
+/// What browser sign-in needs of a discovery document.
+#[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "login"), allow(dead_code))]
+pub(crate) struct Endpoints {
+    pub(crate) authorization: openidconnect::AuthUrl,
+    pub(crate) token: Option<openidconnect::TokenUrl>,
+    /// `token_endpoint_auth_methods_supported`; absent means `client_secret_basic` (OpenID
+    /// Connect Discovery §3).
+    pub(crate) token_auth_methods: Vec<CoreClientAuthMethod>,
+}
+
+impl Endpoints {
+    fn of(metadata: &Metadata) -> Self {
+        Self {
+            authorization: metadata.authorization_endpoint().clone(),
+            token: metadata.token_endpoint().cloned(),
+            token_auth_methods: metadata
+                .token_endpoint_auth_methods_supported()
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -149,6 +175,7 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
             timing,
             derive: Box::new(derive),
             current: ArcSwapOption::empty(),
+            endpoints: ArcSwapOption::empty(),
             state: Mutex::new(RefreshState::default()),
         }
     }
@@ -284,7 +311,7 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
 
     /// The key set's URL from a discovery document that is not at the issuer's well-known URL
     /// (Entra ID's v1.0 issuer, say), with the same exact issuer comparison as discovery.
-    async fn discover_at(&self, url: &url::Url) -> Result<JsonWebKeySetUrl, RefreshError> {
+    async fn discover_at(&self, url: &url::Url) -> Result<Metadata, RefreshError> {
         use openidconnect::AsyncHttpClient;
         let request = http::Request::get(url.as_str())
             .header(http::header::ACCEPT, "application/json")
@@ -303,7 +330,23 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
         if metadata.issuer() != &self.issuer {
             return Err(RefreshError::IssuerMismatch);
         }
-        Ok(metadata.jwks_uri().clone())
+        Ok(metadata)
+    }
+
+    /// The HTTP client this issuer is reached with.
+    #[cfg(feature = "login")]
+    pub(crate) fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+
+    /// The endpoints of the issuer's discovery document, discovering it first if it never was.
+    #[cfg(feature = "login")]
+    pub(crate) async fn endpoints(self: &Arc<Self>) -> Option<Arc<Endpoints>> {
+        if let Some(endpoints) = self.endpoints.load_full() {
+            return Some(endpoints);
+        }
+        self.prefetch().await;
+        self.endpoints.load_full()
     }
 
     async fn fetch(
@@ -322,10 +365,15 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
                     let metadata = Metadata::discover_async(self.issuer.clone(), &self.fetcher)
                         .await
                         .map_err(RefreshError::Discovery)?;
+                    self.endpoints
+                        .store(Some(Arc::new(Endpoints::of(&metadata))));
                     (metadata.jwks_uri().clone(), metadata.jwks().clone())
                 }
                 Some(url) => {
-                    let uri = self.discover_at(url).await?;
+                    let metadata = self.discover_at(url).await?;
+                    self.endpoints
+                        .store(Some(Arc::new(Endpoints::of(&metadata))));
+                    let uri = metadata.jwks_uri().clone();
                     let keys = JsonWebKeySet::fetch_async(&uri, &self.fetcher)
                         .await
                         .map_err(RefreshError::KeySet)?;

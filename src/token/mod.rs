@@ -16,6 +16,8 @@ pub(crate) mod extract;
 pub(crate) mod fetch;
 pub(crate) mod jwk;
 pub(crate) mod jwks;
+#[cfg(feature = "login")]
+pub(crate) mod sign_in_tokens;
 pub(crate) mod verify;
 
 use std::fmt;

@@ -37,6 +37,7 @@ use super::jwk::Jwk;
 use super::jwks::{KeyManager, KeySet};
 use super::{AccessTokenProfile, Algorithm, TokenError, TokenKind};
 use crate::error::Error;
+use crate::sign_in::SignInSource;
 
 /// The validated settings of one issuer.
 #[derive(Debug)]
@@ -59,12 +60,36 @@ pub(crate) struct IssuerRules {
     pub(crate) profile: AccessTokenProfile,
     /// The discovery document's URL, when not at the issuer's own well-known URL.
     pub(crate) discovery: Option<url::Url>,
+    /// The application's client at this issuer, for browser sign-in.
+    pub(crate) browser: Option<SignInClient>,
+}
+
+/// The application's OAuth client at an issuer, for browser sign-in.
+#[derive(Clone)]
+pub(crate) struct SignInClient {
+    pub(crate) id: String,
+    pub(crate) secret: Option<String>,
+    /// Scopes asked for beside `openid email profile`.
+    pub(crate) scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for SignInClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInClient")
+            .field("id", &self.id)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 /// `openidconnect` verifiers for one key set, one per (kind, accepted audience).
 pub(crate) struct Verifiers {
     id: Vec<IdTokenVerifier<'static, Jwk>>,
     access: Vec<IdTokenVerifier<'static, Jwk>>,
+    /// For the ID tokens of browser sign-ins: the client's audience, no other.
+    #[cfg_attr(not(feature = "login"), allow(dead_code))]
+    pub(super) browser: Option<IdTokenVerifier<'static, Jwk>>,
 }
 
 impl Verifiers {
@@ -79,9 +104,20 @@ impl Verifiers {
                 .map(|audience| verifier(rules, keys, audience, kind))
                 .collect()
         };
+        let leeway = TimeDelta::from_std(rules.leeway).unwrap_or(TimeDelta::zero());
+        let browser = rules.browser.as_ref().map(|client| {
+            IdTokenVerifier::new_public_client(
+                ClientId::new(client.id.clone()),
+                rules.issuer_url.clone(),
+                keys.clone(),
+            )
+            .set_allowed_algs(rules.algorithms.iter().map(|alg| alg.to_core()))
+            .set_time_fn(move || Utc::now() - leeway)
+        });
         Self {
             id: make(TokenKind::Id),
             access: make(TokenKind::Access),
+            browser,
         }
     }
 
@@ -162,12 +198,30 @@ impl IssuerVerifier {
         }
     }
 
+    /// The token's `alg`, if this issuer allows it.
+    pub(super) fn allowed_algorithm(&self, raw: &RawToken) -> Result<Algorithm, Error> {
+        Algorithm::from_name(&raw.header.alg)
+            .filter(|alg| self.rules.algorithms.contains(alg))
+            .ok_or(Error::InvalidToken(TokenError::UnsupportedAlgorithm))
+    }
+
+    /// The issuer's key set, refreshed first when it lacks the token's `kid`.
+    pub(super) async fn key_set_for(
+        &self,
+        raw: &RawToken,
+    ) -> Result<Arc<KeySet<Verifiers>>, Error> {
+        self.keys
+            .key_set(raw.header.kid.as_deref())
+            .await
+            .map_err(|unavailable| Error::IssuerUnavailable {
+                retry_after: unavailable.retry_after,
+            })
+    }
+
     async fn verify(&self, token: &str, raw: RawToken) -> Result<VerifiedClaims, Error> {
         let rules = &self.rules;
         let invalid = Error::InvalidToken;
-        Algorithm::from_name(&raw.header.alg)
-            .filter(|alg| rules.algorithms.contains(alg))
-            .ok_or(invalid(TokenError::UnsupportedAlgorithm))?;
+        self.allowed_algorithm(&raw)?;
         // A token typed `at+jwt` follows RFC 9068 whatever the issuer's profile.
         let typed_access = raw.header.declared_kind() == Some(TokenKind::Access);
         let kind = match raw.header.declared_kind() {
@@ -196,13 +250,7 @@ impl IssuerVerifier {
             .position(|a| token_audiences.contains(a))
             .ok_or(invalid(TokenError::WrongAudience))?;
 
-        let keys = self
-            .keys
-            .key_set(raw.header.kid.as_deref())
-            .await
-            .map_err(|unavailable| Error::IssuerUnavailable {
-                retry_after: unavailable.retry_after,
-            })?;
+        let keys = self.key_set_for(&raw).await?;
         verify_signed(&keys, kind, audience, token).map_err(invalid)?;
 
         let now = Utc::now();
@@ -220,6 +268,7 @@ impl IssuerVerifier {
             TokenKind::Id => "sub",
         };
         VerifiedClaims::from_verified(
+            SignInSource::BearerToken,
             rules.issuer.clone(),
             kind,
             subject_claim,
@@ -252,7 +301,7 @@ fn verify_signed(
         .map_err(claims_error)
 }
 
-fn claims_error(error: ClaimsVerificationError) -> TokenError {
+pub(super) fn claims_error(error: ClaimsVerificationError) -> TokenError {
     use SignatureVerificationError as S;
     match error {
         ClaimsVerificationError::Expired(_) => TokenError::Expired,
@@ -271,7 +320,7 @@ fn claims_error(error: ClaimsVerificationError) -> TokenError {
 }
 
 /// `nbf`, `iat` and the maximum age, with the same leeway the verifier applied to `exp`.
-fn check_times(
+pub(super) fn check_times(
     rules: &IssuerRules,
     claims: &Map<String, Value>,
     now: DateTime<Utc>,
@@ -478,6 +527,20 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         }
     }
 
+    /// The configured issuer a token names in its `iss`, read without verifying anything: only
+    /// to route the token to the issuer that will verify it.
+    #[cfg(feature = "login")]
+    pub(crate) fn issuer_of(&self, token: &str) -> Option<&IssuerVerifier> {
+        if !super::extract::is_token_syntax(token) {
+            return None;
+        }
+        let raw = RawToken::parse(token).ok()?;
+        let iss = raw.issuer()?;
+        self.issuers
+            .iter()
+            .find(|issuer| &*issuer.rules.issuer == iss)
+    }
+
     /// Verifies `token`, or finds it verified already.
     pub(crate) async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken<M>>, Error> {
         let Some(cache) = &self.cache else {
@@ -557,6 +620,7 @@ mod tests {
             },
             profile: AccessTokenProfile::Rfc9068,
             discovery: None,
+            browser: None,
         }
     }
 

@@ -34,7 +34,10 @@ use self::queries::Queries;
 pub(crate) use self::rows::{Param, SqlRow};
 use super::{ChangeFeed, Resolved, StoreError, StoreEvent};
 use crate::audit::{Audit, AuditEvent, AuditKind};
-use crate::user::{Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, User, UserUpdate};
+use crate::session::{LoginFlow, Session, SessionHash, SessionSelector};
+use crate::user::{
+    Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, User, UserStatus, UserUpdate,
+};
 
 /// The table sqlx records this crate's applied migrations in, apart from the application's
 /// `_sqlx_migrations`, so both can migrate one database without tripping over each other.
@@ -64,13 +67,12 @@ pub(crate) trait Dialect: Clone + Send + Sync + 'static {
 
     fn commit(&self, tx: Self::Tx) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-    /// Tells other processes sharing the database, when `tx` commits, that `user_id` changed
-    /// (`None`: was deleted). By default nothing: no other process caches the users.
+    /// Tells other processes sharing the database of `event` when `tx` commits. By default
+    /// nothing: no other process caches the users.
     fn broadcast(
         &self,
         _tx: &mut Self::Tx,
-        _user_id: Uuid,
-        _version: Option<i64>,
+        _event: StoreEvent,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
         async { Ok(()) }
     }
@@ -289,11 +291,11 @@ impl<D: Dialect> SqlCore<D> {
         let event = audit.user(user.id);
         self.db.persist(&mut tx, &event).await?;
         self.db
-            .announce(&mut tx, user.id, Some(user.version))
+            .announce(&mut tx, changed(user.id, user.version))
             .await?;
         self.db.commit(tx).await?;
         self.db.audit.emit(&event);
-        self.db.publish(user.id, Some(user.version));
+        self.db.feed.publish(changed(user.id, user.version));
         Ok(user)
     }
 
@@ -416,22 +418,40 @@ impl<D: Dialect> SqlCore<D> {
             return Err(StoreError::Conflict);
         }
         let read_version = user.version;
+        let was_active = user.status == UserStatus::Active;
         user.apply(update, crate::user::now());
         if !self.db.update_user(&mut tx, &user, read_version).await? {
             return Err(StoreError::Conflict);
         }
+        // An account that may no longer sign in keeps no session; reactivating it does not
+        // bring them back.
+        let sessions_ended = was_active
+            && user.status != UserStatus::Active
+            && tx
+                .execute(queries::END_SESSIONS_OF_USER, vec![Param::id(user_id)])
+                .await
+                .map_err(self.db.error())?
+                > 0;
         let event = audit.map(|event| event.user(user_id));
         if let Some(event) = &event {
             self.db.persist(&mut tx, event).await?;
         }
         self.db
-            .announce(&mut tx, user_id, Some(user.version))
+            .announce(&mut tx, changed(user_id, user.version))
             .await?;
+        if sessions_ended {
+            self.db
+                .announce(&mut tx, StoreEvent::SessionsEnded { user_id })
+                .await?;
+        }
         self.db.commit(tx).await?;
         if let Some(event) = &event {
             self.db.audit.emit(event);
         }
-        self.db.publish(user_id, Some(user.version));
+        self.db.feed.publish(changed(user_id, user.version));
+        if sessions_ended {
+            self.db.feed.publish(StoreEvent::SessionsEnded { user_id });
+        }
         Ok(user)
     }
 
@@ -488,11 +508,153 @@ impl<D: Dialect> SqlCore<D> {
         }
         let event = audit.user(user_id);
         self.db.persist(&mut tx, &event).await?;
-        self.db.announce(&mut tx, user_id, None).await?;
+        self.db
+            .announce(&mut tx, StoreEvent::Deleted { user_id })
+            .await?;
         self.db.commit(tx).await?;
         self.db.audit.emit(&event);
-        self.db.publish(user_id, None);
+        self.db.feed.publish(StoreEvent::Deleted { user_id });
         Ok(true)
+    }
+
+    pub(crate) async fn create_session(&self, session: Session) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        tx.execute(queries::INSERT_SESSION, rows::session_params(&session))
+            .await
+            .map_err(|err| {
+                if rows::is_missing_reference(&err) {
+                    StoreError::NotFound
+                } else {
+                    self.db.unique(err, "jit_sessions", &["id_hash"])
+                }
+            })?;
+        self.db.commit(tx).await
+    }
+
+    pub(crate) async fn find_session(
+        &self,
+        id: SessionHash,
+    ) -> Result<Option<Session>, StoreError> {
+        let row = self
+            .db
+            .read_one(queries::SELECT_SESSION, vec![Param::text(&id.to_hex())])
+            .await?;
+        row.as_ref().map(rows::session).transpose()
+    }
+
+    pub(crate) async fn touch_sessions(
+        &self,
+        seen: Vec<(SessionHash, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin().await?;
+        for (id, at) in seen {
+            tx.execute(
+                queries::TOUCH_SESSION,
+                vec![Param::text(&id.to_hex()), Param::time(at)],
+            )
+            .await
+            .map_err(self.db.error())?;
+        }
+        self.db.commit(tx).await
+    }
+
+    pub(crate) async fn end_sessions(&self, which: SessionSelector) -> Result<u64, StoreError> {
+        let (sql, params) = match which {
+            SessionSelector::Id(id) => (queries::END_SESSION, vec![Param::text(&id.to_hex())]),
+            SessionSelector::IssuerSession { issuer, sid } => (
+                queries::END_SESSIONS_OF_SID,
+                vec![Param::Text(Some(issuer)), Param::Text(Some(sid))],
+            ),
+            SessionSelector::Subject { issuer, subject } => (
+                queries::END_SESSIONS_OF_SUBJECT,
+                vec![Param::Text(Some(issuer)), Param::Text(Some(subject))],
+            ),
+            SessionSelector::User(user_id) => (
+                queries::END_SESSIONS_OF_USER_RETURNING,
+                vec![Param::id(user_id)],
+            ),
+        };
+        let mut tx = self.db.begin().await?;
+        let ended = tx.fetch_all(sql, params).await.map_err(self.db.error())?;
+        let mut users = ended
+            .iter()
+            .map(|row| row.required("user_id", SqlRow::id))
+            .collect::<Result<Vec<_>, _>>()?;
+        users.sort();
+        users.dedup();
+        for user_id in &users {
+            self.db
+                .announce(&mut tx, StoreEvent::SessionsEnded { user_id: *user_id })
+                .await?;
+        }
+        self.db.commit(tx).await?;
+        for user_id in users {
+            self.db.feed.publish(StoreEvent::SessionsEnded { user_id });
+        }
+        Ok(ended.len() as u64)
+    }
+
+    pub(crate) async fn put_login_flow(&self, flow: LoginFlow) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        tx.execute(queries::INSERT_FLOW, rows::flow_params(&flow))
+            .await
+            .map_err(|err| self.db.unique(err, "jit_login_flows", &["key_hash"]))?;
+        self.db.commit(tx).await
+    }
+
+    pub(crate) async fn take_login_flow(
+        &self,
+        key: SessionHash,
+    ) -> Result<Option<LoginFlow>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let row = tx
+            .fetch_optional(queries::TAKE_FLOW, vec![Param::text(&key.to_hex())])
+            .await
+            .map_err(self.db.error())?;
+        self.db.commit(tx).await?;
+        let flow = row.as_ref().map(rows::flow).transpose()?;
+        Ok(flow.filter(|flow| flow.expires_at > Utc::now()))
+    }
+
+    pub(crate) async fn consume_once(
+        &self,
+        kind: &str,
+        key: SessionHash,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let params = vec![
+            Param::text(kind),
+            Param::text(&key.to_hex()),
+            Param::time(expires_at),
+        ];
+        let first = tx
+            .fetch_optional(queries::CONSUME_ONCE, params)
+            .await
+            .map_err(self.db.error())?
+            .is_some();
+        self.db.commit(tx).await?;
+        Ok(first)
+    }
+
+    pub(crate) async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let mut purged = 0;
+        for sql in [
+            queries::PURGE_SESSIONS,
+            queries::PURGE_FLOWS,
+            queries::PURGE_ONCE,
+        ] {
+            purged += tx
+                .execute(sql, vec![Param::time(now)])
+                .await
+                .map_err(self.db.error())?;
+        }
+        self.db.commit(tx).await?;
+        Ok(purged)
     }
 
     pub(crate) async fn record_audit(&self, event: AuditEvent) {
@@ -574,24 +736,11 @@ impl<D: Dialect> Db<D> {
     }
 
     /// Queues the broadcast of a change to other processes; it is sent when `tx` commits.
-    async fn announce(
-        &self,
-        tx: &mut D::Tx,
-        user_id: Uuid,
-        version: Option<i64>,
-    ) -> Result<(), StoreError> {
+    async fn announce(&self, tx: &mut D::Tx, event: StoreEvent) -> Result<(), StoreError> {
         self.dialect
-            .broadcast(tx, user_id, version)
+            .broadcast(tx, event)
             .await
             .map_err(self.error())
-    }
-
-    /// Tells this process's subscribers of a committed change.
-    fn publish(&self, user_id: Uuid, version: Option<i64>) {
-        self.feed.publish(match version {
-            Some(version) => StoreEvent::Changed { user_id, version },
-            None => StoreEvent::Deleted { user_id },
-        });
     }
 
     async fn persist(&self, tx: &mut D::Tx, event: &AuditEvent) -> Result<(), StoreError> {
@@ -788,10 +937,15 @@ impl<D: Dialect> Db<D> {
             return Ok(Created::Taken);
         }
         self.persist(&mut tx, &job.event).await?;
-        self.announce(&mut tx, user.id, Some(user.version)).await?;
+        self.announce(&mut tx, changed(user.id, user.version))
+            .await?;
         self.commit(tx).await?;
         Ok(Created::Written)
     }
+}
+
+fn changed(user_id: Uuid, version: i64) -> StoreEvent {
+    StoreEvent::Changed { user_id, version }
 }
 
 fn key_params(key: &IdentityKey) -> Vec<Param> {
@@ -1003,6 +1157,64 @@ macro_rules! sql_store {
 
             fn changes(&self) -> &$crate::store::ChangeFeed {
                 &self.core.db.feed
+            }
+
+            async fn create_session(
+                &self,
+                session: $crate::session::Session,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.core.create_session(session).await
+            }
+
+            async fn find_session(
+                &self,
+                id: $crate::session::SessionHash,
+            ) -> Result<Option<$crate::session::Session>, $crate::store::StoreError> {
+                self.core.find_session(id).await
+            }
+
+            async fn touch_sessions(
+                &self,
+                seen: Vec<($crate::session::SessionHash, chrono::DateTime<chrono::Utc>)>,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.core.touch_sessions(seen).await
+            }
+
+            async fn end_sessions(
+                &self,
+                which: $crate::session::SessionSelector,
+            ) -> Result<u64, $crate::store::StoreError> {
+                self.core.end_sessions(which).await
+            }
+
+            async fn put_login_flow(
+                &self,
+                flow: $crate::session::LoginFlow,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.core.put_login_flow(flow).await
+            }
+
+            async fn take_login_flow(
+                &self,
+                key: $crate::session::SessionHash,
+            ) -> Result<Option<$crate::session::LoginFlow>, $crate::store::StoreError> {
+                self.core.take_login_flow(key).await
+            }
+
+            async fn consume_once(
+                &self,
+                kind: &str,
+                key: $crate::session::SessionHash,
+                expires_at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                self.core.consume_once(kind, key, expires_at).await
+            }
+
+            async fn purge_expired(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<u64, $crate::store::StoreError> {
+                self.core.purge_expired(now).await
             }
         }
     };

@@ -160,3 +160,43 @@ pub(crate) fn audit_events(of_user: bool) -> &'static str {
     });
     if of_user { &OF_USER } else { &ALL }
 }
+
+/// The columns of a session, in the order [`super::rows::session_params`] binds them.
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO jit_sessions (id_hash, user_id, issuer, \
+    subject, sid, source, created_at, expires_at, idle_secs, last_seen_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+pub(crate) const SELECT_SESSION: &str = "SELECT id_hash, user_id, issuer, subject, sid, \
+    source, created_at, expires_at, idle_secs, last_seen_at FROM jit_sessions WHERE id_hash = $1";
+
+/// Last-seen times only move forward, whichever server's batch lands last.
+pub(crate) const TOUCH_SESSION: &str =
+    "UPDATE jit_sessions SET last_seen_at = $2 WHERE id_hash = $1 AND last_seen_at < $2";
+
+pub(crate) const END_SESSION: &str =
+    "DELETE FROM jit_sessions WHERE id_hash = $1 RETURNING user_id";
+
+pub(crate) const END_SESSIONS_OF_SID: &str =
+    "DELETE FROM jit_sessions WHERE issuer = $1 AND sid = $2 RETURNING user_id";
+
+pub(crate) const END_SESSIONS_OF_SUBJECT: &str =
+    "DELETE FROM jit_sessions WHERE issuer = $1 AND subject = $2 RETURNING user_id";
+
+pub(crate) const END_SESSIONS_OF_USER: &str = "DELETE FROM jit_sessions WHERE user_id = $1";
+
+pub(crate) const END_SESSIONS_OF_USER_RETURNING: &str =
+    "DELETE FROM jit_sessions WHERE user_id = $1 RETURNING user_id";
+
+/// The columns of a flow, in the order [`super::rows::flow_params`] binds them.
+pub(crate) const INSERT_FLOW: &str = "INSERT INTO jit_login_flows (key_hash, binding_hash, kind, \
+    data, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+
+pub(crate) const TAKE_FLOW: &str = "DELETE FROM jit_login_flows WHERE key_hash = $1 \
+    RETURNING key_hash, binding_hash, kind, data, created_at, expires_at";
+
+pub(crate) const CONSUME_ONCE: &str = "INSERT INTO jit_once (kind, key_hash, expires_at) \
+    VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING key_hash";
+
+pub(crate) const PURGE_SESSIONS: &str = "DELETE FROM jit_sessions WHERE expires_at < $1";
+pub(crate) const PURGE_FLOWS: &str = "DELETE FROM jit_login_flows WHERE expires_at < $1";
+pub(crate) const PURGE_ONCE: &str = "DELETE FROM jit_once WHERE expires_at < $1";

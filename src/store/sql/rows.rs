@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditKind};
+use crate::session::{LoginFlow, Session, SessionHash};
 use crate::store::StoreError;
 use crate::user::{Group, Identity, IdentityKey, User, UserStatus};
 
@@ -208,6 +209,64 @@ pub(crate) fn audit_params(event: &AuditEvent) -> Vec<Param> {
     ]
 }
 
+pub(crate) fn session(row: &impl SqlRow) -> Result<Session, StoreError> {
+    Ok(Session {
+        id: hash(&row.required("id_hash", SqlRow::text)?)?,
+        user_id: row.required("user_id", SqlRow::id)?,
+        issuer: row.required("issuer", SqlRow::text)?,
+        subject: row.required("subject", SqlRow::text)?,
+        sid: row.text("sid")?,
+        source: row.required("source", SqlRow::text)?,
+        created_at: row.required("created_at", SqlRow::time)?,
+        expires_at: row.required("expires_at", SqlRow::time)?,
+        idle_secs: row.int("idle_secs")?,
+        last_seen_at: row.required("last_seen_at", SqlRow::time)?,
+    })
+}
+
+/// A session's columns in the order of [`INSERT_SESSION`](super::queries::INSERT_SESSION).
+pub(crate) fn session_params(session: &Session) -> Vec<Param> {
+    vec![
+        Param::text(&session.id.to_hex()),
+        Param::id(session.user_id),
+        Param::text(&session.issuer),
+        Param::text(&session.subject),
+        Param::opt_text(session.sid.as_deref()),
+        Param::text(&session.source),
+        Param::time(session.created_at),
+        Param::time(session.expires_at),
+        Param::Int(session.idle_secs),
+        Param::time(session.last_seen_at),
+    ]
+}
+
+pub(crate) fn flow(row: &impl SqlRow) -> Result<LoginFlow, StoreError> {
+    Ok(LoginFlow {
+        key: hash(&row.required("key_hash", SqlRow::text)?)?,
+        binding: hash(&row.required("binding_hash", SqlRow::text)?)?,
+        kind: row.required("kind", SqlRow::text)?,
+        data: row.json("data")?,
+        created_at: row.required("created_at", SqlRow::time)?,
+        expires_at: row.required("expires_at", SqlRow::time)?,
+    })
+}
+
+/// A flow's columns in the order of [`INSERT_FLOW`](super::queries::INSERT_FLOW).
+pub(crate) fn flow_params(flow: &LoginFlow) -> Vec<Param> {
+    vec![
+        Param::text(&flow.key.to_hex()),
+        Param::text(&flow.binding.to_hex()),
+        Param::text(&flow.kind),
+        Param::Json(flow.data.clone()),
+        Param::time(flow.created_at),
+        Param::time(flow.expires_at),
+    ]
+}
+
+fn hash(hex: &str) -> Result<SessionHash, StoreError> {
+    SessionHash::from_hex(hex).ok_or_else(|| StoreError::Backend("a malformed hash".into()))
+}
+
 /// Sorts sqlx errors into "try again later" (503) and "broken" (500); `transient` says which
 /// database error codes are conditions that pass.
 pub(crate) fn classify(err: sqlx::Error, transient: fn(&str) -> bool) -> StoreError {
@@ -241,6 +300,12 @@ pub(crate) fn duplicate(
     };
     if !db.is_unique_violation() {
         return None;
+    }
+    // A table keyed by its one unique column names the key's index `<table>_pkey`.
+    if let [key] = columns
+        && db.constraint() == Some(format!("{table}_pkey").as_str())
+    {
+        return Some(key);
     }
     columns.iter().copied().find(|column| {
         db.constraint() == Some(&format!("{table}_{column}"))

@@ -1,0 +1,480 @@
+//! The sign-in routes, as an axum router: `GET /login`, `GET /callback`, `POST /logout`,
+//! `POST /backchannel-logout`. Every failure is a plain page (or, for the issuer's
+//! back-channel, a JSON error) with a 4xx or 5xx status and fixed text: nothing the issuer or
+//! the browser sent is echoed, and no code, state or token reaches a log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, ORIGIN, REFERRER_POLICY,
+    RETRY_AFTER, SET_COOKIE,
+};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::json;
+
+use super::Login;
+use super::flow::{self, FlowRefused};
+use super::oidc::{self, CallbackError, FlowData};
+use crate::audit::{Actor, AuditEvent, AuditKind};
+use crate::error::Error;
+use crate::layer::{ProvisioningLayer, Shared};
+use crate::provision::SignInMemo;
+use crate::session::{SessionHash, SessionSelector};
+use crate::sign_in::SignInSource;
+use crate::token::verify::IssuerVerifier;
+
+impl<H> ProvisioningLayer<H> {
+    /// The browser sign-in routes (feature `login`), for the application to mount at the root
+    /// of its public URL's path:
+    ///
+    /// - `GET /login[?issuer=URL][&return_to=PATH][&login_hint=…]`: 303 to the issuer (the first
+    ///   with a browser client unless `issuer` names one exactly; an unknown one is 400).
+    /// - `GET /callback`: finishes the sign-in, provisions the account, starts a session, 303
+    ///   to `return_to` (a path on this site) or the public URL's path.
+    /// - `POST /logout`: from this site's own pages only (403 otherwise), ends the session, 303
+    ///   to the public URL's path.
+    /// - `POST /backchannel-logout`: OpenID Connect Back-Channel Logout.
+    ///
+    /// A layer built without [`browser_login`](crate::ProvisioningLayerBuilder::browser_login)
+    /// gives a router with no routes.
+    pub fn login_router(&self) -> Router {
+        if self.shared().login.is_none() {
+            return Router::new();
+        }
+        Router::new()
+            .route("/login", get(login))
+            .route("/callback", get(callback))
+            .route("/logout", post(logout))
+            .route("/backchannel-logout", post(backchannel_logout))
+            .with_state(Arc::clone(self.shared()))
+    }
+}
+
+type Params = Query<HashMap<String, String>>;
+
+fn login_of(shared: &Shared) -> &Login {
+    shared
+        .login
+        .as_ref()
+        .expect("the router exists only with browser login")
+}
+
+/// The issuers people can sign in at, in configuration order.
+fn browser_issuers(shared: &Shared) -> impl Iterator<Item = &IssuerVerifier> {
+    shared
+        .tokens
+        .issuers()
+        .iter()
+        .filter(|issuer| issuer.rules.browser.is_some())
+}
+
+/// The path a finished sign-in or sign-out goes to by default: the public URL's own.
+fn home(login: &Login) -> String {
+    let path = login
+        .redirect_uri
+        .strip_suffix("/callback")
+        .and_then(|base| url::Url::parse(base).ok())
+        .map(|url| url.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    format!("{path}/")
+}
+
+async fn login(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    let login = login_of(&shared);
+    let issuer = match params.get("issuer") {
+        Some(wanted) => browser_issuers(&shared).find(|i| *i.rules.issuer == **wanted),
+        None => browser_issuers(&shared).next(),
+    };
+    let Some(issuer) = issuer else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Unknown identity provider",
+            "There is no sign-in at that identity provider here.",
+        );
+    };
+    let return_to = match params.get("return_to") {
+        Some(path) => match flow::safe_return_to(path) {
+            Some(path) => path,
+            None => {
+                return page(
+                    StatusCode::BAD_REQUEST,
+                    "Sign-in refused",
+                    "After signing in you can only be sent to a page of this site.",
+                );
+            }
+        },
+        None => home(login),
+    };
+    let login_hint = params
+        .get("login_hint")
+        .filter(|hint| hint.len() <= 256 && !hint.chars().any(char::is_control))
+        .map(String::as_str);
+    let Some(endpoints) = issuer.keys.endpoints().await else {
+        return unreachable_page();
+    };
+    let key = flow::new_key();
+    let Some((url, data)) = oidc::authorization_request(
+        issuer,
+        &endpoints,
+        &login.redirect_uri,
+        &key,
+        return_to,
+        login_hint,
+    ) else {
+        return unreachable_page();
+    };
+    let data = serde_json::to_value(data).expect("serializing plain data");
+    match flow::start(
+        &*login.store,
+        &headers,
+        login.secure,
+        &key,
+        "oidc",
+        data,
+        Utc::now(),
+    )
+    .await
+    {
+        Ok(binding) => redirect(url.as_str(), &[binding]),
+        Err(_) => store_page(),
+    }
+}
+
+async fn callback(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    let login = login_of(&shared);
+    let state = params.get("state");
+    if let Some(error) = params.get("error") {
+        // The flow is spent either way: taken, so no one finishes it later.
+        if let Some(state) = state {
+            let _ = flow::finish(&*login.store, &headers, login.secure, "oidc", state).await;
+        }
+        let code =
+            if error.len() <= 64 && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                error.as_str()
+            } else {
+                "other"
+            };
+        refused("issuer_error", code);
+        let status = if code == "access_denied" {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return page(
+            status,
+            "Sign-in cancelled",
+            "The identity provider did not sign you in.",
+        );
+    }
+    let (Some(state), Some(code)) = (state, params.get("code")) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "This is not a sign-in response.",
+        );
+    };
+    let flow = match flow::finish(&*login.store, &headers, login.secure, "oidc", state).await {
+        Ok(Ok(flow)) => flow,
+        Ok(Err(refusal)) => {
+            refused(
+                "flow",
+                match refusal {
+                    FlowRefused::Unknown => "unknown_or_used",
+                    FlowRefused::WrongBrowser => "other_browser",
+                },
+            );
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in failed",
+                "This sign-in expired, was already used, or was started in another browser. Please sign in again.",
+            );
+        }
+        Err(_) => return store_page(),
+    };
+    let Ok(data) = serde_json::from_value::<FlowData>(flow.data) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "Please sign in again.",
+        );
+    };
+    let Some(issuer) = browser_issuers(&shared).find(|i| *i.rules.issuer == data.issuer) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "Please sign in again.",
+        );
+    };
+    let Some(endpoints) = issuer.keys.endpoints().await else {
+        return unreachable_page();
+    };
+    let claims = match oidc::finish(
+        issuer,
+        &endpoints,
+        issuer.keys.fetcher(),
+        &login.redirect_uri,
+        code.clone(),
+        &data,
+    )
+    .await
+    {
+        Ok(claims) => claims,
+        Err(error) => {
+            refused("callback", error.code());
+            return match error {
+                CallbackError::IssuerUnreachable => unreachable_page(),
+                CallbackError::CodeRefused => page(
+                    StatusCode::BAD_REQUEST,
+                    "Sign-in failed",
+                    "The identity provider did not accept this sign-in. Please sign in again.",
+                ),
+                CallbackError::NoIdToken | CallbackError::InvalidIdToken(_) => page(
+                    StatusCode::UNAUTHORIZED,
+                    "Sign-in failed",
+                    "The identity provider's answer could not be verified.",
+                ),
+            };
+        }
+    };
+    let Some(provisioner) = &shared.provisioner else {
+        return store_page();
+    };
+    let sign_in = claims.sign_in();
+    let user = match provisioner.provision(sign_in, &SignInMemo::default()).await {
+        Ok(user) => user,
+        Err(Error::Denied(reason)) => {
+            return page(StatusCode::FORBIDDEN, "Access denied", reason.description());
+        }
+        Err(_) => return store_page(),
+    };
+    let sid = claims
+        .claim("sid")
+        .and_then(|sid| sid.as_str())
+        .filter(|sid| !sid.is_empty() && sid.len() <= 255)
+        .map(str::to_owned);
+    // A new session id at every sign-in, and the one this browser had, if any, ended: a
+    // session id planted before the sign-in never becomes a signed-in one.
+    let Ok(_) = login.sessions.end(&headers).await else {
+        return store_page();
+    };
+    match login
+        .sessions
+        .start(user.id(), sign_in, sid, Utc::now())
+        .await
+    {
+        Ok(cookie) => {
+            let mut response = redirect(&data.return_to, &[cookie]);
+            response
+                .headers_mut()
+                .insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            response
+        }
+        Err(_) => store_page(),
+    }
+}
+
+/// Whether a request comes from this site's own pages: its `Origin` is exactly the public
+/// URL's, or, when a browser sends no `Origin`, `Sec-Fetch-Site` says `same-origin`.
+fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
+    match headers.get(ORIGIN) {
+        Some(value) => value.as_bytes() == origin.as_bytes(),
+        None => headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site.as_bytes() == b"same-origin"),
+    }
+}
+
+async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let login = login_of(&shared);
+    if !same_origin(&headers, &login.origin) {
+        refused("logout", "cross_origin");
+        return page(
+            StatusCode::FORBIDDEN,
+            "Sign-out refused",
+            "Sign out from this site's own page.",
+        );
+    }
+    match login.sessions.end(&headers).await {
+        Ok(clear) => redirect(&home(login), &[clear]),
+        Err(_) => store_page(),
+    }
+}
+
+async fn backchannel_logout(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let login = login_of(&shared);
+    let mut tokens = url::form_urlencoded::parse(&body)
+        .filter(|(name, _)| name == "logout_token")
+        .map(|(_, value)| value.into_owned());
+    let (Some(token), None) = (tokens.next(), tokens.next()) else {
+        return backchannel_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    let Some(issuer) = shared
+        .tokens
+        .issuer_of(&token)
+        .filter(|issuer| issuer.rules.browser.is_some())
+    else {
+        refused("backchannel", "untrusted_issuer");
+        return backchannel_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    let claims = match issuer.verify_logout_token(&token).await {
+        Ok(claims) => claims,
+        Err(Error::IssuerUnavailable { .. }) => {
+            return backchannel_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+        }
+        Err(error) => {
+            refused("backchannel", error.code());
+            return backchannel_error(StatusCode::BAD_REQUEST, "invalid_request");
+        }
+    };
+    let issuer_name = issuer.rules.issuer.to_string();
+    let once = SessionHash::of(format!("{issuer_name}\n{}", claims.jti).as_bytes());
+    match login
+        .store
+        .consume_once("oidc_logout", once, claims.expires_at)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            refused("backchannel", "replayed");
+            return backchannel_error(StatusCode::BAD_REQUEST, "invalid_request");
+        }
+        Err(_) => {
+            return backchannel_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+        }
+    }
+    // OpenID Connect Back-Channel Logout §2.7: a `sid` names one session at the issuer; a
+    // `sub` alone, every session of that person there.
+    let which = match (&claims.sid, &claims.subject) {
+        (Some(sid), _) => SessionSelector::IssuerSession {
+            issuer: issuer_name.clone(),
+            sid: sid.clone(),
+        },
+        (None, Some(subject)) => SessionSelector::Subject {
+            issuer: issuer_name.clone(),
+            subject: subject.clone(),
+        },
+        (None, None) => return backchannel_error(StatusCode::BAD_REQUEST, "invalid_request"),
+    };
+    let ended = match login.store.end_sessions(which).await {
+        Ok(ended) => ended,
+        Err(_) => {
+            return backchannel_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+        }
+    };
+    let mut event = AuditEvent::new(AuditKind::LoggedOut, Actor::Login)
+        .source(SignInSource::BrowserOidc.as_str())
+        .reason("backchannel_logout");
+    event.issuer = Some(issuer_name);
+    event.subject = claims.subject;
+    event.fields = vec![format!("sessions:{ended}")];
+    login.store.record_audit(event).await;
+    let mut response = StatusCode::OK.into_response();
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// One debug line per refused sign-in step: the step and a fixed code, nothing the client sent.
+fn refused(step: &'static str, code: &str) {
+    tracing::debug!(
+        target: "tower_jit_provisioning::login",
+        step,
+        code,
+        "sign-in step refused"
+    );
+}
+
+fn redirect(location: &str, cookies: &[String]) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        headers.insert(LOCATION, location);
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for cookie in cookies {
+        if let Ok(cookie) = HeaderValue::from_str(cookie) {
+            headers.append(SET_COOKIE, cookie);
+        }
+    }
+    response
+}
+
+fn backchannel_error(status: StatusCode, error: &'static str) -> Response {
+    let mut response = (status, json!({ "error": error }).to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
+}
+
+fn unreachable_page() -> Response {
+    let mut response = page(
+        StatusCode::BAD_GATEWAY,
+        "Sign-in unavailable",
+        "The identity provider cannot be reached. Please try again shortly.",
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+fn store_page() -> Response {
+    let mut response = page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in unavailable",
+        "Please try again shortly.",
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// A plain page of fixed text.
+fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         </head><body><h1>{title}</h1><p>{message}</p><p><a href=\"/\">Back</a></p></body></html>",
+        title = escape(title),
+        message = escape(message),
+    );
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'"),
+    );
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
