@@ -18,18 +18,32 @@
 //! | `JIT_ALLOW_HTTP_ISSUERS` | `1`: plain-http issuers allowed, on loopback addresses only | off |
 //! | `JIT_LINK_BY_VERIFIED_EMAIL` | `1`: link first sign-ins to accounts with the same verified e-mail; issuers are trusted for `JIT_ALLOWED_DOMAINS` (or any domain when empty) | off |
 //! | `JIT_SCIM_TOKEN` | mounts the SCIM 2.0 service provider at `/scim/v2` behind this bearer secret (16 characters at least) | no SCIM |
+//! | `JIT_PUBLIC_URL` | the server's external base URL; the redirect URI is exactly this + `/callback`, whatever `Host` or `X-Forwarded-*` say | `http://` + `JIT_LISTEN` |
+//! | `JIT_OIDC_CLIENT_ID`, `JIT_OIDC_CLIENT_SECRET` | the application's client at the issuers of `JIT_ISSUERS`: browser sign-in is on when the client id is set (no secret: a public client, PKCE only), and always with the development issuer. `JIT_AUDIENCES` defaults to the client id | off |
+//! | `JIT_OIDC_SCOPES` | scopes to ask for beside `openid email profile`, space-separated (`groups`) | none |
+//! | `JIT_SESSION_IDLE_SECS` | a session unused this long ends | `28800` |
+//! | `JIT_SESSION_MAX_SECS` | a session ends this long after sign-in, however used | `86400` |
 //!
-//! Routes: `GET /me` answers the provisioned user as JSON; `GET /healthz` answers 200 without
-//! a token; `/scim/v2/…` when `JIT_SCIM_TOKEN` is set. SCIM and the layer share the store and
-//! the mapping, so SCIM group memberships grant the same roles as token groups, and a SCIM
-//! deactivation refuses the user's next request.
+//! Routes: `GET /` a page: signed out, a link to sign in; signed in, who you are, your roles
+//! and a sign-out button. `GET /me` answers the provisioned user as JSON, for a bearer token or
+//! a session cookie alike (401 with neither). With browser sign-in, `GET /login`,
+//! `GET /callback`, `POST /logout` and `POST /backchannel-logout` (register `JIT_PUBLIC_URL` +
+//! `/callback` as the redirect URI and `JIT_PUBLIC_URL` + `/backchannel-logout` as the
+//! back-channel logout URI). `GET /healthz` answers 200 without a token; `/scim/v2/…` when
+//! `JIT_SCIM_TOKEN` is set. SCIM and the layer share the store and the mapping, so SCIM group
+//! memberships grant the same roles as token groups, and a SCIM deactivation refuses the
+//! user's next request and ends their sessions.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use http::header;
 use serde_json::{Value, json};
+use tower_jit_provisioning::login::BrowserLogin;
 use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::TestIssuer;
 use tower_jit_provisioning::{
@@ -66,6 +80,13 @@ struct Settings {
     allow_http: bool,
     link_by_verified_email: bool,
     scim_token: Option<String>,
+    /// `None`: `http://` + `JIT_LISTEN`, with the port actually bound.
+    public_url: Option<String>,
+    /// The application's client for browser sign-in at `issuers`: id and secret.
+    client: Option<(String, Option<String>)>,
+    scopes: Vec<String>,
+    session_idle: Duration,
+    session_max: Duration,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -172,9 +193,23 @@ fn settings() -> Result<Settings, BadSetting> {
         .iter()
         .map(|entry| IssuerSpec::parse(entry))
         .collect::<Result<Vec<_>, _>>()?;
-    let audiences = list("JIT_AUDIENCES");
+    let client = var("JIT_OIDC_CLIENT_ID").map(|id| (id, var("JIT_OIDC_CLIENT_SECRET")));
+    if client.is_none() && var("JIT_OIDC_CLIENT_SECRET").is_some() {
+        return Err(bad(
+            "JIT_OIDC_CLIENT_ID",
+            "required with JIT_OIDC_CLIENT_SECRET",
+        ));
+    }
+    let mut audiences = list("JIT_AUDIENCES");
+    if audiences.is_empty() {
+        // The application's own client: ID tokens issued to it are its bearer tokens too.
+        audiences.extend(client.iter().map(|(id, _)| id.clone()));
+    }
     if !issuers.is_empty() && audiences.is_empty() {
-        return Err(bad("JIT_AUDIENCES", "required when JIT_ISSUERS is set"));
+        return Err(bad(
+            "JIT_AUDIENCES",
+            "required when JIT_ISSUERS is set (or set JIT_OIDC_CLIENT_ID)",
+        ));
     }
     let kinds = match var("JIT_TOKEN_KINDS") {
         None => None,
@@ -215,6 +250,38 @@ fn settings() -> Result<Settings, BadSetting> {
             ),
         ));
     }
+    let public_url = var("JIT_PUBLIC_URL");
+    if let Some(public_url) = &public_url {
+        let public = url::Url::parse(public_url).ok().filter(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && url.query().is_none()
+                && url.fragment().is_none()
+        });
+        if public.is_none() {
+            return Err(bad(
+                "JIT_PUBLIC_URL",
+                format!("`{public_url}` is not an http(s) URL with a host and no query"),
+            ));
+        }
+    }
+    let seconds = |name: &'static str, default: u64| -> Result<Duration, BadSetting> {
+        match var(name) {
+            None => Ok(Duration::from_secs(default)),
+            Some(value) => match value.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+                _ => Err(bad(
+                    name,
+                    format!("`{value}` is not a positive number of seconds"),
+                )),
+            },
+        }
+    };
+    let session_idle = seconds("JIT_SESSION_IDLE_SECS", 8 * 3600)?;
+    let session_max = seconds("JIT_SESSION_MAX_SECS", 24 * 3600)?;
+    let scopes = var("JIT_OIDC_SCOPES")
+        .map(|value| value.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
     let database_url = var("JIT_DATABASE_URL").unwrap_or_else(|| "sqlite://jit.db".to_owned());
     if !["sqlite:", "postgres://", "postgresql://"]
         .iter()
@@ -237,6 +304,11 @@ fn settings() -> Result<Settings, BadSetting> {
         allow_http: flag("JIT_ALLOW_HTTP_ISSUERS")?,
         link_by_verified_email: flag("JIT_LINK_BY_VERIFIED_EMAIL")?,
         scim_token: var("JIT_SCIM_TOKEN"),
+        public_url: public_url.map(|url| url.trim_end_matches('/').to_owned()),
+        client,
+        scopes,
+        session_idle,
+        session_max,
     })
 }
 
@@ -250,6 +322,9 @@ fn variable_of(error: &ConfigError) -> &'static str {
         }
         ConfigError::InvalidSetting { setting, .. } if setting.contains("allowed_domains") => {
             "JIT_ALLOWED_DOMAINS"
+        }
+        ConfigError::InvalidSetting { setting, .. } if setting.contains("browser") => {
+            "JIT_PUBLIC_URL, JIT_OIDC_CLIENT_ID or JIT_SESSION_*"
         }
         _ => "JIT_ISSUERS",
     }
@@ -295,6 +370,91 @@ async fn me(user: ProvisionedUser) -> Json<Value> {
             "subject": user.identity().key.subject(),
         },
     }))
+}
+
+/// `GET /`: who is signed in, or a way to sign in.
+async fn home(user: Option<ProvisionedUser>, browser: bool) -> Response {
+    let body = match &user {
+        Some(user) => {
+            let u = user.user();
+            let name = u
+                .display_name
+                .as_deref()
+                .or(u.email.as_deref())
+                .unwrap_or(user.identity().key.subject());
+            let roles = u.role_names();
+            let roles = if roles.is_empty() {
+                "none".to_owned()
+            } else {
+                roles
+                    .iter()
+                    .map(|r| escape(r))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let email = u
+                .email
+                .as_deref()
+                .map(|e| format!("<p>E-mail: <span id=\"email\">{}</span></p>", escape(e)))
+                .unwrap_or_default();
+            format!(
+                "<h1>Signed in as <span id=\"name\">{}</span></h1>{email}\
+                 <p>Roles: <span id=\"roles\">{roles}</span></p>\
+                 <p>Signed in through {} at <code>{}</code>.</p>\
+                 <form method=\"post\" action=\"/logout\">\
+                 <button id=\"logout\" type=\"submit\">Sign out</button></form>",
+                escape(name),
+                escape(user.source().as_str()),
+                escape(user.identity().key.issuer()),
+            )
+        }
+        None if browser => "<h1>Signed out</h1>\
+             <p><a id=\"login\" href=\"/login\">Sign in</a></p>"
+            .to_owned(),
+        None => "<h1>Signed out</h1>\
+             <p>Send a bearer token to <code>/me</code>; browser sign-in needs \
+             <code>JIT_OIDC_CLIENT_ID</code>.</p>"
+            .to_owned(),
+    };
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\">\
+         <title>tower-jit-provisioning</title><style>\
+         body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;\
+         color:#1d1d1f}}h1{{font-size:1.5rem}}code{{font-size:.9em}}\
+         button,a#login{{font:inherit;padding:.5rem 1rem;border-radius:.4rem;border:1px solid #888;\
+         background:#f4f4f6;color:inherit;text-decoration:none;cursor:pointer}}\
+         </style></head><body>{body}</body></html>"
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+                 frame-ancestors 'none'",
+            ),
+        ],
+        Html(page),
+    )
+        .into_response()
+}
+
+/// Text fit for HTML: what an identity provider sends is data, never markup.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A layer builder with the store `url` names, migrated, and the SCIM router on the same
@@ -420,20 +580,62 @@ async fn run() -> Result<(), String> {
     } else {
         None
     };
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .map_err(|e| format!("JIT_LISTEN: cannot listen on {}: {e}", settings.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // The redirect URI comes from settings alone, never from a request's headers.
+    let public_url = settings.public_url.clone().unwrap_or_else(|| {
+        let host = settings
+            .listen
+            .rsplit_once(':')
+            .map_or(settings.listen.as_str(), |(host, _)| host);
+        format!("http://{host}:{}", addr.port())
+    });
     let mut builder = builder
         .mapping(mapping)
-        .link_by_verified_email(settings.link_by_verified_email);
-    match &dev_issuer {
-        Some(idp) => builder = builder.issuer(issuer(&settings, idp.issuer())),
+        .link_by_verified_email(settings.link_by_verified_email)
+        // Signed-out visitors see `/`; `/me` still answers 401 without a credential.
+        .optional(true);
+    let browser = match &dev_issuer {
+        Some(idp) => {
+            // The development issuer accepts any client id with its own secret.
+            let (id, secret) = settings.client.clone().unwrap_or_else(|| {
+                (
+                    TestIssuer::CLIENT_ID.to_owned(),
+                    Some(TestIssuer::CLIENT_SECRET.to_owned()),
+                )
+            });
+            let secret = secret.or_else(|| Some(TestIssuer::CLIENT_SECRET.to_owned()));
+            let base = idp
+                .issuer()
+                .browser_client(id, secret)
+                .browser_scopes(settings.scopes.clone());
+            builder = builder.issuer(issuer(&settings, base));
+            true
+        }
         None => {
             for spec in &settings.issuers {
-                let base = spec
+                let mut base = spec
                     .issuer()
                     .audiences(settings.audiences.clone())
                     .allow_http_loopback(settings.allow_http);
+                if let Some((id, secret)) = &settings.client {
+                    base = base
+                        .browser_client(id, secret.clone())
+                        .browser_scopes(settings.scopes.clone());
+                }
                 builder = builder.issuer(issuer(&settings, base));
             }
+            settings.client.is_some()
         }
+    };
+    if browser {
+        builder = builder.browser_login(
+            BrowserLogin::new(public_url.as_str())
+                .idle_timeout(settings.session_idle)
+                .absolute_timeout(settings.session_max),
+        );
     }
     let layer = builder
         .build()
@@ -442,17 +644,24 @@ async fn run() -> Result<(), String> {
         tracing::warn!("{unreachable}; requests get 503 until they can be reached");
     }
 
-    let mut app = Router::new()
-        .route("/me", get(me).layer(layer))
+    let signed_in = if browser {
+        Router::new().merge(layer.login_router())
+    } else {
+        Router::new()
+    };
+    let mut app = signed_in
+        .route("/", get(move |user| home(user, browser)))
+        .route("/me", get(me))
+        // Only matched routes: an unknown path is 404 whatever credential it carries.
+        .route_layer(layer)
         .route("/healthz", get(|| async { "ok" }));
     if let Some(scim) = scim {
         app = app.nest("/scim/v2", scim);
     }
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .map_err(|e| format!("JIT_LISTEN: cannot listen on {}: {e}", settings.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on http://{addr}");
+    if browser {
+        println!("browser sign-in: open {public_url}/ (redirect URI {public_url}/callback)");
+    }
     if let Some(idp) = &dev_issuer {
         let token = idp
             .id_token()
@@ -463,7 +672,10 @@ async fn run() -> Result<(), String> {
             .claim("family_name", "User")
             .sign();
         let mint = format!("{}/mint", idp.url());
-        println!("development issuer at {}; try:\n", idp.url());
+        println!(
+            "development issuer at {}; sign in as alice, bob or carol, or try:\n",
+            idp.url()
+        );
         println!("curl -s -H 'Authorization: Bearer {token}' http://{addr}/me\n");
         println!("a token for any user, either kind, at any time:\n");
         println!(

@@ -53,7 +53,7 @@ impl ClaimsRejection {
     /// The fixed text of the rejection's response.
     pub fn body_text(self) -> &'static str {
         match self {
-            Self::Unauthenticated => "a bearer token is required",
+            Self::Unauthenticated => "sign-in required: a bearer token or a session cookie",
             Self::MissingLayer => {
                 "no verified claims in the request: is ProvisioningLayer installed on this route?"
             }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::browser::{Browser, Page};
 use common::get_with;
 use serde_json::json;
 use tower_jit_provisioning::UserStore;
@@ -592,4 +593,290 @@ async fn scim_is_mounted_when_a_token_is_set() {
     assert_eq!(missing.status(), 404);
     let stderr = refuses(&[("JIT_SCIM_TOKEN", "short")]);
     assert!(stderr.contains("JIT_SCIM_TOKEN"), "{stderr}");
+}
+
+/// Signs `who` in at the server with `browser`, through whichever issuer `/login` sends it to;
+/// the callback's page.
+async fn browser_sign_in(server: &Running, browser: &Browser, who: &str) -> Page {
+    let start = browser
+        .get(&format!("{}/login?login_hint={who}", server.base))
+        .await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let issued = browser.get(&start.location.unwrap()).await;
+    assert_eq!(issued.status, 302, "{}", issued.body);
+    browser.get(&issued.location.unwrap()).await
+}
+
+#[tokio::test]
+async fn with_no_settings_a_browser_signs_in_sees_itself_and_signs_out() {
+    let db = tempfile::tempdir().unwrap();
+    let server = start(&[], &db);
+    let browser = Browser::new();
+    let url = |path: &str| format!("{}{path}", server.base);
+
+    let signed_out = browser.get(&url("/")).await;
+    assert_eq!(signed_out.status, 200);
+    assert!(
+        signed_out.body.contains("href=\"/login\""),
+        "{}",
+        signed_out.body
+    );
+    assert_eq!(browser.get(&url("/me")).await.status, 401);
+
+    // The redirect URI is the public URL's, whatever the request's headers claim.
+    let request = browser
+        .client
+        .get(url("/login"))
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-proto", "https");
+    let start = browser.send(request).await;
+    let authorize = start.location.unwrap();
+    let redirect_uri = url::Url::parse(&authorize)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(redirect_uri, Some(url("/callback")));
+
+    let callback = browser_sign_in(&server, &browser, "alice").await;
+    assert_eq!(callback.status, 303, "{}", callback.body);
+    assert_eq!(callback.location.as_deref(), Some("/"));
+    let home = browser.get(&url("/")).await;
+    assert!(home.body.contains("Alice Liddell"), "{}", home.body);
+    assert!(home.body.contains("alice@example.com"), "{}", home.body);
+    assert!(home.body.contains("action=\"/logout\""), "{}", home.body);
+    let me = browser.get(&url("/me")).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    let me: serde_json::Value = serde_json::from_str(&me.body).unwrap();
+    assert_eq!(me["identity"]["subject"], "alice");
+
+    // The same person with a bearer token: the same account.
+    let mint = format!("{}/mint?sub=alice&kind=id", issuer_line(&server));
+    let token = reqwest::get(&mint).await.unwrap().text().await.unwrap();
+    let by_token = get_with(&reqwest::Client::new(), &url("/me"), Some(&token)).await;
+    assert_eq!(by_token.json()["id"], me["id"]);
+
+    // Sign-out: same-origin POST only.
+    let evil = browser
+        .post(&url("/logout"), Some("http://evil.example"))
+        .await;
+    assert_eq!(evil.status, 403);
+    assert_eq!(browser.get(&url("/me")).await.status, 200);
+    assert_eq!(browser.get(&url("/logout")).await.status, 405);
+    let out = browser.post(&url("/logout"), Some(&server.base)).await;
+    assert_eq!(out.status, 303);
+    assert_eq!(out.location.as_deref(), Some("/"));
+    assert_eq!(browser.get(&url("/me")).await.status, 401);
+    assert!(
+        browser
+            .get(&url("/"))
+            .await
+            .body
+            .contains("href=\"/login\"")
+    );
+}
+
+#[tokio::test]
+async fn the_home_page_shows_what_the_issuer_sent_as_text() {
+    let db = tempfile::tempdir().unwrap();
+    let server = start(&[], &db);
+    let mint = format!(
+        "{}/mint?sub=mallory&name={}&email=m%40example.com",
+        issuer_line(&server),
+        "%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E"
+    );
+    let token = reqwest::get(&mint).await.unwrap().text().await.unwrap();
+    let home = get_with(
+        &reqwest::Client::new(),
+        &format!("{}/", server.base),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(home.status, 200);
+    assert!(!home.body.contains("<img"), "{}", home.body);
+    assert!(home.body.contains("&lt;img src=x"), "{}", home.body);
+    assert!(
+        home.header("content-security-policy")
+            .is_some_and(|csp| csp.contains("default-src 'none'")),
+    );
+}
+
+#[tokio::test]
+async fn public_url_scopes_and_session_settings_from_the_environment() {
+    let db = tempfile::tempdir().unwrap();
+    let server = start(
+        &[
+            ("JIT_PUBLIC_URL", "https://app.example"),
+            ("JIT_OIDC_SCOPES", "groups offline_access"),
+            ("JIT_SESSION_IDLE_SECS", "600"),
+            ("JIT_SESSION_MAX_SECS", "3600"),
+        ],
+        &db,
+    );
+    let browser = Browser::new();
+    let start = browser
+        .get(&format!("{}/login?login_hint=alice", server.base))
+        .await;
+    assert_eq!(start.status, 303);
+    let authorize = url::Url::parse(&start.location.unwrap()).unwrap();
+    let param = |name: &str| {
+        authorize
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(param("redirect_uri"), "https://app.example/callback");
+    assert_eq!(param("scope"), "openid email profile groups offline_access");
+    let flow = &start.set_cookies[0];
+    assert!(
+        flow.starts_with("__Host-jit_flow=") && flow.contains("Secure"),
+        "{flow}"
+    );
+
+    // The session cookie lives no longer than the absolute timeout.
+    let issued = browser.get(authorize.as_str()).await.location.unwrap();
+    let callback = issued.replace("https://app.example", &server.base);
+    let signed_in = browser.get(&callback).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let session = signed_in
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-jit_session="))
+        .expect("a session cookie");
+    assert!(session.contains("Max-Age=3600"), "{session}");
+
+    for (variable, value) in [
+        ("JIT_SESSION_IDLE_SECS", "soon"),
+        ("JIT_SESSION_MAX_SECS", "0"),
+        ("JIT_PUBLIC_URL", "app.example"),
+        ("JIT_PUBLIC_URL", "https://app.example/?x=1"),
+    ] {
+        let stderr = refuses(&[(variable, value)]);
+        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+    }
+    let stderr = refuses(&[("JIT_OIDC_CLIENT_SECRET", "s")]);
+    assert!(stderr.contains("JIT_OIDC_CLIENT_ID"), "{stderr}");
+}
+
+#[tokio::test]
+async fn browser_sign_in_at_a_configured_issuer_and_its_back_channel_logout() {
+    let idp = TestIssuer::start().await;
+    let db = tempfile::tempdir().unwrap();
+    let server = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+            ("JIT_OIDC_CLIENT_ID", TestIssuer::CLIENT_ID),
+            ("JIT_OIDC_CLIENT_SECRET", TestIssuer::CLIENT_SECRET),
+        ],
+        &db,
+    );
+    let url = |path: &str| format!("{}{path}", server.base);
+    let browser = Browser::new();
+    let callback = browser_sign_in(&server, &browser, "bob").await;
+    assert_eq!(callback.status, 303, "{}", callback.body);
+    assert_eq!(browser.get(&url("/me")).await.status, 200);
+    // `JIT_AUDIENCES` defaults to the client: its ID tokens work as bearer tokens too.
+    let token = idp.id_token().subject("bob").sign();
+    let by_token = get_with(&reqwest::Client::new(), &url("/me"), Some(&token)).await;
+    assert_eq!(by_token.status, 200, "{}", by_token.body);
+
+    let logout = idp.logout_token().subject("bob").sign();
+    let endpoint = url("/backchannel-logout");
+    assert_eq!(idp.send_backchannel_logout(&endpoint, &logout).await, 200);
+    assert_eq!(browser.get(&url("/me")).await.status, 401);
+    assert_eq!(idp.send_backchannel_logout(&endpoint, &logout).await, 400);
+
+    // Without a client there is no browser sign-in.
+    let plain = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ],
+        &tempfile::tempdir().unwrap(),
+    );
+    let login = Browser::new().get(&format!("{}/login", plain.base)).await;
+    assert_eq!(login.status, 404);
+    let home = Browser::new().get(&format!("{}/", plain.base)).await;
+    assert_eq!(home.status, 200);
+    assert!(!home.body.contains("href=\"/login\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
+async fn two_server_processes_share_browser_sessions_and_their_ends() {
+    let db = common::PgDatabase::create("two_server_processes_share_browser_sessions").await;
+    let idp = TestIssuer::start().await;
+    let unused = tempfile::tempdir().unwrap();
+    let env = [
+        ("JIT_ISSUERS", idp.url()),
+        ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ("JIT_OIDC_CLIENT_ID", TestIssuer::CLIENT_ID),
+        ("JIT_OIDC_CLIENT_SECRET", TestIssuer::CLIENT_SECRET),
+        ("JIT_DATABASE_URL", db.url.as_str()),
+        ("JIT_SCIM_TOKEN", "reference-server-scim-secret"),
+    ];
+    let one = start(&env, &unused);
+    let two = start(&env, &unused);
+    let ends_on = |server: &Running, browser: &Browser| {
+        let me = format!("{}/me", server.base);
+        let browser = browser.clone();
+        async move {
+            let started = std::time::Instant::now();
+            while browser.get(&me).await.status != 401 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "within a second"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // Made on one, good on the other; a logout on the other ends it on the first.
+    let alice = Browser::new();
+    assert_eq!(browser_sign_in(&one, &alice, "alice").await.status, 303);
+    assert_eq!(alice.get(&format!("{}/me", two.base)).await.status, 200);
+    let out = alice
+        .post(&format!("{}/logout", two.base), Some(&two.base))
+        .await;
+    assert_eq!(out.status, 303);
+    ends_on(&one, &alice).await;
+
+    // A back-channel logout received by one ends the session on the other.
+    let bob = Browser::new();
+    assert_eq!(browser_sign_in(&one, &bob, "bob").await.status, 303);
+    assert_eq!(bob.get(&format!("{}/me", two.base)).await.status, 200);
+    let token = idp.logout_token().subject("bob").sign();
+    let endpoint = format!("{}/backchannel-logout", one.base);
+    assert_eq!(idp.send_backchannel_logout(&endpoint, &token).await, 200);
+    ends_on(&two, &bob).await;
+
+    // A SCIM deactivation through one ends the session on the other.
+    let carol = Browser::new();
+    assert_eq!(browser_sign_in(&two, &carol, "carol").await.status, 303);
+    let me: serde_json::Value =
+        serde_json::from_str(&carol.get(&format!("{}/me", one.base)).await.body).unwrap();
+    let id = me["id"].as_str().unwrap();
+    let deactivated = reqwest::Client::new()
+        .patch(format!("{}/scim/v2/Users/{id}", one.base))
+        .bearer_auth("reference-server-scim-secret")
+        .header("content-type", "application/scim+json")
+        .body(
+            json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": false}]
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deactivated.status(), 200);
+    ends_on(&two, &carol).await;
 }
