@@ -2,13 +2,20 @@
 //! it was not given shows as *ignored*, with the reason, instead of passing without running.
 //!
 //! - `JIT_TEST_POSTGRES_URL` set: `cfg(jit_test_postgres)`.
+//! - `JIT_TEST_CHROMEDRIVER` set (the path of a `chromedriver` matching an installed Chromium):
+//!   `cfg(jit_test_chromium)`.
 //!
 //! Nothing in the library reads these; `bash .ci/run` starts each part and sets its variable.
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(jit_test_postgres)");
-    println!("cargo::rerun-if-env-changed=JIT_TEST_POSTGRES_URL");
-    if std::env::var_os("JIT_TEST_POSTGRES_URL").is_some_and(|url| !url.is_empty()) {
-        println!("cargo::rustc-cfg=jit_test_postgres");
+    for (variable, cfg) in [
+        ("JIT_TEST_POSTGRES_URL", "jit_test_postgres"),
+        ("JIT_TEST_CHROMEDRIVER", "jit_test_chromium"),
+    ] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        println!("cargo::rerun-if-env-changed={variable}");
+        if std::env::var_os(variable).is_some_and(|value| !value.is_empty()) {
+            println!("cargo::rustc-cfg={cfg}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod browser;
+pub mod reference;
 
 use std::io::Write;
 use std::net::SocketAddr;
