@@ -1,5 +1,6 @@
 //! Per-request cost through the whole layer, in process (`tower::ServiceExt::oneshot`), against
-//! a bare app in the same run; and raw signature verification, the floor of the cold path.
+//! a bare app in the same run; a session cookie against a bearer token through one layer with
+//! browser sign-in; and raw signature verification, the floor of the cold path.
 //!
 //! Run with `cargo bench --bench layer`.
 
@@ -8,11 +9,14 @@ mod support;
 use std::hint::black_box;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use axum::body::Body;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
 use serde_json::Value;
 use tower::ServiceExt;
+use tower_jit_provisioning::login::BrowserLogin;
 use tower_jit_provisioning::testing::TestIssuer;
 use tower_jit_provisioning::{Algorithm, MemoryStore, ProvisioningLayer};
 
@@ -75,6 +79,8 @@ fn per_request(c: &mut Criterion) {
     }
     group.finish();
 
+    session_against_bearer(c, &rt, &idp, &token);
+
     let mut group = c.benchmark_group("verify_raw");
     for alg in ALGORITHMS {
         let token = idp.id_token().subject("bench-user").algorithm(alg).sign();
@@ -87,6 +93,83 @@ fn per_request(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// One layer with browser sign-in, one person with a session and a token: the cost of each
+/// credential on the hot path (the user and the session or token cached), in the same run.
+fn session_against_bearer(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    idp: &TestIssuer,
+    token: &str,
+) {
+    let layer = ProvisioningLayer::builder()
+        .issuer(idp.issuer().browser_client(
+            TestIssuer::CLIENT_ID,
+            Some(TestIssuer::CLIENT_SECRET.into()),
+        ))
+        .browser_login(BrowserLogin::new("http://app.example"))
+        .store(MemoryStore::new())
+        .build()
+        .unwrap();
+    rt.block_on(layer.fetch_keys()).unwrap();
+    let routes = layer.login_router();
+    let app = support::hello_user().layer(layer).merge(routes);
+    let cookie = rt.block_on(sign_in(&app, "bench-user"));
+    let with_cookie = || {
+        Request::get("/")
+            .header("cookie", cookie.as_str())
+            .body(Body::empty())
+            .unwrap()
+    };
+    for request in [with_cookie(), support::request(token)] {
+        let response = rt.block_on(app.clone().oneshot(request)).unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let mut group = c.benchmark_group("credential");
+    group.bench_function("bearer_hot", |b| {
+        b.to_async(rt)
+            .iter(|| app.clone().oneshot(support::request(token)))
+    });
+    group.bench_function("session_cookie_hot", |b| {
+        b.to_async(rt).iter(|| app.clone().oneshot(with_cookie()))
+    });
+    group.finish();
+}
+
+/// Signs `subject` in through the app's own routes and the test issuer; the session cookie.
+async fn sign_in(app: &axum::Router, subject: &str) -> String {
+    let cookies = |response: &http::Response<Body>| -> Vec<String> {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .collect()
+    };
+    let login = Request::get(format!("/login?login_hint={subject}"))
+        .body(Body::empty())
+        .unwrap();
+    let started = app.clone().oneshot(login).await.unwrap();
+    let flow = cookies(&started).join("; ");
+    let authorize = started.headers()["location"].to_str().unwrap().to_owned();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let issued = client.get(authorize).send().await.unwrap();
+    let callback = url::Url::parse(issued.headers()["location"].to_str().unwrap()).unwrap();
+    let path = format!("/callback?{}", callback.query().unwrap());
+    let request = Request::get(path)
+        .header("cookie", flow)
+        .body(Body::empty())
+        .unwrap();
+    let finished = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(finished.status(), 303);
+    cookies(&finished)
+        .into_iter()
+        .find(|c| c.starts_with("jit_session="))
+        .expect("a session cookie")
 }
 
 /// The issuer's key as aws-lc-rs parses it, once, outside the measurement.

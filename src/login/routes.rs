@@ -42,6 +42,23 @@ impl<H> ProvisioningLayer<H> {
     ///   to the public URL's path.
     /// - `POST /backchannel-logout`: OpenID Connect Back-Channel Logout.
     ///
+    /// The routes need no credential, and read the session cookie themselves: mount them beside
+    /// the layer rather than under it (under a layer that is not
+    /// [`optional`](crate::ProvisioningLayerBuilder::optional), a signed-out browser would get
+    /// 401 at `/login`):
+    ///
+    /// ```
+    /// # use axum::{Router, routing::get};
+    /// # use tower_jit_provisioning::ProvisioningLayer;
+    /// fn app(layer: ProvisioningLayer) -> Router {
+    ///     let routes = layer.login_router();
+    ///     Router::new()
+    ///         .route("/", get(|| async { "home" }))
+    ///         .layer(layer)
+    ///         .merge(routes)
+    /// }
+    /// ```
+    ///
     /// A layer built without [`browser_login`](crate::ProvisioningLayerBuilder::browser_login)
     /// gives a router with no routes.
     pub fn login_router(&self) -> Router {
