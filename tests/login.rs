@@ -300,6 +300,7 @@ on_every_store!(
     the_application_picks_one_of_several_issuers_per_request,
     the_client_authenticates_as_the_issuer_advertises,
     behind_https_cookies_are_secure_and_host_prefixed,
+    a_refused_or_deactivated_person_gets_no_account_and_no_session,
 );
 
 async fn a_first_browser_sign_in_creates_the_account_and_a_session(backend: Backend) {
@@ -1024,4 +1025,36 @@ async fn behind_https_cookies_are_secure_and_host_prefixed(backend: Backend) {
         .await;
     assert_eq!(out.status, 303);
     assert_eq!(app.me(&browser).await.status, 401);
+}
+
+async fn a_refused_or_deactivated_person_gets_no_account_and_no_session(backend: Backend) {
+    let idp = TestIssuer::start().await;
+    let db = Db::open(backend).await;
+    // Only `example.org` may have accounts: the test users are at `example.com`.
+    let strict = db
+        .app_for(
+            vec![browser_issuer(&idp).allowed_domains(["example.org"])],
+            |login| login,
+        )
+        .await;
+    let browser = Browser::new();
+    let refused = strict.sign_in(&browser, "alice", None).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.location.is_none());
+    assert!(browser.cookie("jit_session").is_none());
+    assert!(db.users().await.is_empty());
+    assert!(db.session_hashes().await.is_empty());
+    drop(strict);
+
+    // A deactivated account signs in at the issuer, and is still refused here.
+    let app = db.app(&idp).await;
+    app.sign_in(&browser, "alice", None).await;
+    let me: Value = serde_json::from_str(&app.me(&browser).await.body).unwrap();
+    db.deactivate(me["id"].as_str().unwrap().parse().unwrap())
+        .await;
+    let again = Browser::new();
+    let refused = app.sign_in(&again, "alice", None).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(again.cookie("jit_session").is_none());
+    assert!(db.session_hashes().await.is_empty(), "ended, none new");
 }
