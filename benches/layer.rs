@@ -80,6 +80,7 @@ fn per_request(c: &mut Criterion) {
     group.finish();
 
     session_against_bearer(c, &rt, &idp, &token);
+    opaque_against_jwt(c, &rt, &idp);
 
     let mut group = c.benchmark_group("verify_raw");
     for alg in ALGORITHMS {
@@ -135,6 +136,41 @@ fn session_against_bearer(
         b.to_async(rt).iter(|| app.clone().oneshot(with_cookie()))
     });
     group.finish();
+}
+
+/// One layer whose issuer also introspects: a cached opaque token against a cached JWT access
+/// token of the same person, in the same run.
+fn opaque_against_jwt(c: &mut Criterion, rt: &tokio::runtime::Runtime, idp: &TestIssuer) {
+    let layer = ProvisioningLayer::builder()
+        .issuer(
+            idp.issuer()
+                .introspection(TestIssuer::CLIENT_ID, TestIssuer::CLIENT_SECRET),
+        )
+        .store(MemoryStore::new())
+        .build()
+        .unwrap();
+    rt.block_on(layer.fetch_keys()).unwrap();
+    let app = support::hello_user().layer(layer);
+    let jwt = idp.access_token().subject("bench-opaque").sign();
+    let opaque = idp.opaque_token().subject("bench-opaque").opaque();
+    for token in [&jwt, &opaque] {
+        let response = rt
+            .block_on(app.clone().oneshot(support::request(token)))
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let calls = idp.introspections();
+    let mut group = c.benchmark_group("credential");
+    group.bench_function("jwt_access_hot", |b| {
+        b.to_async(rt)
+            .iter(|| app.clone().oneshot(support::request(&jwt)))
+    });
+    group.bench_function("opaque_introspected_hot", |b| {
+        b.to_async(rt)
+            .iter(|| app.clone().oneshot(support::request(&opaque)))
+    });
+    group.finish();
+    assert_eq!(idp.introspections(), calls, "cached: no introspection call");
 }
 
 /// Signs `subject` in through the app's own routes and the test issuer; the session cookie.

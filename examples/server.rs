@@ -23,6 +23,8 @@
 //! | `JIT_OIDC_SCOPES` | scopes to ask for beside `openid email profile`, space-separated (`groups`) | none |
 //! | `JIT_SESSION_IDLE_SECS` | a session unused this long ends | `28800` |
 //! | `JIT_SESSION_MAX_SECS` | a session ends this long after sign-in, however used | `86400` |
+//! | `JIT_INTROSPECTION_CLIENT_ID`, `JIT_INTROSPECTION_CLIENT_SECRET` | opaque bearer tokens from the `JIT_ISSUERS` issuers that advertise an `introspection_endpoint` are accepted, checked there by RFC 7662 as this client; always on with the development issuer | off |
+//! | `JIT_INTROSPECTION_CACHE_SECS` | the longest an introspection answer is trusted (never past the token's `exp`): how long a revoked token may still work | `60` |
 //!
 //! Routes: `GET /` a page: signed out, a link to sign in; signed in, who you are, your roles
 //! and a sign-out button. `GET /me` answers the provisioned user as JSON, for a bearer token or
@@ -87,6 +89,9 @@ struct Settings {
     scopes: Vec<String>,
     session_idle: Duration,
     session_max: Duration,
+    /// The client opaque tokens are introspected as: id and secret.
+    introspection: Option<(String, String)>,
+    introspection_cache: Duration,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -277,6 +282,26 @@ fn settings() -> Result<Settings, BadSetting> {
             },
         }
     };
+    let introspection = match (
+        var("JIT_INTROSPECTION_CLIENT_ID"),
+        var("JIT_INTROSPECTION_CLIENT_SECRET"),
+    ) {
+        (Some(id), Some(secret)) => Some((id, secret)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(bad(
+                "JIT_INTROSPECTION_CLIENT_SECRET",
+                "required with JIT_INTROSPECTION_CLIENT_ID",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "JIT_INTROSPECTION_CLIENT_ID",
+                "required with JIT_INTROSPECTION_CLIENT_SECRET",
+            ));
+        }
+    };
+    let introspection_cache = seconds("JIT_INTROSPECTION_CACHE_SECS", 60)?;
     let session_idle = seconds("JIT_SESSION_IDLE_SECS", 8 * 3600)?;
     let session_max = seconds("JIT_SESSION_MAX_SECS", 24 * 3600)?;
     let scopes = var("JIT_OIDC_SCOPES")
@@ -309,6 +334,8 @@ fn settings() -> Result<Settings, BadSetting> {
         scopes,
         session_idle,
         session_max,
+        introspection,
+        introspection_cache,
     })
 }
 
@@ -326,12 +353,23 @@ fn variable_of(error: &ConfigError) -> &'static str {
         ConfigError::InvalidSetting { setting, .. } if setting.contains("browser") => {
             "JIT_PUBLIC_URL, JIT_OIDC_CLIENT_ID or JIT_SESSION_*"
         }
+        ConfigError::InvalidSetting { setting, .. }
+        | ConfigError::InvalidDuration { setting, .. }
+            if setting.contains("introspection") =>
+        {
+            "JIT_INTROSPECTION_*"
+        }
         _ => "JIT_ISSUERS",
     }
 }
 
 fn issuer(settings: &Settings, base: Issuer) -> Issuer {
     let mut issuer = base.allowed_domains(settings.allowed_domains.clone());
+    if let Some((id, secret)) = &settings.introspection {
+        issuer = issuer
+            .introspection(id, secret)
+            .introspection_cache(settings.introspection_cache);
+    }
     if let Some(kinds) = &settings.kinds {
         issuer = issuer.token_kinds(kinds.clone());
     }
@@ -611,7 +649,14 @@ async fn run() -> Result<(), String> {
                 .issuer()
                 .browser_client(id, secret)
                 .browser_scopes(settings.scopes.clone());
-            builder = builder.issuer(issuer(&settings, base));
+            let mut dev = issuer(&settings, base);
+            if settings.introspection.is_none() {
+                // The development issuer's opaque tokens work out of the box.
+                dev = dev
+                    .introspection(TestIssuer::CLIENT_ID, TestIssuer::CLIENT_SECRET)
+                    .introspection_cache(settings.introspection_cache);
+            }
+            builder = builder.issuer(dev);
             true
         }
         None => {
@@ -677,7 +722,7 @@ async fn run() -> Result<(), String> {
             idp.url()
         );
         println!("curl -s -H 'Authorization: Bearer {token}' http://{addr}/me\n");
-        println!("a token for any user, either kind, at any time:\n");
+        println!("a token for any user, of any kind (id, access, opaque), at any time:\n");
         println!(
             "curl -s -H \"Authorization: Bearer $(curl -s '{mint}?sub=alice&email=alice@example.com&name=Alice&kind=access')\" http://{addr}/me\n"
         );

@@ -230,6 +230,17 @@ pub enum TokenError {
     /// came with.
     #[error("access token hash mismatch")]
     BadAccessTokenHash,
+    /// An opaque token its issuer's introspection endpoint says is not active: expired,
+    /// revoked, or never issued.
+    #[error("token not active")]
+    Inactive,
+    /// An opaque token introspected as something other than an access token (a refresh token,
+    /// a sender-constrained token whose proof this crate does not check).
+    #[error("not a bearer access token")]
+    NotAnAccessToken,
+    /// A JWT from an issuer whose tokens are accepted by introspection only.
+    #[error("this issuer's tokens are checked by introspection; send its opaque access token")]
+    ExpectedOpaqueToken,
 }
 
 impl TokenError {
@@ -258,6 +269,11 @@ impl TokenError {
             Self::InvalidSubject => "invalid subject",
             Self::MissingClaim => "missing required claim",
             Self::BadAccessTokenHash => "access token hash mismatch",
+            Self::Inactive => "token not active",
+            Self::NotAnAccessToken => "not a bearer access token",
+            Self::ExpectedOpaqueToken => {
+                "this issuer's tokens are checked by introspection; send its opaque access token"
+            }
         }
     }
 
@@ -283,6 +299,9 @@ impl TokenError {
             Self::InvalidSubject => "invalid_subject",
             Self::MissingClaim => "missing_claim",
             Self::BadAccessTokenHash => "bad_access_token_hash",
+            Self::Inactive => "inactive",
+            Self::NotAnAccessToken => "not_an_access_token",
+            Self::ExpectedOpaqueToken => "expected_opaque_token",
         }
     }
 }

@@ -795,3 +795,83 @@ async fn two_server_processes_share_browser_sessions_and_their_ends() {
     assert_eq!(deactivated.status(), 200);
     ends_on(&two, &carol).await;
 }
+
+#[tokio::test]
+async fn opaque_tokens_by_introspection_from_the_environment() {
+    let client = reqwest::Client::new();
+
+    // The development issuer's opaque tokens work with no settings.
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let dev = start(&[], &dirs[0]);
+    let mint = format!("{}/mint?sub=opaque-dev&kind=opaque", issuer_line(&dev));
+    let token = reqwest::get(&mint).await.unwrap().text().await.unwrap();
+    assert!(!token.contains('.'), "{token}");
+    let me = get_with(&client, &format!("{}/me", dev.base), Some(&token)).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["identity"]["subject"], "opaque-dev");
+
+    // A configured issuer, with the cache bound from the environment.
+    let idp = TestIssuer::start().await;
+    let server = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+            ("JIT_INTROSPECTION_CLIENT_ID", TestIssuer::CLIENT_ID),
+            ("JIT_INTROSPECTION_CLIENT_SECRET", TestIssuer::CLIENT_SECRET),
+            ("JIT_INTROSPECTION_CACHE_SECS", "1"),
+        ],
+        &dirs[1],
+    );
+    let me_url = format!("{}/me", server.base);
+    let token = idp.opaque_token().subject("opaque-erin").opaque();
+    assert_eq!(get_with(&client, &me_url, Some(&token)).await.status, 200);
+    idp.revoke(&token);
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let reply = get_with(&client, &me_url, Some(&token)).await;
+        if reply.status == 401 {
+            assert!(
+                reply
+                    .challenge()
+                    .is_some_and(|c| c.starts_with("Bearer error=\"invalid_token\"")),
+                "{:?}",
+                reply.challenge()
+            );
+            break;
+        }
+        assert!(revoked_at.elapsed() < Duration::from_millis(1500));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Without the settings, opaque tokens are not accepted.
+    let plain = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ],
+        &dirs[2],
+    );
+    let other = idp.opaque_token().subject("opaque-frank").opaque();
+    let refused = get_with(&client, &format!("{}/me", plain.base), Some(&other)).await;
+    assert_eq!(refused.status, 401);
+
+    for (env, variable) in [
+        (
+            vec![("JIT_INTROSPECTION_CLIENT_ID", "api")],
+            "JIT_INTROSPECTION_CLIENT_SECRET",
+        ),
+        (
+            vec![("JIT_INTROSPECTION_CLIENT_SECRET", "s")],
+            "JIT_INTROSPECTION_CLIENT_ID",
+        ),
+        (
+            vec![("JIT_INTROSPECTION_CACHE_SECS", "soon")],
+            "JIT_INTROSPECTION_CACHE_SECS",
+        ),
+    ] {
+        let stderr = refuses(&env);
+        assert!(stderr.contains(variable), "{env:?}: {stderr}");
+    }
+}

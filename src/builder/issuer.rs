@@ -13,6 +13,7 @@ use crate::error::ConfigError;
 use crate::provision::IssuerProvisioning;
 use crate::token::claims::ClaimRules;
 use crate::token::fetch::{UrlPolicy, UrlRefusal};
+use crate::token::introspect::IntrospectionRules;
 use crate::token::jwks::KeyTiming;
 use crate::token::verify::{IssuerRules, SignInClient};
 use crate::token::{AccessTokenProfile, Algorithm, TokenKind};
@@ -114,6 +115,28 @@ pub struct Issuer {
     provider: Option<Provider>,
     discovery: Option<String>,
     browser: Option<SignInClient>,
+    introspection: Option<IntrospectionSettings>,
+}
+
+/// What [`Issuer::introspection`] and its companions set.
+#[derive(Clone)]
+struct IntrospectionSettings {
+    client_id: String,
+    client_secret: String,
+    endpoint: Option<String>,
+    cache_bound: Duration,
+    opaque_only: bool,
+}
+
+impl std::fmt::Debug for IntrospectionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionSettings")
+            .field("client_id", &self.client_id)
+            .field("endpoint", &self.endpoint)
+            .field("cache_bound", &self.cache_bound)
+            .field("opaque_only", &self.opaque_only)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Issuer {
@@ -142,6 +165,7 @@ impl Issuer {
             provider: None,
             discovery: None,
             browser: None,
+            introspection: None,
         }
     }
 
@@ -271,6 +295,64 @@ impl Issuer {
     {
         if let Some(client) = &mut self.browser {
             client.scopes = scopes.into_iter().map(Into::into).collect();
+        }
+        self
+    }
+
+    /// Accepts the issuer's **opaque** access tokens, checked by RFC 7662 token introspection
+    /// at its `introspection_endpoint` (from discovery, or
+    /// [`introspection_endpoint`](Self::introspection_endpoint)), authenticated as this
+    /// client (`client_secret_basic`). The answer must say `active`; `iss`, `aud`, `exp`, `nbf`,
+    /// `client_id` and `token_type` are held to this issuer's rules when present, and the
+    /// subject is `sub` (the preset's subject claim, such as Okta's `uid`, when it has one).
+    ///
+    /// Answers are cached by the token's SHA-256 until the earlier of its `exp` and
+    /// [`introspection_cache`](Self::introspection_cache) (60 s by default, so a revocation
+    /// takes effect within it); refusals for 5 s at most; concurrent requests with one new token
+    /// make one call. While the endpoint is down, cached answers hold and new tokens get 503
+    /// with `Retry-After`. JWTs from the issuer are still verified locally, unless
+    /// [`opaque_tokens_only`](Self::opaque_tokens_only).
+    pub fn introspection(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        let previous = self.introspection.take();
+        self.introspection = Some(IntrospectionSettings {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            endpoint: previous.as_ref().and_then(|p| p.endpoint.clone()),
+            cache_bound: previous
+                .as_ref()
+                .map_or(Duration::from_secs(60), |p| p.cache_bound),
+            opaque_only: previous.is_some_and(|p| p.opaque_only),
+        });
+        self
+    }
+
+    /// The introspection endpoint, for an issuer whose discovery document does not name one.
+    /// Takes effect with [`introspection`](Self::introspection).
+    pub fn introspection_endpoint(mut self, url: impl Into<String>) -> Self {
+        if let Some(settings) = &mut self.introspection {
+            settings.endpoint = Some(url.into());
+        }
+        self
+    }
+
+    /// The longest an introspection answer is trusted (never past the token's `exp`): how long
+    /// a revoked token may still be accepted. Between 1 s and 1 h; default 60 s.
+    pub fn introspection_cache(mut self, bound: Duration) -> Self {
+        if let Some(settings) = &mut self.introspection {
+            settings.cache_bound = bound;
+        }
+        self
+    }
+
+    /// Accepts this issuer's tokens by introspection only: its JWTs are refused
+    /// ([`TokenError::ExpectedOpaqueToken`](crate::TokenError::ExpectedOpaqueToken)).
+    pub fn opaque_tokens_only(mut self) -> Self {
+        if let Some(settings) = &mut self.introspection {
+            settings.opaque_only = true;
         }
         self
     }
@@ -559,6 +641,11 @@ impl Issuer {
                 })
             })
             .transpose()?;
+        let introspection = self
+            .introspection
+            .as_ref()
+            .map(|settings| self.validate_introspection(settings, policy))
+            .transpose()?;
         let issuer_url = IssuerUrl::new(self.url.clone())
             .map_err(|_| ConfigError::InvalidIssuerUrl { issuer: issuer() })?;
         let rules = IssuerRules {
@@ -578,8 +665,55 @@ impl Issuer {
             profile: self.profile,
             discovery,
             browser: self.browser,
+            introspection,
         };
         Ok((rules, policy, self.timing))
+    }
+
+    fn validate_introspection(
+        &self,
+        settings: &IntrospectionSettings,
+        policy: UrlPolicy,
+    ) -> Result<IntrospectionRules, ConfigError> {
+        let setting = |name: &str| format!("issuer `{}`: {name}", self.url);
+        if settings.client_id.is_empty() || settings.client_secret.is_empty() {
+            return Err(ConfigError::InvalidSetting {
+                setting: setting("introspection"),
+                reason: "the client id and secret must not be empty",
+            });
+        }
+        if !self.kinds.contains(&TokenKind::Access) {
+            return Err(ConfigError::InvalidSetting {
+                setting: setting("introspection"),
+                reason: "introspection answers for access tokens: accept TokenKind::Access",
+            });
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&settings.cache_bound) {
+            return Err(ConfigError::InvalidDuration {
+                setting: setting("introspection_cache"),
+                reason: "must be between 1 second and 1 hour",
+            });
+        }
+        let endpoint = settings
+            .endpoint
+            .as_deref()
+            .map(|endpoint| {
+                Url::parse(endpoint)
+                    .ok()
+                    .filter(|u| policy.check(u).is_ok())
+                    .ok_or_else(|| ConfigError::InvalidSetting {
+                        setting: setting("introspection_endpoint"),
+                        reason: "not an https URL (plain http only on loopback, when allowed)",
+                    })
+            })
+            .transpose()?;
+        Ok(IntrospectionRules {
+            client_id: settings.client_id.clone(),
+            client_secret: settings.client_secret.clone(),
+            endpoint,
+            cache_bound: settings.cache_bound,
+            opaque_only: settings.opaque_only,
+        })
     }
 
     /// What the provider's documentation rules out, refused with a message that says why. A

@@ -48,6 +48,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 mod counting;
+mod introspection;
 mod persist;
 mod signin;
 
@@ -73,6 +74,7 @@ struct State {
     fault: RwLock<Option<Fault>>,
     counter: AtomicUsize,
     logins: Mutex<signin::Logins>,
+    opaque: introspection::Opaque,
 }
 
 /// How the issuer misbehaves when asked for its key set (and, for some faults, discovery).
@@ -255,6 +257,7 @@ impl State {
             "issuer": url,
             "authorization_endpoint": format!("{url}/authorize"),
             "token_endpoint": format!("{url}/token"),
+            "introspection_endpoint": format!("{url}/introspect"),
             "jwks_uri": format!("{url}/jwks"),
             "response_types_supported": ["code", "id_token", "code id_token"],
             "subject_types_supported": ["public"],
@@ -323,6 +326,7 @@ impl TestIssuer {
             fault: RwLock::new(None),
             counter: AtomicUsize::new(FAMILIES.len()),
             logins: Mutex::new(signin::Logins::default()),
+            opaque: introspection::Opaque::default(),
         });
         let server = tokio::spawn(serve(listener, Arc::clone(&state)));
         Ok(Self {
@@ -544,22 +548,16 @@ async fn respond(
         "/mint" => mint(&state, request.uri().query().unwrap_or("")),
         "/authorize" => signin::authorize(&state, request.uri().query().unwrap_or("")),
         "/authorize/choose" => signin::choose(&state, request.uri().query().unwrap_or("")),
-        "/token" if request.method() == http::Method::POST => {
-            use http_body_util::BodyExt;
-            let authorization = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let limited = http_body_util::Limited::new(request.into_body(), 64 * 1024);
-            match limited.collect().await {
-                Ok(body) => signin::token(&state, authorization.as_deref(), &body.to_bytes()),
-                Err(_) => http::Response::builder()
-                    .status(413)
-                    .body(Full::default())
-                    .expect("static response"),
+        "/token" if request.method() == http::Method::POST => match form_post(request).await {
+            Ok((authorization, body)) => signin::token(&state, authorization.as_deref(), &body),
+            Err(response) => response,
+        },
+        "/introspect" if request.method() == http::Method::POST => match form_post(request).await {
+            Ok((authorization, body)) => {
+                introspection::introspect(&state, authorization.as_deref(), &body).await
             }
-        }
+            Err(response) => response,
+        },
         "/jwks" => {
             state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
             match fault {
@@ -575,7 +573,27 @@ async fn respond(
     Ok(response)
 }
 
-/// `GET /mint?sub=…&email=…&name=…&groups=a,b&kind=id|access&aud=…&valid=<seconds>`: a token for
+/// A POST's `Authorization` header and body (at most 64 KiB; larger is 413).
+async fn form_post(
+    request: http::Request<Incoming>,
+) -> Result<(Option<String>, Bytes), http::Response<Full<Bytes>>> {
+    use http_body_util::BodyExt;
+    let authorization = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let limited = http_body_util::Limited::new(request.into_body(), 64 * 1024);
+    match limited.collect().await {
+        Ok(body) => Ok((authorization, body.to_bytes())),
+        Err(_) => Err(http::Response::builder()
+            .status(413)
+            .body(Full::default())
+            .expect("static response")),
+    }
+}
+
+/// `GET /mint?sub=…&email=…&name=…&groups=a,b&kind=id|access|opaque&aud=…&valid=<seconds>`: a token for
 /// anyone, as plain text, for development servers and manual tests. Every parameter is optional
 /// (`sub` `dev-user`, an ID token for [`TestIssuer::AUDIENCE`], valid for an hour, at most a day).
 fn mint(state: &Arc<State>, query: &str) -> http::Response<Full<Bytes>> {
@@ -584,13 +602,14 @@ fn mint(state: &Arc<State>, query: &str) -> http::Response<Full<Bytes>> {
             .into_owned()
             .collect();
     let param = |name: &str| params.get(name).filter(|v| !v.is_empty());
-    let kind = match param("kind").map(String::as_str) {
-        None | Some("id") => TokenKind::Id,
-        Some("access") => TokenKind::Access,
+    let (kind, opaque) = match param("kind").map(String::as_str) {
+        None | Some("id") => (TokenKind::Id, false),
+        Some("access") => (TokenKind::Access, false),
+        Some("opaque") => (TokenKind::Access, true),
         Some(_) => {
             return http::Response::builder()
                 .status(400)
-                .body(Full::from("kind must be `id` or `access`\n"))
+                .body(Full::from("kind must be `id`, `access` or `opaque`\n"))
                 .expect("static response");
         }
     };
@@ -612,7 +631,8 @@ fn mint(state: &Arc<State>, query: &str) -> http::Response<Full<Bytes>> {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(3600)
         .min(86_400);
-    let token = token.valid_for(Duration::from_secs(valid)).sign();
+    let token = token.valid_for(Duration::from_secs(valid));
+    let token = if opaque { token.opaque() } else { token.sign() };
     http::Response::builder()
         .header(http::header::CONTENT_TYPE, "text/plain")
         .body(Full::from(token))

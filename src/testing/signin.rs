@@ -163,7 +163,7 @@ fn logins(state: &State) -> std::sync::MutexGuard<'_, Logins> {
     state.logins.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn params(text: &str) -> HashMap<String, String> {
+pub(super) fn params(text: &str) -> HashMap<String, String> {
     url::form_urlencoded::parse(text.as_bytes())
         .into_owned()
         .collect()
@@ -185,7 +185,7 @@ fn redirect(location: &str) -> Response {
         .expect("static response")
 }
 
-fn json_response(status: u16, value: &Value) -> Response {
+pub(super) fn json_response(status: u16, value: &Value) -> Response {
     http::Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -343,18 +343,10 @@ fn sign_in(state: &Arc<State>, request: AuthRequest, who: &str) -> Response {
     redirect(&location)
 }
 
-fn token_error(status: u16, error: &str) -> Response {
-    json_response(status, &json!({ "error": error }))
-}
-
-/// `POST /token`: the authorization code grant, with `client_secret_basic` or
-/// `client_secret_post`, the redirect URI of the request, and the PKCE verifier when the
-/// request had a challenge. A code is honoured once.
-pub(super) fn token(state: &Arc<State>, authorization: Option<&str>, body: &[u8]) -> Response {
-    logins(state).token_requests += 1;
-    let form = params(&String::from_utf8_lossy(body));
-    let field = |name: &str| form.get(name).cloned();
-    let basic = authorization
+/// The client id and secret of an `Authorization: Basic` header (RFC 6749 §2.3.1: each
+/// form-urlencoded before joining).
+pub(super) fn basic_credentials(authorization: Option<&str>) -> Option<(String, String)> {
+    authorization
         .and_then(|value| value.strip_prefix("Basic "))
         .and_then(|encoded| STANDARD.decode(encoded).ok())
         .and_then(|decoded| String::from_utf8(decoded).ok())
@@ -368,7 +360,21 @@ pub(super) fn token(state: &Arc<State>, authorization: Option<&str>, body: &[u8]
                 };
                 (decode(id), decode(secret))
             })
-        });
+        })
+}
+
+fn token_error(status: u16, error: &str) -> Response {
+    json_response(status, &json!({ "error": error }))
+}
+
+/// `POST /token`: the authorization code grant, with `client_secret_basic` or
+/// `client_secret_post`, the redirect URI of the request, and the PKCE verifier when the
+/// request had a challenge. A code is honoured once.
+pub(super) fn token(state: &Arc<State>, authorization: Option<&str>, body: &[u8]) -> Response {
+    logins(state).token_requests += 1;
+    let form = params(&String::from_utf8_lossy(body));
+    let field = |name: &str| form.get(name).cloned();
+    let basic = basic_credentials(authorization);
     let in_body = field("client_secret").is_some();
     let allowed = match logins(state).client_auth {
         ClientAuth::Either => basic.is_some() != in_body,

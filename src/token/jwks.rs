@@ -31,16 +31,26 @@ use openidconnect::core::{
     CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
-    DiscoveryError, EmptyAdditionalProviderMetadata, IssuerUrl, JsonWebKey, JsonWebKeySet,
-    JsonWebKeySetUrl, JsonWebKeyUse, ProviderMetadata,
+    DiscoveryError, IssuerUrl, JsonWebKey, JsonWebKeySet, JsonWebKeySetUrl, JsonWebKeyUse,
+    ProviderMetadata,
 };
 
 use super::fetch::{FetchError, Fetcher};
 use super::jwk::Jwk;
 use crate::error::ErrorChain;
 
+/// What a discovery document says beyond OpenID Connect Discovery: RFC 8414's
+/// `introspection_endpoint` (RFC 7662).
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+pub(crate) struct ExtraMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    introspection_endpoint: Option<String>,
+}
+
+impl openidconnect::AdditionalProviderMetadata for ExtraMetadata {}
+
 type Metadata = ProviderMetadata<
-    EmptyAdditionalProviderMetadata,
+    ExtraMetadata,
     CoreAuthDisplay,
     CoreClientAuthMethod,
     CoreClaimName,
@@ -138,6 +148,8 @@ pub(crate) struct Endpoints {
     /// `token_endpoint_auth_methods_supported`; absent means `client_secret_basic` (OpenID
     /// Connect Discovery §3).
     pub(crate) token_auth_methods: Vec<CoreClientAuthMethod>,
+    /// `introspection_endpoint`, when the document names one.
+    pub(crate) introspection: Option<url::Url>,
 }
 
 impl Endpoints {
@@ -149,6 +161,11 @@ impl Endpoints {
                 .token_endpoint_auth_methods_supported()
                 .cloned()
                 .unwrap_or_default(),
+            introspection: metadata
+                .additional_metadata()
+                .introspection_endpoint
+                .as_deref()
+                .and_then(|url| url::Url::parse(url).ok()),
         }
     }
 }
@@ -334,13 +351,11 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
     }
 
     /// The HTTP client this issuer is reached with.
-    #[cfg(feature = "login")]
     pub(crate) fn fetcher(&self) -> &Fetcher {
         &self.fetcher
     }
 
     /// The endpoints of the issuer's discovery document, discovering it first if it never was.
-    #[cfg(feature = "login")]
     pub(crate) async fn endpoints(self: &Arc<Self>) -> Option<Arc<Endpoints>> {
         if let Some(endpoints) = self.endpoints.load_full() {
             return Some(endpoints);

@@ -14,6 +14,7 @@
 pub(crate) mod claims;
 pub(crate) mod extract;
 pub(crate) mod fetch;
+pub(crate) mod introspect;
 pub(crate) mod jwk;
 pub(crate) mod jwks;
 #[cfg(feature = "login")]

@@ -33,6 +33,7 @@ use openidconnect::{
 use serde_json::{Map, Value};
 
 use super::claims::{ClaimRules, RawToken, VerifiedClaims, audiences};
+use super::introspect::{Remembered, Unanswered, UntilDeadline, Verdict, is_jwt_shaped};
 use super::jwk::Jwk;
 use super::jwks::{KeyManager, KeySet};
 use super::{AccessTokenProfile, Algorithm, TokenError, TokenKind};
@@ -62,6 +63,8 @@ pub(crate) struct IssuerRules {
     pub(crate) discovery: Option<url::Url>,
     /// The application's client at this issuer, for browser sign-in.
     pub(crate) browser: Option<SignInClient>,
+    /// Opaque access tokens, checked at the issuer's introspection endpoint.
+    pub(crate) introspection: Option<super::introspect::IntrospectionRules>,
 }
 
 /// The application's OAuth client at an issuer, for browser sign-in.
@@ -409,7 +412,10 @@ fn check_party(
 pub(crate) struct VerifiedToken<M> {
     pub(crate) claims: VerifiedClaims,
     issuer: usize,
+    /// Whose key signed it; `None` with `introspected`.
     kid: Option<String>,
+    /// Accepted by the issuer's introspection endpoint rather than by a signature.
+    introspected: bool,
     /// When the token stops being acceptable (its `exp`, or its maximum age), on the monotonic
     /// clock.
     valid_until: Instant,
@@ -470,7 +476,13 @@ type TokenCache<M> = moka::sync::Cache<[u8; 32], Arc<VerifiedToken<M>>, DigestHa
 pub(crate) struct TokenVerifier<M> {
     issuers: Vec<IssuerVerifier>,
     cache: Option<TokenCache<M>>,
+    /// Introspection answers, accepted or refused, when an issuer introspects: one call per
+    /// token however many requests wait for it.
+    introspected: Option<IntrospectionCache<M>>,
 }
+
+type IntrospectionCache<M> =
+    moka::future::Cache<[u8; 32], Remembered<VerifiedToken<M>>, DigestHash>;
 
 impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
     /// `cache_capacity` tokens are remembered by their SHA-256; 0 turns the cache off.
@@ -481,7 +493,21 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
                 .expire_after(UntilInvalid)
                 .build_with_hasher(DigestHash::default())
         });
-        Self { issuers, cache }
+        let introspected = issuers
+            .iter()
+            .any(|issuer| issuer.rules.introspection.is_some())
+            .then(|| {
+                // Even with the token cache off, concurrent requests share one call.
+                moka::future::Cache::builder()
+                    .max_capacity(cache_capacity.max(1_000))
+                    .expire_after(UntilDeadline)
+                    .build_with_hasher(DigestHash::default())
+            });
+        Self {
+            issuers,
+            cache,
+            introspected,
+        }
     }
 
     pub(crate) fn issuers(&self) -> &[IssuerVerifier] {
@@ -512,7 +538,8 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
     ) -> Option<Arc<VerifiedToken<M>>> {
         let hit = cache.get(digest)?;
         let issuer = &self.issuers[hit.issuer];
-        if now < hit.valid_until && issuer.keys.holds(hit.kid.as_deref(), now) {
+        if now < hit.valid_until && (hit.introspected || issuer.keys.holds(hit.kid.as_deref(), now))
+        {
             return Some(hit);
         }
         cache.invalidate(digest);
@@ -522,8 +549,13 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
     /// Drops `token` from the cache: a token whose request was refused after verification
     /// leaves nothing behind.
     pub(crate) fn forget(&self, token: &str) {
+        let digest = sha256(token);
         if let Some(cache) = &self.cache {
-            cache.invalidate(&sha256(token));
+            cache.invalidate(&digest);
+        }
+        if let Some(introspected) = &self.introspected {
+            // Best effort: the answer would only be read again by a request with this token.
+            let _ = futures_util::FutureExt::now_or_never(introspected.invalidate(&digest));
         }
     }
 
@@ -541,8 +573,14 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
             .find(|issuer| &*issuer.rules.issuer == iss)
     }
 
-    /// Verifies `token`, or finds it verified already.
+    /// Verifies `token`, or finds it verified already: a JWT by its signature, an opaque token
+    /// at the issuers that introspect.
     pub(crate) async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken<M>>, Error> {
+        if let Some(introspected) = &self.introspected
+            && !is_jwt_shaped(token)
+        {
+            return self.introspect(introspected, token).await;
+        }
         let Some(cache) = &self.cache else {
             return Ok(Arc::new(self.verify_uncached(token).await?));
         };
@@ -569,6 +607,14 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
                     .find(|(_, i)| &*i.rules.issuer == iss)
             })
             .ok_or(Error::InvalidToken(TokenError::UntrustedIssuer))?;
+        if issuer
+            .rules
+            .introspection
+            .as_ref()
+            .is_some_and(|rules| rules.opaque_only)
+        {
+            return Err(Error::InvalidToken(TokenError::ExpectedOpaqueToken));
+        }
         let kid = raw.header.kid.clone();
         let claims = issuer.verify(token, raw).await?;
         let mut valid_until = claims.expires_at();
@@ -586,9 +632,89 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
             claims,
             issuer: index,
             kid,
+            introspected: false,
             valid_until: Instant::now() + remaining,
             memo: M::default(),
         })
+    }
+
+    /// An opaque token: from the caches, or asked of each issuer that introspects, in
+    /// configuration order, until one knows it. An issuer that cannot be reached makes the
+    /// answer "unavailable", never "refused", and nothing is remembered of it.
+    async fn introspect(
+        &self,
+        introspected: &IntrospectionCache<M>,
+        token: &str,
+    ) -> Result<Arc<VerifiedToken<M>>, Error> {
+        if !super::extract::is_token_syntax(token) || token.is_empty() {
+            return Err(Error::InvalidToken(TokenError::Malformed));
+        }
+        let digest = sha256(token);
+        if let Some(cache) = &self.cache
+            && let Some(hit) = self.lookup(cache, &digest, Instant::now())
+        {
+            return Ok(hit);
+        }
+        let remembered = introspected
+            .try_get_with(digest, self.ask_issuers(token))
+            .await
+            .map_err(|unanswered| Error::IssuerUnavailable {
+                retry_after: unanswered.retry_after,
+            })?;
+        match remembered.answer {
+            Ok(verified) if Instant::now() < verified.valid_until => {
+                if let Some(cache) = &self.cache {
+                    cache.insert(digest, Arc::clone(&verified));
+                }
+                Ok(verified)
+            }
+            Ok(_) => Err(Error::InvalidToken(TokenError::Expired)),
+            Err(error) => Err(Error::InvalidToken(error)),
+        }
+    }
+
+    async fn ask_issuers(&self, token: &str) -> Result<Remembered<VerifiedToken<M>>, Unanswered> {
+        let mut unanswered = None;
+        let mut refusal_ttl = Duration::MAX;
+        for (index, issuer) in self.issuers.iter().enumerate() {
+            let Some(rules) = &issuer.rules.introspection else {
+                continue;
+            };
+            refusal_ttl = refusal_ttl.min(rules.refusal_ttl());
+            let refused = |error| Remembered {
+                answer: Err(error),
+                until: Instant::now() + rules.refusal_ttl(),
+            };
+            match issuer.introspect(token).await {
+                Ok(Verdict::Accepted {
+                    claims,
+                    valid_until,
+                }) => {
+                    let verified = VerifiedToken {
+                        claims,
+                        issuer: index,
+                        kid: None,
+                        introspected: true,
+                        valid_until,
+                        memo: M::default(),
+                    };
+                    return Ok(Remembered {
+                        answer: Ok(Arc::new(verified)),
+                        until: valid_until,
+                    });
+                }
+                Ok(Verdict::Refused(error)) => return Ok(refused(error)),
+                Ok(Verdict::Inactive) => {}
+                Err(error) => unanswered = Some(error),
+            }
+        }
+        match unanswered {
+            Some(error) => Err(error),
+            None => Ok(Remembered {
+                answer: Err(TokenError::Inactive),
+                until: Instant::now() + refusal_ttl,
+            }),
+        }
     }
 }
 
@@ -621,6 +747,7 @@ mod tests {
             profile: AccessTokenProfile::Rfc9068,
             discovery: None,
             browser: None,
+            introspection: None,
         }
     }
 
