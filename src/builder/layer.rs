@@ -48,6 +48,8 @@ pub struct ProvisioningLayerBuilder<H = DefaultErrorHandler> {
     issuers: Vec<Issuer>,
     #[cfg(feature = "login")]
     browser_login: Option<crate::login::BrowserLogin>,
+    #[cfg(feature = "login")]
+    providers: Vec<crate::login::OAuth2Provider>,
     authenticators: Authenticators,
     policies: Vec<(String, IssuerPolicy)>,
     optional: bool,
@@ -122,6 +124,8 @@ impl ProvisioningLayerBuilder {
             issuers: Vec::new(),
             #[cfg(feature = "login")]
             browser_login: None,
+            #[cfg(feature = "login")]
+            providers: Vec::new(),
             authenticators: Authenticators::default(),
             policies: Vec::new(),
             optional: false,
@@ -159,6 +163,17 @@ impl<H> ProvisioningLayerBuilder<H> {
     #[cfg_attr(docsrs, doc(cfg(feature = "login")))]
     pub fn browser_login(mut self, login: crate::login::BrowserLogin) -> Self {
         self.browser_login = Some(login);
+        self
+    }
+
+    /// Lets people sign in at an OAuth2-only provider (feature `login`): GitHub, Facebook, or
+    /// any provider with a code flow and a profile API, at `/login?provider=<id>`. Needs a store
+    /// and [`browser_login`](Self::browser_login), unless the provider only
+    /// [accepts bearer tokens](crate::login::OAuth2Provider::accept_bearer_tokens).
+    #[cfg(feature = "login")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "login")))]
+    pub fn oauth2_provider(mut self, provider: crate::login::OAuth2Provider) -> Self {
+        self.providers.push(provider);
         self
     }
 
@@ -300,6 +315,8 @@ impl<H> ProvisioningLayerBuilder<H> {
             issuers: self.issuers,
             #[cfg(feature = "login")]
             browser_login: self.browser_login,
+            #[cfg(feature = "login")]
+            providers: self.providers,
             authenticators: self.authenticators,
             policies: self.policies,
             optional: self.optional,
@@ -318,7 +335,15 @@ impl<H> ProvisioningLayerBuilder<H> {
     ///
     /// A [`ConfigError`] naming the first setting that cannot work.
     pub fn build(self) -> Result<ProvisioningLayer<H>, ConfigError> {
-        if self.issuers.is_empty() && self.authenticators.0.is_empty() && self.policies.is_empty() {
+        #[cfg(feature = "login")]
+        let has_providers = !self.providers.is_empty();
+        #[cfg(not(feature = "login"))]
+        let has_providers = false;
+        if self.issuers.is_empty()
+            && self.authenticators.0.is_empty()
+            && self.policies.is_empty()
+            && !has_providers
+        {
             return Err(ConfigError::NoIssuer);
         }
         if let TokenSource::Cookie(name) = &self.token_source
@@ -367,6 +392,32 @@ impl<H> ProvisioningLayerBuilder<H> {
             needs_store |= policy.has_rules();
             issuer_provisioning.push((Arc::from(issuer.as_str()), policy.validate(issuer)?));
         }
+        #[cfg(feature = "login")]
+        let mut providers = Vec::with_capacity(self.providers.len());
+        #[cfg(feature = "login")]
+        for provider in &self.providers {
+            let valid = provider.validate()?;
+            if issuer_provisioning.iter().any(|(i, _)| **i == *valid.id) {
+                return Err(ConfigError::DuplicateIssuer { issuer: valid.id });
+            }
+            needs_store = true;
+            issuer_provisioning.push((
+                Arc::from(valid.id.as_str()),
+                provider.policy.validate(&valid.id)?,
+            ));
+            let fetcher = Fetcher::new(client.clone(), valid.url_policy, MAX_DOCUMENT_BYTES);
+            providers.push(Arc::new(crate::login::provider_flow::Provider::new(
+                valid, fetcher,
+            )));
+        }
+        #[cfg(feature = "login")]
+        let answerers: Vec<Arc<dyn crate::token::introspect::TokenAnswerer>> = providers
+            .iter()
+            .filter(|p| p.settings.bearer_cache.is_some())
+            .map(|p| Arc::clone(p) as Arc<dyn crate::token::introspect::TokenAnswerer>)
+            .collect();
+        #[cfg(not(feature = "login"))]
+        let answerers = Vec::new();
         if needs_store && self.provisioning.store.is_none() {
             return Err(ConfigError::InvalidSetting {
                 setting: "store".to_owned(),
@@ -375,7 +426,15 @@ impl<H> ProvisioningLayerBuilder<H> {
         }
         let settings = self.provisioning;
         #[cfg(feature = "login")]
+        let browser_providers = providers.iter().any(|p| p.settings.bearer_cache.is_none());
+        #[cfg(feature = "login")]
         let login = match (self.browser_login, &settings.store) {
+            (None, _) if browser_providers => {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "oauth2_provider".to_owned(),
+                    reason: "people sign in at a provider with a browser: add `browser_login`",
+                });
+            }
             (None, _) => None,
             (Some(_), None) => {
                 return Err(ConfigError::InvalidSetting {
@@ -383,13 +442,16 @@ impl<H> ProvisioningLayerBuilder<H> {
                     reason: "sessions live in the store: browser sign-in needs a store",
                 });
             }
-            (Some(_), Some(_)) if !issuers.iter().any(|i| i.rules.browser.is_some()) => {
+            (Some(_), Some(_))
+                if providers.is_empty() && !issuers.iter().any(|i| i.rules.browser.is_some()) =>
+            {
                 return Err(ConfigError::InvalidSetting {
                     setting: "browser_login".to_owned(),
-                    reason: "no issuer has a browser client: add one with `Issuer::browser_client`",
+                    reason: "no issuer has a browser client and no OAuth2 provider is set: add \
+                             `Issuer::browser_client` or `oauth2_provider`",
                 });
             }
-            (Some(login), Some(store)) => Some(login.validate(Arc::clone(store))?),
+            (Some(login), Some(store)) => Some(login.validate(Arc::clone(store), providers)?),
         };
         let provisioner = match settings.store {
             None => None,
@@ -430,7 +492,7 @@ impl<H> ProvisioningLayerBuilder<H> {
             }
         };
         let shared = Shared {
-            tokens: TokenVerifier::new(issuers, self.token_cache_capacity),
+            tokens: TokenVerifier::new(issuers, answerers, self.token_cache_capacity),
             authenticators: self.authenticators.0,
             provisioner,
             token_source: self.token_source,

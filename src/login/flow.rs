@@ -35,7 +35,7 @@ pub(crate) fn new_key() -> String {
 pub(crate) enum FlowRefused {
     /// No such flow: never started, already finished, or expired.
     Unknown,
-    /// Started by another browser (login CSRF), or a flow of another kind.
+    /// Started by another browser (login CSRF).
     WrongBrowser,
 }
 
@@ -71,12 +71,12 @@ pub(crate) async fn start(
     Ok(crate::cookies::set(name, &binding, max_age, secure))
 }
 
-/// Takes the flow `key` names, once: it must be of `kind` and bound to this browser.
+/// Takes the flow `key` names, once: it must be bound to this browser. The caller reads its
+/// kind.
 pub(crate) async fn finish(
     store: &dyn DynStore,
     headers: &HeaderMap,
     secure: bool,
-    kind: &str,
     key: &str,
 ) -> Result<Result<LoginFlow, FlowRefused>, StoreError> {
     if !is_token(key) {
@@ -96,7 +96,7 @@ pub(crate) async fn finish(
     let bound = binding.is_some_and(|binding| {
         aws_lc_rs::constant_time::verify_slices_are_equal(&binding.0, &flow.binding.0).is_ok()
     });
-    if !bound || flow.kind != kind {
+    if !bound {
         return Ok(Err(FlowRefused::WrongBrowser));
     }
     Ok(Ok(flow))

@@ -52,6 +52,8 @@
 
 pub(crate) mod flow;
 pub(crate) mod oidc;
+mod provider;
+pub(crate) mod provider_flow;
 mod routes;
 pub(crate) mod session;
 
@@ -63,6 +65,7 @@ use url::Url;
 use crate::error::ConfigError;
 use crate::store::DynStore;
 
+pub use self::provider::{GITHUB_SCOPES, OAuth2Provider, ProfileClaims};
 pub(crate) use self::session::Sessions;
 
 /// Browser sign-in settings: where the application is, and how long sessions last. Given to
@@ -115,8 +118,12 @@ impl BrowserLogin {
         self
     }
 
-    /// The settings checked, with the store, as the layer runs them.
-    pub(crate) fn validate(&self, store: Arc<dyn DynStore>) -> Result<Login, ConfigError> {
+    /// The settings checked, with the store and the OAuth2 providers, as the layer runs them.
+    pub(crate) fn validate(
+        &self,
+        store: Arc<dyn DynStore>,
+        providers: Vec<Arc<provider_flow::Provider>>,
+    ) -> Result<Login, ConfigError> {
         let bad = |reason: &'static str| ConfigError::InvalidSetting {
             setting: "browser_login".to_owned(),
             reason,
@@ -159,6 +166,7 @@ impl BrowserLogin {
             secure,
             sessions,
             store,
+            providers,
         })
     }
 }
@@ -171,6 +179,8 @@ pub(crate) struct Login {
     pub(crate) secure: bool,
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) store: Arc<dyn DynStore>,
+    /// OAuth2-only providers people sign in at, in configuration order.
+    pub(crate) providers: Vec<Arc<provider_flow::Provider>>,
 }
 
 impl std::fmt::Debug for Login {

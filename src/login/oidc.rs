@@ -65,6 +65,8 @@ pub(crate) enum CallbackError {
     NoIdToken,
     /// The ID token failed verification.
     InvalidIdToken(Error),
+    /// An OAuth2 provider's profile API refused the access token or named no usable user.
+    ProfileUnusable,
 }
 
 /// The client for this issuer and sign-in client, with the issuer's discovered endpoints.
@@ -182,6 +184,7 @@ impl CallbackError {
             Self::CodeRefused => "code_refused",
             Self::IssuerUnreachable => "issuer_unreachable",
             Self::NoIdToken => "no_id_token",
+            Self::ProfileUnusable => "profile_unusable",
             Self::InvalidIdToken(Error::InvalidToken(TokenError::BadAccessTokenHash)) => {
                 "bad_access_token_hash"
             }

@@ -17,17 +17,18 @@ use http::header::{
     RETRY_AFTER, SET_COOKIE,
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::Login;
 use super::flow::{self, FlowRefused};
 use super::oidc::{self, CallbackError, FlowData};
+use super::provider_flow::{Provider, ProviderFlowData};
 use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::error::Error;
 use crate::layer::{ProvisioningLayer, Shared};
 use crate::provision::SignInMemo;
 use crate::session::{SessionHash, SessionSelector};
-use crate::sign_in::SignInSource;
+use crate::sign_in::{SignIn, SignInSource};
 use crate::token::verify::IssuerVerifier;
 
 impl<H> ProvisioningLayer<H> {
@@ -103,17 +104,42 @@ fn home(login: &Login) -> String {
     format!("{path}/")
 }
 
+/// Where `/login` sends the browser: an issuer by its exact URL, a provider by its id, or by
+/// default the first issuer with a browser client, else the first provider.
+enum Destination<'a> {
+    Issuer(&'a IssuerVerifier),
+    Provider(&'a Provider),
+}
+
+fn destination<'a>(
+    shared: &'a Shared,
+    login: &'a Login,
+    params: &HashMap<String, String>,
+) -> Option<Destination<'a>> {
+    match (params.get("issuer"), params.get("provider")) {
+        (Some(wanted), None) => browser_issuers(shared)
+            .find(|i| *i.rules.issuer == **wanted)
+            .map(Destination::Issuer),
+        (None, Some(wanted)) => login
+            .providers
+            .iter()
+            .find(|p| p.settings.id == *wanted)
+            .map(|p| Destination::Provider(p)),
+        (None, None) => browser_issuers(shared)
+            .next()
+            .map(Destination::Issuer)
+            .or_else(|| login.providers.first().map(|p| Destination::Provider(p))),
+        (Some(_), Some(_)) => None,
+    }
+}
+
 async fn login(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
     let login = login_of(&shared);
-    let issuer = match params.get("issuer") {
-        Some(wanted) => browser_issuers(&shared).find(|i| *i.rules.issuer == **wanted),
-        None => browser_issuers(&shared).next(),
-    };
-    let Some(issuer) = issuer else {
+    let Some(destination) = destination(&shared, login, &params) else {
         return page(
             StatusCode::BAD_REQUEST,
             "Unknown identity provider",
@@ -137,27 +163,35 @@ async fn login(
         .get("login_hint")
         .filter(|hint| hint.len() <= 256 && !hint.chars().any(char::is_control))
         .map(String::as_str);
-    let Some(endpoints) = issuer.keys.endpoints().await else {
-        return unreachable_page();
-    };
     let key = flow::new_key();
-    let Some((url, data)) = oidc::authorization_request(
-        issuer,
-        &endpoints,
-        &login.redirect_uri,
-        &key,
-        return_to,
-        login_hint,
-    ) else {
+    let started = match destination {
+        Destination::Issuer(issuer) => {
+            let Some(endpoints) = issuer.keys.endpoints().await else {
+                return unreachable_page();
+            };
+            oidc::authorization_request(
+                issuer,
+                &endpoints,
+                &login.redirect_uri,
+                &key,
+                return_to,
+                login_hint,
+            )
+            .map(|(url, data)| (url, OIDC_FLOW, serde_json::to_value(data)))
+        }
+        Destination::Provider(provider) => provider
+            .authorization_request(&login.redirect_uri, &key, return_to, login_hint)
+            .map(|(url, data)| (url, OAUTH2_FLOW, serde_json::to_value(data))),
+    };
+    let Some((url, kind, Ok(data))) = started else {
         return unreachable_page();
     };
-    let data = serde_json::to_value(data).expect("serializing plain data");
     match flow::start(
         &*login.store,
         &headers,
         login.secure,
         &key,
-        "oidc",
+        kind,
         data,
         Utc::now(),
     )
@@ -167,6 +201,20 @@ async fn login(
         Err(_) => store_page(),
     }
 }
+
+/// The flow kinds `/login` starts and `/callback` finishes.
+const OIDC_FLOW: &str = "oidc";
+const OAUTH2_FLOW: &str = "oauth2";
+
+/// A callback's sign-in: who, the issuer's session id if it gave one, and where to go next.
+struct Finish {
+    sign_in: SignIn,
+    sid: Option<String>,
+    return_to: String,
+}
+
+/// A callback's sign-in, or the page that says why there is none.
+type Finished = Result<Finish, Response>;
 
 async fn callback(
     State(shared): State<Arc<Shared>>,
@@ -178,7 +226,7 @@ async fn callback(
     if let Some(error) = params.get("error") {
         // The flow is spent either way: taken, so no one finishes it later.
         if let Some(state) = state {
-            let _ = flow::finish(&*login.store, &headers, login.secure, "oidc", state).await;
+            let _ = flow::finish(&*login.store, &headers, login.secure, state).await;
         }
         let code =
             if error.len() <= 64 && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
@@ -205,7 +253,8 @@ async fn callback(
             "This is not a sign-in response.",
         );
     };
-    let flow = match flow::finish(&*login.store, &headers, login.secure, "oidc", state).await {
+    // The state is checked, and the flow spent, before the code goes anywhere.
+    let flow = match flow::finish(&*login.store, &headers, login.secure, state).await {
         Ok(Ok(flow)) => flow,
         Ok(Err(refusal)) => {
             refused(
@@ -223,67 +272,32 @@ async fn callback(
         }
         Err(_) => return store_page(),
     };
-    let Ok(data) = serde_json::from_value::<FlowData>(flow.data) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "Please sign in again.",
-        );
+    let finished = match flow.kind.as_str() {
+        OIDC_FLOW => finish_oidc(&shared, login, code.clone(), flow.data).await,
+        OAUTH2_FLOW => finish_provider(login, code.clone(), flow.data).await,
+        _ => Err(again_page()),
     };
-    let Some(issuer) = browser_issuers(&shared).find(|i| *i.rules.issuer == data.issuer) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "Please sign in again.",
-        );
-    };
-    let Some(endpoints) = issuer.keys.endpoints().await else {
-        return unreachable_page();
-    };
-    let claims = match oidc::finish(
-        issuer,
-        &endpoints,
-        issuer.keys.fetcher(),
-        &login.redirect_uri,
-        code.clone(),
-        &data,
-    )
-    .await
-    {
-        Ok(claims) => claims,
-        Err(error) => {
-            refused("callback", error.code());
-            return match error {
-                CallbackError::IssuerUnreachable => unreachable_page(),
-                CallbackError::CodeRefused => page(
-                    StatusCode::BAD_REQUEST,
-                    "Sign-in failed",
-                    "The identity provider did not accept this sign-in. Please sign in again.",
-                ),
-                CallbackError::NoIdToken | CallbackError::InvalidIdToken(_) => page(
-                    StatusCode::UNAUTHORIZED,
-                    "Sign-in failed",
-                    "The identity provider's answer could not be verified.",
-                ),
-            };
-        }
+    let Finish {
+        sign_in,
+        sid,
+        return_to,
+    } = match finished {
+        Ok(finished) => finished,
+        Err(page) => return page,
     };
     let Some(provisioner) = &shared.provisioner else {
         return store_page();
     };
-    let sign_in = claims.sign_in();
-    let user = match provisioner.provision(sign_in, &SignInMemo::default()).await {
+    let user = match provisioner
+        .provision(&sign_in, &SignInMemo::default())
+        .await
+    {
         Ok(user) => user,
         Err(Error::Denied(reason)) => {
             return page(StatusCode::FORBIDDEN, "Access denied", reason.description());
         }
         Err(_) => return store_page(),
     };
-    let sid = claims
-        .claim("sid")
-        .and_then(|sid| sid.as_str())
-        .filter(|sid| !sid.is_empty() && sid.len() <= 255)
-        .map(str::to_owned);
     // A new session id at every sign-in, and the one this browser had, if any, ended: a
     // session id planted before the sign-in never becomes a signed-in one.
     let Ok(_) = login.sessions.end(&headers).await else {
@@ -291,11 +305,11 @@ async fn callback(
     };
     match login
         .sessions
-        .start(user.id(), sign_in, sid, Utc::now())
+        .start(user.id(), &sign_in, sid, Utc::now())
         .await
     {
         Ok(cookie) => {
-            let mut response = redirect(&data.return_to, &[cookie]);
+            let mut response = redirect(&return_to, &[cookie]);
             response
                 .headers_mut()
                 .insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -303,6 +317,90 @@ async fn callback(
         }
         Err(_) => store_page(),
     }
+}
+
+/// The ID token of an OpenID Connect flow, verified.
+async fn finish_oidc(shared: &Shared, login: &Login, code: String, data: Value) -> Finished {
+    let Ok(data) = serde_json::from_value::<FlowData>(data) else {
+        return Err(again_page());
+    };
+    let Some(issuer) = browser_issuers(shared).find(|i| *i.rules.issuer == data.issuer) else {
+        return Err(again_page());
+    };
+    let Some(endpoints) = issuer.keys.endpoints().await else {
+        return Err(unreachable_page());
+    };
+    let claims = oidc::finish(
+        issuer,
+        &endpoints,
+        issuer.keys.fetcher(),
+        &login.redirect_uri,
+        code,
+        &data,
+    )
+    .await
+    .map_err(|error| callback_page(&error))?;
+    let sid = claims
+        .claim("sid")
+        .and_then(|sid| sid.as_str())
+        .filter(|sid| !sid.is_empty() && sid.len() <= 255)
+        .map(str::to_owned);
+    Ok(Finish {
+        sign_in: claims.sign_in().clone(),
+        sid,
+        return_to: data.return_to,
+    })
+}
+
+/// The profile behind an OAuth2 provider's access token.
+async fn finish_provider(login: &Login, code: String, data: Value) -> Finished {
+    let Ok(data) = serde_json::from_value::<ProviderFlowData>(data) else {
+        return Err(again_page());
+    };
+    let Some(provider) = login
+        .providers
+        .iter()
+        .find(|p| p.settings.id == data.provider)
+    else {
+        return Err(again_page());
+    };
+    let sign_in = provider
+        .finish(&login.redirect_uri, code, &data)
+        .await
+        .map_err(|error| callback_page(&error))?;
+    Ok(Finish {
+        sign_in,
+        sid: None,
+        return_to: data.return_to,
+    })
+}
+
+/// The page for a callback that failed after its flow was taken.
+fn callback_page(error: &CallbackError) -> Response {
+    refused("callback", error.code());
+    match error {
+        CallbackError::IssuerUnreachable => unreachable_page(),
+        CallbackError::CodeRefused => page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The identity provider did not accept this sign-in. Please sign in again.",
+        ),
+        CallbackError::NoIdToken
+        | CallbackError::InvalidIdToken(_)
+        | CallbackError::ProfileUnusable => page(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in failed",
+            "The identity provider's answer could not be verified.",
+        ),
+    }
+}
+
+fn again_page() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Sign-in failed",
+        "Please sign in again.",
+    )
 }
 
 /// Whether a request comes from this site's own pages: its `Origin` is exactly the public

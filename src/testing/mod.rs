@@ -48,11 +48,15 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 mod counting;
+#[cfg(feature = "login")]
+mod github;
 mod introspection;
 mod persist;
 mod signin;
 
 pub use self::counting::CountingStore;
+#[cfg(feature = "login")]
+pub use self::github::{GitHubEmail, GitHubUser, TestGitHub};
 pub use self::persist::TestIssuerBuilder;
 pub use self::signin::{ClientAuth, SignInFault, TestUser};
 
@@ -506,6 +510,18 @@ impl fmt::Debug for TestIssuer {
 }
 
 async fn serve(listener: TcpListener, state: Arc<State>) {
+    serve_with(listener, state, respond).await;
+}
+
+/// Serves HTTP/1.1 on `listener`, each request answered by `handler` with the shared `state`.
+pub(super) async fn serve_with<S, F, Fut>(listener: TcpListener, state: Arc<S>, handler: F)
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, http::Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<http::Response<Full<Bytes>>, Infallible>>
+        + Send
+        + 'static,
+{
     // Dropping this set, when the task is aborted, aborts every connection with it.
     let mut connections = JoinSet::new();
     loop {
@@ -514,7 +530,7 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
                 let Ok((stream, _)) = accepted else { continue };
                 let state = Arc::clone(&state);
                 connections.spawn(async move {
-                    let service = service_fn(move |req| respond(Arc::clone(&state), req));
+                    let service = service_fn(move |req| handler(Arc::clone(&state), req));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -574,7 +590,7 @@ async fn respond(
 }
 
 /// A POST's `Authorization` header and body (at most 64 KiB; larger is 413).
-async fn form_post(
+pub(super) async fn form_post(
     request: http::Request<Incoming>,
 ) -> Result<(Option<String>, Bytes), http::Response<Full<Bytes>>> {
     use http_body_util::BodyExt;

@@ -169,7 +169,7 @@ pub(super) fn params(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn text(status: u16, body: &str) -> Response {
+pub(super) fn text(status: u16, body: &str) -> Response {
     http::Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, "text/plain")
@@ -177,7 +177,7 @@ fn text(status: u16, body: &str) -> Response {
         .expect("static response")
 }
 
-fn redirect(location: &str) -> Response {
+pub(super) fn redirect(location: &str) -> Response {
     http::Response::builder()
         .status(302)
         .header(http::header::LOCATION, location)
@@ -195,7 +195,7 @@ pub(super) fn json_response(status: u16, value: &Value) -> Response {
 }
 
 /// Escapes text for HTML.
-fn html_escape(text: &str) -> String {
+pub(super) fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -204,7 +204,7 @@ fn html_escape(text: &str) -> String {
 }
 
 /// `redirect_uri` with `params` added to its query.
-fn with_query(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+pub(super) fn with_query(redirect_uri: &str, params: &[(&str, &str)]) -> String {
     let mut url = match url::Url::parse(redirect_uri) {
         Ok(url) => url,
         Err(_) => return redirect_uri.to_owned(),

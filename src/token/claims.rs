@@ -323,6 +323,20 @@ impl VerifiedClaims {
         })))
     }
 
+    /// The claims of an opaque access token whose holder a provider's API named: the sign-in
+    /// it built (which must carry an expiry), issued now, for no audience in particular.
+    #[cfg(feature = "login")]
+    pub(crate) fn from_answer(sign_in: SignIn, issued_at: DateTime<Utc>) -> Option<Self> {
+        sign_in.expires_at()?;
+        Some(Self(Arc::new(ClaimsInner {
+            sign_in,
+            kind: TokenKind::Access,
+            audiences: Vec::new(),
+            authorized_party: None,
+            issued_at,
+        })))
+    }
+
     /// The sign-in this token proves: what provisioning reads.
     pub fn sign_in(&self) -> &SignIn {
         &self.0.sign_in

@@ -34,10 +34,10 @@ use crate::sign_in::SignInSource;
 
 /// How long a refusal is remembered: long enough to absorb a client retrying a bad token in a
 /// loop, short enough that a token the issuer just minted is not refused for long.
-const REFUSAL_TTL: Duration = Duration::from_secs(5);
+pub(crate) const REFUSAL_TTL: Duration = Duration::from_secs(5);
 
 /// How long a client is told to wait while the introspection endpoint is down.
-const RETRY_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// An issuer's introspection settings, validated.
 #[derive(Clone)]
@@ -284,6 +284,20 @@ impl IssuerVerifier {
         }
         Ok(())
     }
+}
+
+/// A source of answers for opaque bearer tokens beside RFC 7662 introspection: a provider whose
+/// API says whose token it is (GitHub). Asked only about tokens it recognizes by their shape,
+/// and those tokens are never sent anywhere else.
+pub(crate) trait TokenAnswerer: Send + Sync + 'static {
+    /// Whether `token` is one of this source's, by its shape alone.
+    fn recognizes(&self, token: &str) -> bool;
+
+    /// What the source says about `token`.
+    fn ask<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<Verdict, Unanswered>>;
 }
 
 /// A token's shape decides how it is checked: a compact JWS (three segments, the first a

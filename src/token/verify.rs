@@ -33,7 +33,9 @@ use openidconnect::{
 use serde_json::{Map, Value};
 
 use super::claims::{ClaimRules, RawToken, VerifiedClaims, audiences};
-use super::introspect::{Remembered, Unanswered, UntilDeadline, Verdict, is_jwt_shaped};
+use super::introspect::{
+    REFUSAL_TTL, Remembered, TokenAnswerer, Unanswered, UntilDeadline, Verdict, is_jwt_shaped,
+};
 use super::jwk::Jwk;
 use super::jwks::{KeyManager, KeySet};
 use super::{AccessTokenProfile, Algorithm, TokenError, TokenKind};
@@ -411,15 +413,21 @@ fn check_party(
 /// costs a hash and a lookup.
 pub(crate) struct VerifiedToken<M> {
     pub(crate) claims: VerifiedClaims,
-    issuer: usize,
-    /// Whose key signed it; `None` with `introspected`.
-    kid: Option<String>,
-    /// Accepted by the issuer's introspection endpoint rather than by a signature.
-    introspected: bool,
+    checked_by: CheckedBy,
     /// When the token stops being acceptable (its `exp`, or its maximum age), on the monotonic
     /// clock.
     valid_until: Instant,
     pub(crate) memo: M,
+}
+
+/// What vouched for a cached token, and so what must still hold for it to be used again.
+enum CheckedBy {
+    /// A signature by a key of this issuer (index into the verifier's issuers), which must
+    /// still be in its key set.
+    Key { issuer: usize, kid: Option<String> },
+    /// An answer from whoever the token is for (introspection, a provider's API), good until
+    /// the entry's deadline.
+    Answer,
 }
 
 impl<M> std::fmt::Debug for VerifiedToken<M> {
@@ -476,9 +484,11 @@ type TokenCache<M> = moka::sync::Cache<[u8; 32], Arc<VerifiedToken<M>>, DigestHa
 pub(crate) struct TokenVerifier<M> {
     issuers: Vec<IssuerVerifier>,
     cache: Option<TokenCache<M>>,
-    /// Introspection answers, accepted or refused, when an issuer introspects: one call per
-    /// token however many requests wait for it.
+    /// Introspection answers, accepted or refused, when an issuer introspects or a provider
+    /// answers for its tokens: one call per token however many requests wait for it.
     introspected: Option<IntrospectionCache<M>>,
+    /// Providers that answer for opaque tokens of their own shape.
+    answerers: Vec<Arc<dyn TokenAnswerer>>,
 }
 
 type IntrospectionCache<M> =
@@ -486,27 +496,33 @@ type IntrospectionCache<M> =
 
 impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
     /// `cache_capacity` tokens are remembered by their SHA-256; 0 turns the cache off.
-    pub(crate) fn new(issuers: Vec<IssuerVerifier>, cache_capacity: u64) -> Self {
+    pub(crate) fn new(
+        issuers: Vec<IssuerVerifier>,
+        answerers: Vec<Arc<dyn TokenAnswerer>>,
+        cache_capacity: u64,
+    ) -> Self {
         let cache = (cache_capacity > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(cache_capacity)
                 .expire_after(UntilInvalid)
                 .build_with_hasher(DigestHash::default())
         });
-        let introspected = issuers
-            .iter()
-            .any(|issuer| issuer.rules.introspection.is_some())
-            .then(|| {
-                // Even with the token cache off, concurrent requests share one call.
-                moka::future::Cache::builder()
-                    .max_capacity(cache_capacity.max(1_000))
-                    .expire_after(UntilDeadline)
-                    .build_with_hasher(DigestHash::default())
-            });
+        let introspected = (!answerers.is_empty()
+            || issuers
+                .iter()
+                .any(|issuer| issuer.rules.introspection.is_some()))
+        .then(|| {
+            // Even with the token cache off, concurrent requests share one call.
+            moka::future::Cache::builder()
+                .max_capacity(cache_capacity.max(1_000))
+                .expire_after(UntilDeadline)
+                .build_with_hasher(DigestHash::default())
+        });
         Self {
             issuers,
             cache,
             introspected,
+            answerers,
         }
     }
 
@@ -537,9 +553,11 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         now: Instant,
     ) -> Option<Arc<VerifiedToken<M>>> {
         let hit = cache.get(digest)?;
-        let issuer = &self.issuers[hit.issuer];
-        if now < hit.valid_until && (hit.introspected || issuer.keys.holds(hit.kid.as_deref(), now))
-        {
+        let keys_hold = match &hit.checked_by {
+            CheckedBy::Key { issuer, kid } => self.issuers[*issuer].keys.holds(kid.as_deref(), now),
+            CheckedBy::Answer => true,
+        };
+        if now < hit.valid_until && keys_hold {
             return Some(hit);
         }
         cache.invalidate(digest);
@@ -630,9 +648,7 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
             .unwrap_or(Duration::ZERO);
         Ok(VerifiedToken {
             claims,
-            issuer: index,
-            kid,
-            introspected: false,
+            checked_by: CheckedBy::Key { issuer: index, kid },
             valid_until: Instant::now() + remaining,
             memo: M::default(),
         })
@@ -674,9 +690,34 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
     }
 
     async fn ask_issuers(&self, token: &str) -> Result<Remembered<VerifiedToken<M>>, Unanswered> {
+        // A provider's own token goes to that provider and nowhere else.
+        if let Some(answerer) = self.answerers.iter().find(|a| a.recognizes(token)) {
+            return Ok(match answerer.ask(token).await? {
+                Verdict::Accepted {
+                    claims,
+                    valid_until,
+                } => Remembered {
+                    answer: Ok(Arc::new(VerifiedToken {
+                        claims,
+                        checked_by: CheckedBy::Answer,
+                        valid_until,
+                        memo: M::default(),
+                    })),
+                    until: valid_until,
+                },
+                Verdict::Inactive => Remembered {
+                    answer: Err(TokenError::Inactive),
+                    until: Instant::now() + REFUSAL_TTL,
+                },
+                Verdict::Refused(error) => Remembered {
+                    answer: Err(error),
+                    until: Instant::now() + REFUSAL_TTL,
+                },
+            });
+        }
         let mut unanswered = None;
-        let mut refusal_ttl = Duration::MAX;
-        for (index, issuer) in self.issuers.iter().enumerate() {
+        let mut refusal_ttl = REFUSAL_TTL;
+        for issuer in &self.issuers {
             let Some(rules) = &issuer.rules.introspection else {
                 continue;
             };
@@ -692,9 +733,7 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
                 }) => {
                     let verified = VerifiedToken {
                         claims,
-                        issuer: index,
-                        kid: None,
-                        introspected: true,
+                        checked_by: CheckedBy::Answer,
                         valid_until,
                         memo: M::default(),
                     };
