@@ -24,6 +24,10 @@
 //! | `JIT_SESSION_IDLE_SECS` | a session unused this long ends | `28800` |
 //! | `JIT_SESSION_MAX_SECS` | a session ends this long after sign-in, however used | `86400` |
 //! | `JIT_INTROSPECTION_CLIENT_ID`, `JIT_INTROSPECTION_CLIENT_SECRET` | opaque bearer tokens from the `JIT_ISSUERS` issuers that advertise an `introspection_endpoint` are accepted, checked there by RFC 7662 as this client; always on with the development issuer | off |
+//! | `JIT_GITHUB_CLIENT_ID`, `JIT_GITHUB_CLIENT_SECRET` | GitHub sign-in at `GET /login?provider=github`, on the shared `/callback`; accounts' issuer is `github` (or the Enterprise base URL). With the development issuer and no GitHub settings, a local GitHub stand-in signs in `ada`, `bob` and `carol` | off |
+//! | `JIT_GITHUB_URL`, `JIT_GITHUB_API_URL` | GitHub Enterprise Server or a test double (plain http only on loopback with `JIT_ALLOW_HTTP_ISSUERS=1`) | `https://github.com`, `https://api.github.com` (`<JIT_GITHUB_URL>/api/v3` for another `JIT_GITHUB_URL`) |
+//! | `JIT_GITHUB_SCOPES` | the scopes to ask GitHub for, space- or comma-separated | `read:user user:email read:org` |
+//! | `JIT_GITHUB_ACCEPT_TOKENS` | `1`: GitHub access tokens are also accepted as bearer tokens, resolved through GitHub's API (cached 60 s) | off |
 //! | `JIT_INTROSPECTION_CACHE_SECS` | the longest an introspection answer is trusted (never past the token's `exp`): how long a revoked token may still work | `60` |
 //!
 //! Routes: `GET /` a page: signed out, a link to sign in; signed in, who you are, your roles
@@ -38,6 +42,7 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{Html, IntoResponse, Response};
@@ -45,11 +50,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use http::header;
 use serde_json::{Value, json};
-use tower_jit_provisioning::login::BrowserLogin;
+use tower_jit_provisioning::login::{BrowserLogin, OAuth2Provider};
 use tower_jit_provisioning::scim::Scim;
-use tower_jit_provisioning::testing::TestIssuer;
+use tower_jit_provisioning::testing::{TestGitHub, TestIssuer};
 use tower_jit_provisioning::{
-    AttributeMapping, ConfigError, Issuer, PostgresStore, Provider, ProvisionedUser,
+    AttributeMapping, ConfigError, Issuer, IssuerPolicy, PostgresStore, Provider, ProvisionedUser,
     ProvisioningLayer, ProvisioningLayerBuilder, SqliteStore, StoreError, TokenKind, UserStore,
 };
 
@@ -92,6 +97,18 @@ struct Settings {
     /// The client opaque tokens are introspected as: id and secret.
     introspection: Option<(String, String)>,
     introspection_cache: Duration,
+    github: Option<GitHubSettings>,
+}
+
+/// GitHub sign-in, from `JIT_GITHUB_*`.
+struct GitHubSettings {
+    client_id: String,
+    client_secret: String,
+    /// `None`: github.com.
+    web: Option<String>,
+    api: Option<String>,
+    scopes: Option<Vec<String>>,
+    accept_tokens: bool,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -163,6 +180,17 @@ impl IssuerSpec {
             "JIT_ISSUERS",
             format!("`{entry}` is not a URL, `entra:<tenant id>`, `google` or `<preset>=<URL>`"),
         ))
+    }
+
+    /// The issuer URL, exactly as its tokens name it.
+    fn issuer_url(&self) -> String {
+        match self {
+            Self::Url(url) | Self::Preset(_, url) => url.clone(),
+            Self::Google => "https://accounts.google.com".to_owned(),
+            Self::EntraTenant(tenant) => {
+                format!("https://login.microsoftonline.com/{tenant}/v2.0")
+            }
+        }
     }
 
     fn issuer(&self) -> Issuer {
@@ -302,6 +330,35 @@ fn settings() -> Result<Settings, BadSetting> {
         }
     };
     let introspection_cache = seconds("JIT_INTROSPECTION_CACHE_SECS", 60)?;
+    let github = match (var("JIT_GITHUB_CLIENT_ID"), var("JIT_GITHUB_CLIENT_SECRET")) {
+        (Some(client_id), Some(client_secret)) => Some(GitHubSettings {
+            client_id,
+            client_secret,
+            web: var("JIT_GITHUB_URL").map(|url| url.trim_end_matches('/').to_owned()),
+            api: var("JIT_GITHUB_API_URL").map(|url| url.trim_end_matches('/').to_owned()),
+            scopes: var("JIT_GITHUB_SCOPES").map(|scopes| {
+                scopes
+                    .split([' ', ','])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            accept_tokens: flag("JIT_GITHUB_ACCEPT_TOKENS")?,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(bad(
+                "JIT_GITHUB_CLIENT_SECRET",
+                "required with JIT_GITHUB_CLIENT_ID",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "JIT_GITHUB_CLIENT_ID",
+                "required with JIT_GITHUB_CLIENT_SECRET",
+            ));
+        }
+    };
     let session_idle = seconds("JIT_SESSION_IDLE_SECS", 8 * 3600)?;
     let session_max = seconds("JIT_SESSION_MAX_SECS", 24 * 3600)?;
     let scopes = var("JIT_OIDC_SCOPES")
@@ -336,6 +393,7 @@ fn settings() -> Result<Settings, BadSetting> {
         session_max,
         introspection,
         introspection_cache,
+        github,
     })
 }
 
@@ -359,8 +417,55 @@ fn variable_of(error: &ConfigError) -> &'static str {
         {
             "JIT_INTROSPECTION_*"
         }
+        ConfigError::InvalidSetting { setting, .. } if setting.contains("oauth2_provider") => {
+            "JIT_GITHUB_* (or JIT_ALLOW_HTTP_ISSUERS)"
+        }
         _ => "JIT_ISSUERS",
     }
+}
+
+/// The provisioning rules `JIT_ALLOWED_DOMAINS` and `JIT_LINK_BY_VERIFIED_EMAIL` give a source
+/// that is not an `Issuer` (GitHub).
+fn policy(settings: &Settings) -> IssuerPolicy {
+    let mut policy = IssuerPolicy::new().allowed_domains(settings.allowed_domains.clone());
+    if settings.link_by_verified_email {
+        policy = if settings.allowed_domains.is_empty() {
+            policy.trust_any_email_domain()
+        } else {
+            policy.trust_email_domains(settings.allowed_domains.clone())
+        };
+    }
+    policy
+}
+
+/// GitHub, or GitHub Enterprise Server, as `JIT_GITHUB_*` describe it.
+fn github_provider(settings: &Settings, github: &GitHubSettings) -> OAuth2Provider {
+    let (id, secret) = (github.client_id.clone(), github.client_secret.clone());
+    let mut provider = match github.web.as_deref() {
+        None | Some("https://github.com") => {
+            let provider = OAuth2Provider::github(id, secret);
+            match &github.api {
+                Some(api) => provider.github_urls("https://github.com", api),
+                None => provider,
+            }
+        }
+        Some(base) => {
+            let provider = OAuth2Provider::github_enterprise(base, id, secret);
+            match &github.api {
+                Some(api) => provider.github_urls(base, api),
+                None => provider,
+            }
+        }
+    };
+    if let Some(scopes) = &github.scopes {
+        provider = provider.scopes(scopes.clone());
+    }
+    if github.accept_tokens {
+        provider = provider.accept_bearer_tokens(Duration::from_secs(60));
+    }
+    provider
+        .allow_http_loopback(settings.allow_http)
+        .policy(policy(settings))
 }
 
 fn issuer(settings: &Settings, base: Issuer) -> Issuer {
@@ -411,7 +516,14 @@ async fn me(user: ProvisionedUser) -> Json<Value> {
 }
 
 /// `GET /`: who is signed in, or a way to sign in.
-async fn home(user: Option<ProvisionedUser>, browser: bool) -> Response {
+/// One way to sign in offered on `/`: its element id, label and start URL.
+struct SignInLink {
+    id: &'static str,
+    label: String,
+    href: String,
+}
+
+async fn home(user: Option<ProvisionedUser>, links: Arc<Vec<SignInLink>>) -> Response {
     let body = match &user {
         Some(user) => {
             let u = user.user();
@@ -446,9 +558,18 @@ async fn home(user: Option<ProvisionedUser>, browser: bool) -> Response {
                 escape(user.identity().key.issuer()),
             )
         }
-        None if browser => "<h1>Signed out</h1>\
-             <p><a id=\"login\" href=\"/login\">Sign in</a></p>"
-            .to_owned(),
+        None if !links.is_empty() => {
+            let mut body = String::from("<h1>Signed out</h1>");
+            for link in links.iter() {
+                body.push_str(&format!(
+                    "<p><a class=\"sign-in\" id=\"{}\" href=\"{}\">{}</a></p>",
+                    link.id,
+                    escape(&link.href),
+                    escape(&link.label)
+                ));
+            }
+            body
+        }
         None => "<h1>Signed out</h1>\
              <p>Send a bearer token to <code>/me</code>; browser sign-in needs \
              <code>JIT_OIDC_CLIENT_ID</code>.</p>"
@@ -460,7 +581,7 @@ async fn home(user: Option<ProvisionedUser>, browser: bool) -> Response {
          <title>tower-jit-provisioning</title><style>\
          body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;\
          color:#1d1d1f}}h1{{font-size:1.5rem}}code{{font-size:.9em}}\
-         button,a#login{{font:inherit;padding:.5rem 1rem;border-radius:.4rem;border:1px solid #888;\
+         button,a.sign-in{{display:inline-block;font:inherit;padding:.5rem 1rem;border-radius:.4rem;border:1px solid #888;\
          background:#f4f4f6;color:inherit;text-decoration:none;cursor:pointer}}\
          </style></head><body>{body}</body></html>"
     );
@@ -635,6 +756,7 @@ async fn run() -> Result<(), String> {
         .link_by_verified_email(settings.link_by_verified_email)
         // Signed-out visitors see `/`; `/me` still answers 401 without a credential.
         .optional(true);
+    let mut links = Vec::new();
     let browser = match &dev_issuer {
         Some(idp) => {
             // The development issuer accepts any client id with its own secret.
@@ -657,6 +779,11 @@ async fn run() -> Result<(), String> {
                     .introspection_cache(settings.introspection_cache);
             }
             builder = builder.issuer(dev);
+            links.push(SignInLink {
+                id: "login",
+                label: "Sign in".to_owned(),
+                href: "/login".to_owned(),
+            });
             true
         }
         None => {
@@ -671,10 +798,47 @@ async fn run() -> Result<(), String> {
                         .browser_scopes(settings.scopes.clone());
                 }
                 builder = builder.issuer(issuer(&settings, base));
+                if settings.client.is_some() {
+                    let url = spec.issuer_url();
+                    let first = links.is_empty();
+                    links.push(SignInLink {
+                        id: if first { "login" } else { "login-issuer" },
+                        label: format!("Sign in at {url}"),
+                        href: format!(
+                            "/login?issuer={}",
+                            url::form_urlencoded::byte_serialize(url.as_bytes())
+                                .collect::<String>()
+                        ),
+                    });
+                }
             }
             settings.client.is_some()
         }
     };
+    // GitHub: configured, or in development a local stand-in for it.
+    let dev_github = match (&settings.github, &dev_issuer) {
+        (None, Some(_)) => Some(TestGitHub::start().await),
+        _ => None,
+    };
+    let github = match (&settings.github, &dev_github) {
+        (Some(github), _) => Some(github_provider(&settings, github)),
+        (None, Some(double)) => Some(
+            double
+                .provider()
+                .accept_bearer_tokens(Duration::from_secs(60))
+                .policy(policy(&settings)),
+        ),
+        (None, None) => None,
+    };
+    let browser = browser || github.is_some();
+    if let Some(github) = github {
+        builder = builder.oauth2_provider(github);
+        links.push(SignInLink {
+            id: "login-github",
+            label: "Sign in with GitHub".to_owned(),
+            href: "/login?provider=github".to_owned(),
+        });
+    }
     if browser {
         builder = builder.browser_login(
             BrowserLogin::new(public_url.as_str())
@@ -689,13 +853,14 @@ async fn run() -> Result<(), String> {
         tracing::warn!("{unreachable}; requests get 503 until they can be reached");
     }
 
+    let links = Arc::new(links);
     let signed_in = if browser {
         Router::new().merge(layer.login_router())
     } else {
         Router::new()
     };
     let mut app = signed_in
-        .route("/", get(move |user| home(user, browser)))
+        .route("/", get(move |user| home(user, Arc::clone(&links))))
         .route("/me", get(me))
         // Only matched routes: an unknown path is 404 whatever credential it carries.
         .route_layer(layer)
@@ -721,6 +886,12 @@ async fn run() -> Result<(), String> {
             "development issuer at {}; sign in as alice, bob or carol, or try:\n",
             idp.url()
         );
+        if let Some(github) = &dev_github {
+            println!(
+                "development GitHub at {}: sign in with GitHub as ada, bob or carol\n",
+                github.url()
+            );
+        }
         println!("curl -s -H 'Authorization: Bearer {token}' http://{addr}/me\n");
         println!("a token for any user, of any kind (id, access, opaque), at any time:\n");
         println!(

@@ -875,3 +875,95 @@ async fn opaque_tokens_by_introspection_from_the_environment() {
         assert!(stderr.contains(variable), "{env:?}: {stderr}");
     }
 }
+
+/// Signs in at the server's GitHub, as `who`; the callback's page.
+async fn github_sign_in(server: &Running, browser: &Browser, who: &str) -> Page {
+    let start = browser
+        .get(&format!(
+            "{}/login?provider=github&login_hint={who}",
+            server.base
+        ))
+        .await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let authorized = browser.get(&start.location.unwrap()).await;
+    assert_eq!(authorized.status, 302, "{}", authorized.body);
+    browser.get(&authorized.location.unwrap()).await
+}
+
+#[tokio::test]
+async fn github_sign_in_in_development_and_from_the_environment() {
+    // Development: a local GitHub stand-in, offered on the home page.
+    let dirs = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    let dev = start(&[], &dirs[0]);
+    let browser = Browser::new();
+    let home = browser.get(&format!("{}/", dev.base)).await;
+    assert!(
+        home.body.contains("href=\"/login?provider=github\""),
+        "{}",
+        home.body
+    );
+    let signed_in = github_sign_in(&dev, &browser, "ada").await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let me: serde_json::Value =
+        serde_json::from_str(&browser.get(&format!("{}/me", dev.base)).await.body).unwrap();
+    assert_eq!(me["identity"]["issuer"], "github");
+    assert_eq!(me["identity"]["subject"], "1001");
+    assert_eq!(me["email"], "ada@example.com");
+
+    // Configured, against a GitHub double: its URL is the accounts' issuer (as an Enterprise
+    // server's is), memberships map to roles, and its tokens work as bearer tokens.
+    let github = tower_jit_provisioning::testing::TestGitHub::start().await;
+    let idp = TestIssuer::start().await;
+    let server = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+            ("JIT_GITHUB_CLIENT_ID", "test-github-client"),
+            ("JIT_GITHUB_CLIENT_SECRET", "test-github-secret"),
+            ("JIT_GITHUB_URL", &github.url()),
+            ("JIT_GITHUB_API_URL", &github.url()),
+            ("JIT_GITHUB_ACCEPT_TOKENS", "1"),
+            ("JIT_GROUP_ROLES", "acme=member,acme/admins=admin"),
+        ],
+        &dirs[1],
+    );
+    let browser = Browser::new();
+    let home = browser.get(&format!("{}/", server.base)).await;
+    assert!(home.body.contains("login-github"), "{}", home.body);
+    assert_eq!(github_sign_in(&server, &browser, "ada").await.status, 303);
+    let me: serde_json::Value =
+        serde_json::from_str(&browser.get(&format!("{}/me", server.base)).await.body).unwrap();
+    assert_eq!(me["identity"]["issuer"], github.url());
+    assert_eq!(me["identity"]["subject"], "1001");
+    let mut roles: Vec<String> = serde_json::from_value(me["roles"].clone()).unwrap();
+    roles.sort();
+    assert_eq!(roles, ["admin", "member"]);
+    let token = github.token_for(1001);
+    let by_token = get_with(
+        &reqwest::Client::new(),
+        &format!("{}/me", server.base),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(by_token.status, 200, "{}", by_token.body);
+    assert_eq!(by_token.json()["id"], me["id"]);
+
+    for (env, variable) in [
+        (
+            vec![("JIT_GITHUB_CLIENT_ID", "id")],
+            "JIT_GITHUB_CLIENT_SECRET",
+        ),
+        (
+            vec![
+                ("JIT_GITHUB_CLIENT_ID", "id"),
+                ("JIT_GITHUB_CLIENT_SECRET", "s"),
+                ("JIT_GITHUB_URL", "http://github.example.com"),
+            ],
+            "JIT_GITHUB",
+        ),
+    ] {
+        let stderr = refuses(&env);
+        assert!(stderr.contains(variable), "{env:?}: {stderr}");
+    }
+}

@@ -397,13 +397,21 @@ impl<H> ProvisioningLayerBuilder<H> {
         #[cfg(feature = "login")]
         for provider in &self.providers {
             let valid = provider.validate()?;
-            if issuer_provisioning.iter().any(|(i, _)| **i == *valid.id) {
-                return Err(ConfigError::DuplicateIssuer { issuer: valid.id });
+            if issuer_provisioning
+                .iter()
+                .any(|(i, _)| **i == *valid.issuer)
+                || providers
+                    .iter()
+                    .any(|p: &Arc<crate::login::provider_flow::Provider>| p.settings.id == valid.id)
+            {
+                return Err(ConfigError::DuplicateIssuer {
+                    issuer: valid.issuer,
+                });
             }
             needs_store = true;
             issuer_provisioning.push((
-                Arc::from(valid.id.as_str()),
-                provider.policy.validate(&valid.id)?,
+                Arc::from(valid.issuer.as_str()),
+                provider.policy.validate(&valid.issuer)?,
             ));
             let fetcher = Fetcher::new(client.clone(), valid.url_policy, MAX_DOCUMENT_BYTES);
             providers.push(Arc::new(crate::login::provider_flow::Provider::new(

@@ -19,7 +19,7 @@ pub const GITHUB_SCOPES: [&str; 3] = ["read:user", "user:email", "read:org"];
 /// [`ProvisioningLayerBuilder::oauth2_provider`](crate::ProvisioningLayerBuilder::oauth2_provider);
 /// people start at `/login?provider=<id>`.
 ///
-/// The sign-in's issuer is the provider's id (`github`, or a GitHub Enterprise Server's URL),
+/// The sign-in's issuer is the provider's id (`github`), or for GitHub Enterprise Server its URL,
 /// and its subject the provider's stable user id (GitHub's numeric `id`, never the `login`,
 /// which people can change). The e-mail address counts as verified only where the provider
 /// says so.
@@ -36,6 +36,8 @@ pub const GITHUB_SCOPES: [&str; 3] = ["read:user", "user:email", "read:org"];
 #[must_use]
 pub struct OAuth2Provider {
     pub(crate) id: String,
+    /// The sign-in's issuer; `None`: the id.
+    issuer: Option<String>,
     pub(crate) client_id: String,
     pub(crate) client_secret: Option<String>,
     authorization_endpoint: String,
@@ -131,6 +133,7 @@ impl OAuth2Provider {
     ) -> Self {
         Self {
             id: id.into(),
+            issuer: None,
             client_id: client_id.into(),
             client_secret,
             authorization_endpoint: authorization_endpoint.into(),
@@ -164,7 +167,8 @@ impl OAuth2Provider {
     }
 
     /// GitHub Enterprise Server at `base_url` (`https://github.example.com`): its API at
-    /// `<base_url>/api/v3`; the sign-in's issuer is `base_url`.
+    /// `<base_url>/api/v3`. Its id is still `github`; the sign-in's issuer is `base_url`, so
+    /// its user ids never meet github.com's.
     pub fn github_enterprise(
         base_url: impl Into<String>,
         client_id: impl Into<String>,
@@ -172,7 +176,7 @@ impl OAuth2Provider {
     ) -> Self {
         let base = base_url.into().trim_end_matches('/').to_owned();
         let api = format!("{base}/api/v3");
-        Self::github_at(&base.clone(), &base, &api, client_id, client_secret)
+        Self::github_at("github", &base, &api, client_id, client_secret).issuer(base.clone())
     }
 
     /// GitHub's rules with its web and API base URLs elsewhere (a test double); the sign-in's
@@ -230,9 +234,17 @@ impl OAuth2Provider {
         provider
     }
 
-    /// The provider's id: the sign-in's issuer.
+    /// The provider's id, as `/login?provider=<id>` names it; also the sign-in's issuer unless
+    /// [`issuer`](Self::issuer) says otherwise.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = id.into();
+        self
+    }
+
+    /// The sign-in's issuer, when it is not the id (an Enterprise server's URL): the
+    /// namespace the provider's user ids live in.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
         self
     }
 
@@ -289,8 +301,15 @@ impl OAuth2Provider {
             setting: setting(name),
             reason,
         };
-        if self.id.is_empty() || self.id.len() > 255 || self.id.chars().any(char::is_control) {
-            return Err(bad("id", "must be 1 to 255 printable characters"));
+        let issuer = self.issuer.clone().unwrap_or_else(|| self.id.clone());
+        let printable = |text: &str| {
+            !text.is_empty() && text.len() <= 255 && !text.chars().any(char::is_control)
+        };
+        if !printable(&self.id) || !printable(&issuer) {
+            return Err(bad(
+                "id",
+                "the id and issuer must be 1 to 255 printable characters",
+            ));
         }
         if self.client_id.is_empty() || self.client_secret.as_deref() == Some("") {
             return Err(bad("client", "the client id and secret must not be empty"));
@@ -342,6 +361,7 @@ impl OAuth2Provider {
         }
         Ok(ValidProvider {
             id: self.id.clone(),
+            issuer,
             client_id: self.client_id.clone(),
             client_secret: self.client_secret.clone(),
             authorization,
@@ -360,6 +380,7 @@ impl std::fmt::Debug for OAuth2Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OAuth2Provider")
             .field("id", &self.id)
+            .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
             .field("authorization_endpoint", &self.authorization_endpoint)
             .field("token_endpoint", &self.token_endpoint)
@@ -373,6 +394,8 @@ impl std::fmt::Debug for OAuth2Provider {
 #[derive(Clone)]
 pub(crate) struct ValidProvider {
     pub(crate) id: String,
+    /// The sign-ins' issuer: the id, or the namespace the id stands for.
+    pub(crate) issuer: String,
     pub(crate) client_id: String,
     pub(crate) client_secret: Option<String>,
     pub(crate) authorization: Url,

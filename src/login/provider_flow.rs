@@ -199,7 +199,8 @@ impl Provider {
         if let Some(login) = user.get("login").cloned() {
             user.insert("preferred_username".into(), login);
         }
-        let mut builder = SignIn::builder(SignInSource::OAuth2, self.settings.id.as_str(), subject);
+        let mut builder =
+            SignIn::builder(SignInSource::OAuth2, self.settings.issuer.as_str(), subject);
         // Only an address GitHub verified, and only the primary one.
         if let Ok(Value::Array(emails)) = self
             .get(&endpoint("/user/emails"), access_token, accept)
@@ -283,7 +284,8 @@ impl Provider {
         }
         profile.remove("email");
         profile.remove("groups");
-        let mut builder = SignIn::builder(SignInSource::OAuth2, self.settings.id.as_str(), subject);
+        let mut builder =
+            SignIn::builder(SignInSource::OAuth2, self.settings.issuer.as_str(), subject);
         if let Some(email) = email {
             builder = builder.email(email, verified);
         }
