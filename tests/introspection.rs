@@ -289,3 +289,28 @@ async fn a_configured_endpoint_and_a_wrong_client_secret() {
         Some(invalid_token("malformed token").as_str())
     );
 }
+
+#[tokio::test]
+async fn no_answer_is_kept_past_the_tokens_expiry() {
+    let idp = TestIssuer::start().await;
+    // A generous bound: the token's own `exp` must be what ends it.
+    let (server, _store, _dir) =
+        start(introspecting(&idp).introspection_cache(Duration::from_secs(600))).await;
+    let client = reqwest::Client::new();
+    let token = idp
+        .opaque_token()
+        .subject("short-lived")
+        .valid_for(Duration::from_secs(2))
+        .opaque();
+    assert_eq!(
+        get_with(&client, &server.url("/me"), Some(&token))
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let calls = idp.introspections();
+    let expired = get_with(&client, &server.url("/me"), Some(&token)).await;
+    assert_eq!(expired.status, 401, "{}", expired.body);
+    assert_eq!(idp.introspections(), calls + 1, "asked again once expired");
+}

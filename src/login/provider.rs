@@ -415,3 +415,78 @@ pub(crate) enum ValidProfile {
     GitHub { api: Url },
     Generic { url: Url, claims: ProfileClaims },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_name_their_endpoints_and_identity() {
+        let github = OAuth2Provider::github("id", "secret").validate().unwrap();
+        assert_eq!(github.id, "github");
+        assert_eq!(github.issuer, "github");
+        assert_eq!(
+            github.authorization.as_str(),
+            "https://github.com/login/oauth/authorize"
+        );
+        assert_eq!(
+            github.token.as_str(),
+            "https://github.com/login/oauth/access_token"
+        );
+        assert!(
+            matches!(&github.profile, ValidProfile::GitHub { api } if api.as_str() == "https://api.github.com/")
+        );
+        assert_eq!(github.scopes, GITHUB_SCOPES);
+        assert!(github.secret_in_body && github.pkce);
+
+        let enterprise =
+            OAuth2Provider::github_enterprise("https://git.example.com/", "id", "secret")
+                .validate()
+                .unwrap();
+        assert_eq!(enterprise.id, "github");
+        assert_eq!(enterprise.issuer, "https://git.example.com");
+        assert!(
+            matches!(&enterprise.profile, ValidProfile::GitHub { api } if api.as_str() == "https://git.example.com/api/v3")
+        );
+
+        let facebook = OAuth2Provider::facebook("id", "secret").validate().unwrap();
+        assert_eq!(facebook.issuer, "facebook");
+        match &facebook.profile {
+            ValidProfile::Generic { url, claims } => {
+                assert_eq!(url.query(), Some("fields=id,name,email,picture"));
+                assert_eq!(claims.email_verified, None, "never verified");
+                assert_eq!(claims.picture.as_deref(), Some("picture.data.url"));
+            }
+            ValidProfile::GitHub { .. } => panic!("Facebook is read by claim paths"),
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let error = |provider: OAuth2Provider| provider.validate().err().unwrap().to_string();
+        assert!(error(OAuth2Provider::github("", "secret")).contains("client"));
+        assert!(error(OAuth2Provider::github("id", "")).contains("client"));
+        assert!(
+            error(
+                OAuth2Provider::github("id", "s")
+                    .github_urls("http://github.example", "https://api.example")
+            )
+            .contains("authorization endpoint")
+        );
+        assert!(
+            error(
+                OAuth2Provider::facebook("id", "s").accept_bearer_tokens(Duration::from_secs(60))
+            )
+            .contains("accept_bearer_tokens")
+        );
+        assert!(
+            error(OAuth2Provider::github("id", "s").accept_bearer_tokens(Duration::ZERO))
+                .contains("accept_bearer_tokens")
+        );
+        // Plain http on loopback only when allowed.
+        let local = OAuth2Provider::github("id", "s")
+            .github_urls("http://127.0.0.1:9", "http://127.0.0.1:9");
+        assert!(local.clone().validate().is_err());
+        assert!(local.allow_http_loopback(true).validate().is_ok());
+    }
+}
