@@ -419,10 +419,10 @@ impl<H> ProvisioningLayerBuilder<H> {
             )));
         }
         #[cfg(feature = "login")]
-        let answerers: Vec<Arc<dyn crate::token::introspect::TokenAnswerer>> = providers
+        let answerers: Vec<Arc<dyn crate::token::answer::TokenAnswerer>> = providers
             .iter()
             .filter(|p| p.settings.bearer_cache.is_some())
-            .map(|p| Arc::clone(p) as Arc<dyn crate::token::introspect::TokenAnswerer>)
+            .map(|p| Arc::clone(p) as Arc<dyn crate::token::answer::TokenAnswerer>)
             .collect();
         #[cfg(not(feature = "login"))]
         let answerers = Vec::new();

@@ -22,8 +22,8 @@ use super::oidc::CallbackError;
 use super::provider::{ProfileClaims, ValidProfile, ValidProvider};
 use crate::sign_in::{SignIn, SignInSource, lookup, strings};
 use crate::token::VerifiedClaims;
+use crate::token::answer::{RETRY_AFTER, TokenAnswerer, Unanswered, Verdict};
 use crate::token::fetch::Fetcher;
-use crate::token::introspect::{RETRY_AFTER, TokenAnswerer, Unanswered, Verdict};
 
 type ProviderClient =
     BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;

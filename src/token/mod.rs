@@ -11,6 +11,7 @@
 //! - [`jwks`]: each issuer's key set: discovery, caching, rotation, rate-limited refresh.
 //! - [`verify`]: one token, start to finish.
 
+pub(crate) mod answer;
 pub(crate) mod claims;
 pub(crate) mod extract;
 pub(crate) mod fetch;

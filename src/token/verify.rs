@@ -32,10 +32,10 @@ use openidconnect::{
 };
 use serde_json::{Map, Value};
 
-use super::claims::{ClaimRules, RawToken, VerifiedClaims, audiences};
-use super::introspect::{
+use super::answer::{
     REFUSAL_TTL, Remembered, TokenAnswerer, Unanswered, UntilDeadline, Verdict, is_jwt_shaped,
 };
+use super::claims::{ClaimRules, RawToken, VerifiedClaims, audiences};
 use super::jwk::Jwk;
 use super::jwks::{KeyManager, KeySet};
 use super::{AccessTokenProfile, Algorithm, TokenError, TokenKind};
@@ -66,7 +66,7 @@ pub(crate) struct IssuerRules {
     /// The application's client at this issuer, for browser sign-in.
     pub(crate) browser: Option<SignInClient>,
     /// Opaque access tokens, checked at the issuer's introspection endpoint.
-    pub(crate) introspection: Option<super::introspect::IntrospectionRules>,
+    pub(crate) introspection: Option<super::answer::IntrospectionRules>,
 }
 
 /// The application's OAuth client at an issuer, for browser sign-in.
