@@ -421,3 +421,26 @@ async fn a_github_user_with_no_address_and_a_provider_down() {
     assert!(!page.body.contains(&url));
     assert_eq!(app.store.list_users(None, 10).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn memberships_are_read_across_pages() {
+    let github = TestGitHub::start().await;
+    let mut user = GitHubUser::new(5005, "busy", "Busy Person").emails(vec![GitHubEmail::new(
+        "busy@example.com",
+        true,
+        true,
+    )]);
+    user.orgs = (0..150).map(|i| format!("org-{i}")).collect();
+    user.teams = (0..120)
+        .map(|i| ("org-0".to_owned(), format!("team-{i}")))
+        .collect();
+    github.add_user(user);
+    let app = App::start(github.provider(), |b| b).await;
+    let browser = Browser::new();
+    assert_eq!(app.sign_in(&browser, "busy").await.status, 303);
+    let (_, me) = app.me(&browser).await;
+    let groups = me["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 270);
+    assert!(groups.contains(&json!("org-149")));
+    assert!(groups.contains(&json!("org-0/team-119")));
+}

@@ -288,6 +288,10 @@ impl OAuth2Provider {
     /// CLIs and CI jobs send, `gho_`, `ghu_`, `ghp_`, `github_pat_`), resolved through the
     /// profile API and cached by the token's SHA-256 for at most `cache` (a revoked token may be
     /// accepted that long), so a person finds the same account by browser and by API.
+    ///
+    /// GitHub's API says whose token it is, not which application it was issued to: any token
+    /// the person holds (a personal access token, another app's) is accepted. Turn this on
+    /// only where that is what the API wants, as CLIs and CI jobs do.
     pub fn accept_bearer_tokens(mut self, cache: Duration) -> Self {
         self.bearer_tokens = true;
         self.bearer_cache = cache;

@@ -217,13 +217,13 @@ impl Provider {
         // Memberships are asserted only when both lists were read: a partial answer must not
         // revoke roles the missing half would justify.
         let orgs = self
-            .get(&endpoint("/user/orgs"), access_token, accept)
+            .get_all(&endpoint("/user/orgs"), access_token, accept)
             .await;
         let teams = self
-            .get(&endpoint("/user/teams"), access_token, accept)
+            .get_all(&endpoint("/user/teams"), access_token, accept)
             .await;
         match (orgs, teams) {
-            (Ok(Value::Array(orgs)), Ok(Value::Array(teams))) => {
+            (Ok(orgs), Ok(teams)) => {
                 let mut groups: Vec<String> = orgs
                     .iter()
                     .filter_map(|org| org.get("login").and_then(Value::as_str))
@@ -302,6 +302,43 @@ impl Provider {
         access_token: &str,
         accept: &str,
     ) -> Result<Value, ProfileError> {
+        self.fetch(url, access_token, accept)
+            .await
+            .map(|(_, body)| body)
+    }
+
+    /// Every page of a GitHub list, following `Link: <…>; rel="next"` within the API's own
+    /// origin, for at most [`MAX_PAGES`] pages.
+    async fn get_all(
+        &self,
+        url: &Url,
+        access_token: &str,
+        accept: &str,
+    ) -> Result<Vec<Value>, ProfileError> {
+        let mut items = Vec::new();
+        let mut next = Some(url.clone());
+        for _ in 0..MAX_PAGES {
+            let Some(page) = next.take() else { break };
+            let (headers, body) = self.fetch(&page, access_token, accept).await?;
+            let Value::Array(page_items) = body else {
+                return Err(ProfileError::Unusable);
+            };
+            items.extend(page_items);
+            next = next_page(&headers).filter(|next| next.origin() == url.origin());
+        }
+        if next.is_some() {
+            // More than the bound: a partial list must not be taken for the whole one.
+            return Err(ProfileError::Unusable);
+        }
+        Ok(items)
+    }
+
+    async fn fetch(
+        &self,
+        url: &Url,
+        access_token: &str,
+        accept: &str,
+    ) -> Result<(http::HeaderMap, Value), ProfileError> {
         use ::oauth2::AsyncHttpClient;
         let request = http::Request::get(url.as_str())
             .header(http::header::ACCEPT, accept)
@@ -322,7 +359,11 @@ impl Provider {
             ProfileError::Unavailable
         })?;
         match response.status().as_u16() {
-            200 => serde_json::from_slice(response.body()).map_err(|_| ProfileError::Unusable),
+            200 => {
+                let body =
+                    serde_json::from_slice(response.body()).map_err(|_| ProfileError::Unusable)?;
+                Ok((response.headers().clone(), body))
+            }
             401 => Err(ProfileError::TokenRefused),
             status @ (403 | 404) => {
                 tracing::debug!(
@@ -344,6 +385,26 @@ impl Provider {
             }
         }
     }
+}
+
+/// The most pages of one list read at sign-in: 1,000 organisations or teams at 100 a page.
+const MAX_PAGES: usize = 10;
+
+/// The `rel="next"` target of an RFC 8288 `Link` header, as GitHub paginates.
+fn next_page(headers: &http::HeaderMap) -> Option<Url> {
+    headers
+        .get_all(http::header::LINK)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|link| {
+            let (target, params) = link.trim().split_once(';')?;
+            let next = params
+                .split(';')
+                .any(|param| matches!(param.trim(), "rel=\"next\"" | "rel=next"));
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            next.then(|| Url::parse(target).ok()).flatten()
+        })
 }
 
 /// A refused code is the browser's problem (reused, expired); anything else is the provider's.

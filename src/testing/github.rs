@@ -290,7 +290,13 @@ async fn respond(
             Err(response) => response,
         },
         ("GET", "/user" | "/user/emails" | "/user/orgs" | "/user/teams") => {
-            api(&state, &path, request.headers())
+            let host = request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1")
+                .to_owned();
+            api(&state, &path, &query, &host, request.headers())
         }
         _ => json_response(404, &json!({ "message": "Not Found" })),
     };
@@ -454,7 +460,13 @@ fn access_token(state: &GitHubState, authorization: Option<&str>, body: &[u8]) -
 }
 
 /// The REST API: who the token belongs to, their addresses, organisations and teams.
-fn api(state: &GitHubState, path: &str, headers: &http::HeaderMap) -> Response {
+fn api(
+    state: &GitHubState,
+    path: &str,
+    query: &str,
+    host: &str,
+    headers: &http::HeaderMap,
+) -> Response {
     if !headers.contains_key(http::header::USER_AGENT) {
         return json_response(
             403,
@@ -510,19 +522,54 @@ fn api(state: &GitHubState, path: &str, headers: &http::HeaderMap) -> Response {
                 })
                 .collect(),
         ),
-        "/user/orgs" => Value::Array(
-            user.orgs
+        "/user/orgs" => {
+            let orgs: Vec<Value> = user
+                .orgs
                 .iter()
                 .map(|org| json!({ "login": org, "id": 1 }))
-                .collect(),
-        ),
-        "/user/teams" if has("read:org") || has("user") || has("repo") => Value::Array(
-            user.teams
+                .collect();
+            return paginated(&orgs, path, query, host);
+        }
+        "/user/teams" if has("read:org") || has("user") || has("repo") => {
+            let teams: Vec<Value> = user
+                .teams
                 .iter()
-                .map(|(org, slug)| json!({ "slug": slug, "name": slug, "organization": { "login": org } }))
-                .collect(),
-        ),
+                .map(|(org, slug)| {
+                    json!({ "slug": slug, "name": slug, "organization": { "login": org } })
+                })
+                .collect();
+            return paginated(&teams, path, query, host);
+        }
         _ => return json_response(404, &json!({ "message": "Not Found" })),
     };
     json_response(200, &body)
+}
+
+/// One page of a list, as GitHub pages them: `per_page` (30 by default, 100 at most) and
+/// `page`, with a `Link: <…>; rel="next"` header while more remain.
+fn paginated(items: &[Value], path: &str, query: &str, host: &str) -> Response {
+    let params = params(query);
+    let per_page = params
+        .get("per_page")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page = params
+        .get("page")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let start = (page - 1) * per_page;
+    let slice: Vec<Value> = items.iter().skip(start).take(per_page).cloned().collect();
+    let mut response = json_response(200, &Value::Array(slice));
+    if start + per_page < items.len() {
+        let next = format!(
+            "<http://{host}{path}?per_page={per_page}&page={}>; rel=\"next\"",
+            page + 1
+        );
+        if let Ok(value) = http::HeaderValue::from_str(&next) {
+            response.headers_mut().insert(http::header::LINK, value);
+        }
+    }
+    response
 }
