@@ -73,13 +73,18 @@
 //! A person can arrive through several sources; each verifies its own credential and says what
 //! it proved as a [`SignIn`] (issuer, subject, attributes, a vouched-for e-mail address, groups,
 //! expiry), and every source ends in the same pipeline: admission, resolution, linking or
-//! creation, sync, audit. Bearer tokens (OpenID Connect ID tokens and RFC 9068 access tokens)
-//! are built in; [`SignInSource`] names the others, and an application adds its own.
+//! creation, sync, audit. Built in: bearer JWTs (OpenID Connect ID tokens and RFC 9068 access
+//! tokens), opaque bearer tokens by RFC 7662 introspection ([`Issuer::introspection`]), and
+//! with the `login` feature, browser sign-in at OpenID Connect issuers and at OAuth2-only
+//! providers such as GitHub ([`login`]), whose sessions are then a credential of their own.
+//! [`SignInSource`] names them all, and an application adds its own.
 //!
 //! ```text
-//! bearer JWT ─────┐
-//! your own source ┼─► source-specific verification ─► SignIn ─► admit ─► resolve ─► extensions
-//! …               ┘
+//! bearer JWT ──────────┐
+//! opaque token ────────┤  (introspection, or GitHub's API)
+//! session cookie ──────┼─► source-specific verification ─► SignIn ─► admit ─► resolve ─► extensions
+//! browser callback ────┤  (OIDC code flow, OAuth2 + profile API)
+//! your own source ─────┘
 //! ```
 //!
 //! # Adding a sign-in source
@@ -186,6 +191,11 @@
 #![cfg_attr(
     not(feature = "sqlite"),
     doc = "[`SqliteStore`]: https://docs.rs/tower-jit-provisioning/latest/tower_jit_provisioning/struct.SqliteStore.html"
+)]
+#![cfg_attr(feature = "login", doc = "[`login`]: crate::login")]
+#![cfg_attr(
+    not(feature = "login"),
+    doc = "[`login`]: https://docs.rs/tower-jit-provisioning/latest/tower_jit_provisioning/login/index.html"
 )]
 #![cfg_attr(feature = "scim", doc = "[`scim::Scim`]: crate::scim::Scim")]
 #![cfg_attr(
