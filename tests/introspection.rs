@@ -314,3 +314,42 @@ async fn no_answer_is_kept_past_the_tokens_expiry() {
     assert_eq!(expired.status, 401, "{}", expired.body);
     assert_eq!(idp.introspections(), calls + 1, "asked again once expired");
 }
+
+#[tokio::test]
+async fn with_token_prefixes_a_token_only_ever_reaches_its_own_issuer() {
+    let ours = TestIssuer::start().await;
+    let theirs = TestIssuer::start().await;
+    let (store, _dir) = common::sqlite_store().await;
+    let layer = ProvisioningLayer::builder()
+        // The test issuer's opaque tokens start with `tjp_at_`.
+        .issuer(introspecting(&ours).introspection_token_prefix("tjp_at_"))
+        .issuer(introspecting(&theirs))
+        .store(store)
+        .build()
+        .unwrap();
+    let server = Server::start(user_app(layer)).await;
+    let client = reqwest::Client::new();
+
+    let mine = ours.opaque_token().subject("mine").opaque();
+    assert_eq!(
+        get_with(&client, &server.url("/me"), Some(&mine))
+            .await
+            .status,
+        200
+    );
+    // A token with our prefix that the other issuer minted is asked of us alone.
+    let foreign = theirs.opaque_token().subject("foreign").opaque();
+    assert_eq!(
+        get_with(&client, &server.url("/me"), Some(&foreign))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(theirs.introspections(), 0, "never sent to the other issuer");
+    // A token with no known prefix goes to the issuer without one, and only to it.
+    let before = ours.introspections();
+    let unprefixed = get_with(&client, &server.url("/me"), Some("zz_opaque_handle")).await;
+    assert_eq!(unprefixed.status, 401);
+    assert_eq!(theirs.introspections(), 1);
+    assert_eq!(ours.introspections(), before);
+}

@@ -126,6 +126,7 @@ struct IntrospectionSettings {
     endpoint: Option<String>,
     cache_bound: Duration,
     opaque_only: bool,
+    token_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for IntrospectionSettings {
@@ -135,6 +136,7 @@ impl std::fmt::Debug for IntrospectionSettings {
             .field("endpoint", &self.endpoint)
             .field("cache_bound", &self.cache_bound)
             .field("opaque_only", &self.opaque_only)
+            .field("token_prefix", &self.token_prefix)
             .finish_non_exhaustive()
     }
 }
@@ -312,6 +314,10 @@ impl Issuer {
     /// make one call. While the endpoint is down, cached answers hold and new tokens get 503
     /// with `Retry-After`. JWTs from the issuer are still verified locally, unless
     /// [`opaque_tokens_only`](Self::opaque_tokens_only).
+    ///
+    /// An opaque token says nothing of its issuer: with several issuers that introspect, give
+    /// each an [`introspection_token_prefix`](Self::introspection_token_prefix), or a token is
+    /// asked of each in turn, and so shown to issuers it does not belong to.
     pub fn introspection(
         mut self,
         client_id: impl Into<String>,
@@ -325,7 +331,8 @@ impl Issuer {
             cache_bound: previous
                 .as_ref()
                 .map_or(Duration::from_secs(60), |p| p.cache_bound),
-            opaque_only: previous.is_some_and(|p| p.opaque_only),
+            opaque_only: previous.as_ref().is_some_and(|p| p.opaque_only),
+            token_prefix: previous.and_then(|p| p.token_prefix),
         });
         self
     }
@@ -344,6 +351,17 @@ impl Issuer {
     pub fn introspection_cache(mut self, bound: Duration) -> Self {
         if let Some(settings) = &mut self.introspection {
             settings.cache_bound = bound;
+        }
+        self
+    }
+
+    /// The prefix this issuer's opaque tokens start with (Ory Hydra's `ory_at_`, say). An opaque
+    /// token is sent for introspection only to the issuers whose prefix it has, or, when none
+    /// has, to those without a prefix, in configuration order: with several issuers that
+    /// introspect, give each its prefix, so that no issuer ever sees another's tokens.
+    pub fn introspection_token_prefix(mut self, prefix: impl Into<String>) -> Self {
+        if let Some(settings) = &mut self.introspection {
+            settings.token_prefix = Some(prefix.into());
         }
         self
     }
@@ -713,6 +731,7 @@ impl Issuer {
             endpoint,
             cache_bound: settings.cache_bound,
             opaque_only: settings.opaque_only,
+            token_prefix: settings.token_prefix.clone().filter(|p| !p.is_empty()),
         })
     }
 

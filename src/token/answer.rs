@@ -29,6 +29,8 @@ pub(crate) struct IntrospectionRules {
     pub(crate) endpoint: Option<Url>,
     pub(crate) cache_bound: Duration,
     pub(crate) opaque_only: bool,
+    /// What this issuer's opaque tokens start with, when it says.
+    pub(crate) token_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for IntrospectionRules {
@@ -43,6 +45,15 @@ impl std::fmt::Debug for IntrospectionRules {
 }
 
 impl IntrospectionRules {
+    /// Whether `token` may be sent to this issuer: its prefix matches, or it has none and no
+    /// other issuer's matches.
+    pub(crate) fn may_receive(&self, token: &str, another_claims_it: bool) -> bool {
+        match &self.token_prefix {
+            Some(prefix) => token.starts_with(prefix.as_str()),
+            None => !another_claims_it,
+        }
+    }
+
     /// How long a refusal by this issuer is remembered.
     pub(crate) fn refusal_ttl(&self) -> Duration {
         REFUSAL_TTL.min(self.cache_bound)

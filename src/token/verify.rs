@@ -717,10 +717,21 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         }
         let mut unanswered = None;
         let mut refusal_ttl = REFUSAL_TTL;
+        let prefixed = self.issuers.iter().any(|issuer| {
+            issuer.rules.introspection.as_ref().is_some_and(|rules| {
+                rules
+                    .token_prefix
+                    .as_deref()
+                    .is_some_and(|prefix| token.starts_with(prefix))
+            })
+        });
         for issuer in &self.issuers {
             let Some(rules) = &issuer.rules.introspection else {
                 continue;
             };
+            if !rules.may_receive(token, prefixed) {
+                continue;
+            }
             refusal_ttl = refusal_ttl.min(rules.refusal_ttl());
             let refused = |error| Remembered {
                 answer: Err(error),
