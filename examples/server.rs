@@ -17,6 +17,7 @@
 //! | `JIT_LISTEN` | `host:port` to listen on (a name such as `localhost` too) | `127.0.0.1:3000` |
 //! | `JIT_ALLOW_HTTP_ISSUERS` | `1`: plain-http issuers allowed, on loopback addresses only | off |
 //! | `JIT_LINK_BY_VERIFIED_EMAIL` | `1`: link first sign-ins to accounts with the same verified e-mail; issuers are trusted for `JIT_ALLOWED_DOMAINS` (or any domain when empty) | off |
+//! | `JIT_LINK_CLAIM` | with `JIT_SCIM_TOKEN`: links a first sign-in to the account SCIM created whose `externalId` equals this claim of the token (`oid` for Entra), if nobody has signed in to it yet; empty turns it off | `sub` |
 //! | `JIT_SCIM_TOKEN` | mounts the SCIM 2.0 service provider at `/scim/v2` behind this bearer secret (16 characters at least) | no SCIM |
 //! | `JIT_PUBLIC_URL` | the server's external base URL; the redirect URI is exactly this + `/callback`, whatever `Host` or `X-Forwarded-*` say | `http://` + `JIT_LISTEN` |
 //! | `JIT_OIDC_CLIENT_ID`, `JIT_OIDC_CLIENT_SECRET` | the application's client at the issuers of `JIT_ISSUERS`: browser sign-in is on when the client id is set (no secret: a public client, PKCE only), and always with the development issuer. `JIT_AUDIENCES` defaults to the client id | off |
@@ -86,6 +87,8 @@ struct Settings {
     listen: String,
     allow_http: bool,
     link_by_verified_email: bool,
+    /// `None`: no linking by claim (`JIT_LINK_CLAIM=` empty, or no SCIM).
+    link_claim: Option<String>,
     scim_token: Option<String>,
     /// `None`: `http://` + `JIT_LISTEN`, with the port actually bound.
     public_url: Option<String>,
@@ -385,6 +388,12 @@ fn settings() -> Result<Settings, BadSetting> {
         listen,
         allow_http: flag("JIT_ALLOW_HTTP_ISSUERS")?,
         link_by_verified_email: flag("JIT_LINK_BY_VERIFIED_EMAIL")?,
+        // Set but empty turns it off; unset is `sub`.
+        link_claim: match std::env::var("JIT_LINK_CLAIM") {
+            Ok(claim) => Some(claim.trim().to_owned()).filter(|c| !c.is_empty()),
+            Err(_) => Some("sub".to_owned()),
+        }
+        .filter(|_| var("JIT_SCIM_TOKEN").is_some()),
         scim_token: var("JIT_SCIM_TOKEN"),
         public_url: public_url.map(|url| url.trim_end_matches('/').to_owned()),
         client,
@@ -753,7 +762,11 @@ async fn run() -> Result<(), String> {
     });
     let mut builder = builder
         .mapping(mapping)
-        .link_by_verified_email(settings.link_by_verified_email)
+        .link_by_verified_email(settings.link_by_verified_email);
+    if let Some(claim) = &settings.link_claim {
+        builder = builder.link_by_claim(claim.as_str());
+    }
+    let mut builder = builder
         // Signed-out visitors see `/`; `/me` still answers 401 without a credential.
         .optional(true);
     let mut links = Vec::new();

@@ -594,16 +594,26 @@ impl Provisioner {
         }
     }
 
-    /// The account whose `external_id` is the value of the configured linking claim.
+    /// The account whose `external_id` is the value of the configured linking claim, when SCIM
+    /// created it and nobody has signed in to it yet. An account someone already signs in to
+    /// is theirs: a second person's token carrying the same value (a reused `oid`, a claim an
+    /// issuer lets users set) never joins it.
     async fn claim_target(&self, sign_in: &SignIn) -> Result<Option<Uuid>, Failure> {
         let Some(claim) = &self.config.linking.by_claim else {
             return Ok(None);
         };
-        let Some(value) = sign_in.claim_str(claim) else {
+        let Some(value) = sign_in.claim_str(claim).filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
-        let user = self.config.store.find_by_external_id(value).await?;
-        Ok(user.map(|user| user.id))
+        let store = &self.config.store;
+        let Some(user) = store.find_by_external_id(value).await? else {
+            return Ok(None);
+        };
+        let created_by_scim = !user.scim_managed.is_empty();
+        if !created_by_scim || !store.identities(user.id).await?.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(user.id))
     }
 
     /// The one account holding the token's verified address, when linking by e-mail is on

@@ -2,6 +2,11 @@
 //! and re-applies the mapping's group-to-role rules, so roles follow groups whichever path
 //! (a token's claim, or SCIM) set them.
 //!
+//! A member whose `value` names no user (a made-up id, a deleted user, a nested group) is
+//! dropped, not refused: RFC 7644 does not ask a service provider to refuse it, clients
+//! (scim-sanity, eventual-consistency provisioning) expect the write to succeed, and the
+//! answered resource shows the members actually kept.
+//!
 //! Stage: SCIM. Uses `crate::store`, `crate::user` and `crate::audit`.
 
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use uuid::Uuid;
 
 use super::error::ScimError;
 use super::filter::{get_ci, matches};
+use super::schema::keep_declared;
 use super::{
     ClientName, ListParams, ScimState, actor, created, parse_id, patch as patching, read_json,
     respond, scim_time,
@@ -94,19 +100,27 @@ fn project(resource: &Value) -> Result<Projected, ScimError> {
     };
     let members = match get_ci(object, "members") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_object()
+        Some(Value::Array(items)) => {
+            let mut members = Vec::with_capacity(items.len());
+            for item in items {
+                let value = item
+                    .as_object()
                     .and_then(|o| get_ci(o, "value"))
                     .and_then(Value::as_str)
-                    .and_then(|v| Uuid::parse_str(v).ok())
-                    .ok_or_else(|| ScimError::invalid_value("a member is not a known user id"))
-            })
-            .collect::<Result<_, _>>()?,
+                    .ok_or_else(|| ScimError::invalid_value("a member needs a string value"))?;
+                // Not an id this server gives out: it names no user (see the module docs).
+                if let Ok(id) = Uuid::parse_str(value)
+                    && !members.contains(&id)
+                {
+                    members.push(id);
+                }
+            }
+            members
+        }
         Some(_) => return Err(ScimError::invalid_value("members is a list")),
     };
     let mut extras = object.clone();
+    keep_declared(&mut extras, CORE_GROUP, &[]);
     extras.retain(|k, _| !PROJECTED.iter().any(|p| p.eq_ignore_ascii_case(k)));
     Ok(Projected {
         display_name,
@@ -127,15 +141,38 @@ impl Projected {
     }
 }
 
-/// A member that does not exist is the client's mistake, not a missing resource.
+/// A member deleted between the check and the write: the client may simply try again.
 fn member_error(error: StoreError) -> ScimError {
     match error {
-        StoreError::NotFound => ScimError::invalid_value("a member is not a known user id"),
+        StoreError::NotFound => ScimError::from(StoreError::Conflict),
         other => other.into(),
     }
 }
 
 impl<S: UserStore + Clone> ScimState<S> {
+    /// `proposed` without the members that name no user. Members already in `current` are
+    /// known; only the new ones are looked up, so adding one member to a large group costs
+    /// one lookup.
+    async fn known_members(
+        &self,
+        current: &[Uuid],
+        proposed: Vec<Uuid>,
+    ) -> Result<Vec<Uuid>, ScimError> {
+        let mut known = Vec::with_capacity(proposed.len());
+        let mut dropped = 0_usize;
+        for id in proposed {
+            if current.contains(&id) || self.store.get_user(id).await?.is_some() {
+                known.push(id);
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            tracing::info!(dropped, "SCIM group members that name no user were dropped");
+        }
+        Ok(known)
+    }
+
     /// Brings the `groups` (and the group-derived roles) of each user in `affected` in line
     /// with their memberships; SCIM owns their groups from now on.
     async fn sync_members(&self, affected: &[Uuid], client: &ClientName) -> Result<(), ScimError> {
@@ -262,7 +299,8 @@ pub(crate) async fn create<S: UserStore + Clone>(
     body: Body,
 ) -> Result<Response, ScimError> {
     let resource = read_json(&headers, body).await?;
-    let projected = project(&resource)?;
+    let mut projected = project(&resource)?;
+    projected.members = state.known_members(&[], projected.members).await?;
     let group = state
         .store
         .insert_group(NewGroup {
@@ -288,12 +326,23 @@ pub(crate) async fn replace<S: UserStore + Clone>(
 ) -> Result<Response, ScimError> {
     let id = parse_id(&id)?;
     let resource = read_json(&headers, body).await?;
-    let projected = project(&resource)?;
+    let mut projected = project(&resource)?;
+    let current = state
+        .store
+        .get_group(id)
+        .await?
+        .ok_or_else(ScimError::not_found)?;
+    projected.members = state
+        .known_members(&current.members, projected.members)
+        .await?;
     let (group, affected) = state
         .store
         .update_group(id, None, projected.update())
         .await
-        .map_err(member_error)?;
+        .map_err(|error| match error {
+            StoreError::NotFound => ScimError::not_found(),
+            other => member_error(other),
+        })?;
     state.sync_members(&affected, &client).await?;
     let base = state.base(&headers, &uri, "/Groups");
     Ok(respond(StatusCode::OK, &view(&group, &base)))
@@ -319,7 +368,10 @@ pub(crate) async fn patch<S: UserStore + Clone>(
             .ok_or_else(ScimError::not_found)?;
         let mut resource = view(&group, "");
         patching::apply(&mut resource, &operations, &READ_ONLY)?;
-        let projected = project(&resource)?;
+        let mut projected = project(&resource)?;
+        projected.members = state
+            .known_members(&group.members, projected.members)
+            .await?;
         match state
             .store
             .update_group(id, Some(group.version), projected.update())

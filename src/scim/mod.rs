@@ -60,6 +60,7 @@ mod error;
 pub(crate) mod filter;
 mod groups;
 pub(crate) mod patch;
+mod schema;
 mod users;
 
 use std::fmt;
@@ -646,7 +647,7 @@ fn remove_path(object: &mut Map<String, Value>, path: &AttrPath) {
     }
 }
 
-const SCHEMAS: &str = include_str!("schemas.json");
+use schema::SCHEMAS;
 
 fn with_location(mut document: Value, base: &str, path: &str) -> Value {
     if let Some(meta) = document.get_mut("meta").and_then(Value::as_object_mut) {

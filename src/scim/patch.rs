@@ -37,10 +37,22 @@ pub(crate) enum Op {
     Remove,
 }
 
+/// What an operation's `path` names.
+#[derive(Debug)]
+enum Target {
+    /// No path: the value is an object whose keys are paths.
+    Resource,
+    /// A whole schema by its URN (`urn:…:enterprise:2.0:User`): the extension object, or the
+    /// core schema's attributes.
+    Schema(String),
+    /// An attribute, sub-attribute or value-filter path.
+    Path(PatchPath),
+}
+
 #[derive(Debug)]
 pub(crate) struct Operation {
     op: Op,
-    path: Option<PatchPath>,
+    target: Target,
     value: Option<Value>,
 }
 
@@ -69,23 +81,28 @@ pub(crate) fn parse(body: &Value) -> Result<Vec<Operation>, ScimError> {
                     ));
                 }
             };
-            let path = match super::filter::get_ci(operation, "path") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(path)) if path.trim().is_empty() => None,
-                Some(Value::String(path)) => Some(
+            let target = match super::filter::get_ci(operation, "path") {
+                None | Some(Value::Null) => Target::Resource,
+                Some(Value::String(path)) if path.trim().is_empty() => Target::Resource,
+                // The parser would read the URN's last segment as an attribute of a shorter URN.
+                Some(Value::String(path)) if is_schema_urn(path.trim()) => {
+                    Target::Schema(path.trim().to_owned())
+                }
+                Some(Value::String(path)) => Target::Path(
                     PatchPath::from_str(path)
                         .map_err(|_| ScimError::invalid_path("the path does not parse"))?,
                 ),
                 Some(_) => return Err(ScimError::invalid_path("`path` must be a string")),
             };
             let value = super::filter::get_ci(operation, "value").cloned();
-            Ok(Operation { op, path, value })
+            Ok(Operation { op, target, value })
         })
         .collect()
 }
 
 /// Applies `operations` in order to `resource`. Attributes named in `read_only` (top level)
-/// cannot be targeted.
+/// cannot be targeted by a path; in a path-less value they (and `schemas`) are ignored, as in
+/// a PUT body: Okta echoes `id`, `meta` and `schemas` there.
 pub(crate) fn apply(
     resource: &mut Value,
     operations: &[Operation],
@@ -95,11 +112,11 @@ pub(crate) fn apply(
         .as_object_mut()
         .ok_or_else(|| ScimError::invalid_syntax("resource is not an object"))?;
     for operation in operations {
-        match (&operation.path, operation.op) {
-            (None, Op::Remove) => {
+        match (&operation.target, operation.op) {
+            (Target::Resource, Op::Remove) => {
                 return Err(ScimError::bad_request("noTarget", "remove needs a path"));
             }
-            (None, op) => {
+            (Target::Resource, op) => {
                 let value = operation
                     .value
                     .as_ref()
@@ -108,10 +125,32 @@ pub(crate) fn apply(
                         ScimError::invalid_value("a path-less operation needs an object value")
                     })?;
                 for (key, value) in value {
+                    if key.eq_ignore_ascii_case("schemas")
+                        || read_only.iter().any(|r| r.eq_ignore_ascii_case(key))
+                    {
+                        continue;
+                    }
                     apply_key(root, op, key, value.clone(), read_only)?;
                 }
             }
-            (Some(path), op) => {
+            (Target::Schema(urn), Op::Remove) if !is_core_urn(urn) => {
+                let key = existing_key(root, urn);
+                root.remove(&key);
+            }
+            (Target::Schema(_), Op::Remove) => {
+                return Err(ScimError::bad_request(
+                    "noTarget",
+                    "the core schema cannot be removed",
+                ));
+            }
+            (Target::Schema(urn), op) => {
+                let value = operation
+                    .value
+                    .clone()
+                    .ok_or_else(|| ScimError::invalid_value("add and replace need a value"))?;
+                apply_key(root, op, urn, value, read_only)?;
+            }
+            (Target::Path(path), op) => {
                 let value = operation.value.clone();
                 if op != Op::Remove && value.is_none() {
                     return Err(ScimError::invalid_value("add and replace need a value"));
@@ -155,6 +194,11 @@ fn apply_key(
             ));
         };
         for (name, value) in attributes {
+            if name.eq_ignore_ascii_case("schemas")
+                || read_only.iter().any(|r| r.eq_ignore_ascii_case(&name))
+            {
+                continue;
+            }
             apply_key(root, op, &name, value, read_only)?;
         }
         return Ok(());
@@ -252,6 +296,27 @@ fn same_element(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Whether a multi-valued attribute's element is marked primary.
+fn is_primary(item: &Value) -> bool {
+    match item.get("primary") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// RFC 7644 §3.5.2: a value added as primary takes the mark from every other value.
+fn demote_others(items: &mut [Value], primary: usize) {
+    for (i, item) in items.iter_mut().enumerate() {
+        if i != primary
+            && is_primary(item)
+            && let Some(item) = item.as_object_mut()
+        {
+            item.insert("primary".into(), Value::Bool(false));
+        }
+    }
+}
+
 fn apply_attribute(container: &mut Map<String, Value>, key: String, op: Op, value: Value) {
     match op {
         Op::Add => match (container.get_mut(&key), value) {
@@ -261,8 +326,26 @@ fn apply_attribute(container: &mut Map<String, Value>, key: String, op: Op, valu
                     single => vec![single],
                 };
                 for item in new {
-                    if !existing.iter().any(|e| same_element(e, &item)) {
-                        existing.push(item);
+                    match existing.iter().position(|e| same_element(e, &item)) {
+                        // The same value again: its sub-attributes are updated in place.
+                        Some(i) => {
+                            if let (Some(old), Value::Object(fields)) =
+                                (existing[i].as_object_mut(), item)
+                            {
+                                old.extend(fields);
+                            }
+                            if is_primary(&existing[i]) {
+                                demote_others(existing, i);
+                            }
+                        }
+                        None => {
+                            let primary = is_primary(&item);
+                            existing.push(item);
+                            if primary {
+                                let last = existing.len() - 1;
+                                demote_others(existing, last);
+                            }
+                        }
                     }
                 }
             }
@@ -398,11 +481,17 @@ fn apply_filtered(
                     return Err(ScimError::invalid_value("the value must be an object"));
                 }
             }
-            items.push(Value::Object(element));
+            let element = Value::Object(element);
+            let primary = is_primary(&element);
+            items.push(element);
+            if primary {
+                let last = items.len() - 1;
+                demote_others(items, last);
+            }
             Ok(())
         }
         Op::Add | Op::Replace => {
-            for i in matched {
+            for &i in &matched {
                 match (sub, &mut items[i]) {
                     (Some(sub), Value::Object(item)) => {
                         let sub_key = existing_key(item, sub);
@@ -418,6 +507,11 @@ fn apply_filtered(
                         return Err(ScimError::invalid_path("the matched value is not complex"));
                     }
                 }
+            }
+            if let [only] = matched[..]
+                && is_primary(&items[only])
+            {
+                demote_others(items, only);
             }
             Ok(())
         }

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::error::ScimError;
 use super::filter::{Lookup, as_lookup, get_ci, matches};
+use super::schema::{is_true, keep_declared, one_primary_each};
 use super::{
     ClientName, ListParams, ScimState, actor, created, parse_id, patch as patching, read_json,
     respond, scim_time,
@@ -39,7 +40,8 @@ pub(crate) const ENTERPRISE_USER: &str =
 
 /// Attributes a client cannot set: ignored in PUT bodies, refused as PATCH targets.
 const READ_ONLY: [&str; 3] = ["id", "meta", "groups"];
-/// Attributes with a field of their own, or that are never kept (`password`).
+/// Attributes with a field of their own, or that are never kept (`password`). `roles` are
+/// also kept as sent, for their sub-attributes.
 const PROJECTED: [&str; 12] = [
     "schemas",
     "id",
@@ -99,10 +101,13 @@ pub(crate) fn view(user: &User, groups: &[&Group], base: &str) -> Value {
     if let Some(locale) = &user.locale {
         resource.insert("locale".into(), Value::from(locale.as_str()));
     }
-    resource.insert(
-        "active".into(),
-        Value::Bool(user.status == UserStatus::Active),
-    );
+    let unasserted = matches!(resource.remove("active"), Some(Value::Null));
+    if !(unasserted && user.status == UserStatus::Active) {
+        resource.insert(
+            "active".into(),
+            Value::Bool(user.status == UserStatus::Active),
+        );
+    }
     if !groups.is_empty() {
         let groups: Vec<Value> = groups
             .iter()
@@ -117,10 +122,19 @@ pub(crate) fn view(user: &User, groups: &[&Group], base: &str) -> Value {
             .collect();
         resource.insert("groups".into(), Value::Array(groups));
     }
+    let sent = match resource.remove("roles") {
+        Some(Value::Array(sent)) => sent,
+        _ => Vec::new(),
+    };
     let roles: Vec<Value> = user
         .role_names()
         .into_iter()
-        .map(|role| json!({"value": role}))
+        .map(|role| {
+            sent.iter()
+                .find(|entry| entry.get("value").and_then(Value::as_str) == Some(role))
+                .cloned()
+                .unwrap_or_else(|| json!({"value": role}))
+        })
         .collect();
     if !roles.is_empty() {
         resource.insert("roles".into(), Value::Array(roles));
@@ -164,15 +178,6 @@ fn primary_index(emails: &[Value]) -> Option<usize> {
         .iter()
         .position(|e| e.get("primary").is_some_and(is_true))
         .or_else(|| emails.iter().position(|e| e.get("value").is_some()))
-}
-
-/// `true`, or the string `"true"` in any case (Entra sends `"True"`).
-fn is_true(value: &Value) -> bool {
-    match value {
-        Value::Bool(b) => *b,
-        Value::String(s) => s.eq_ignore_ascii_case("true"),
-        _ => false,
-    }
 }
 
 /// What a user's SCIM form says about its fields.
@@ -229,19 +234,9 @@ fn project(resource: &Value) -> Result<Projected, ScimError> {
         ),
         Some(_) => return Err(ScimError::invalid_value("roles is a list")),
     };
-    let (given_name, family_name, name_rest) = match get_ci(object, "name") {
-        None | Some(Value::Null) => (None, None, None),
-        Some(Value::Object(name)) => {
-            let mut rest = name.clone();
-            rest.retain(|k, _| {
-                !k.eq_ignore_ascii_case("givenName") && !k.eq_ignore_ascii_case("familyName")
-            });
-            (
-                text(name, "givenName")?,
-                text(name, "familyName")?,
-                Some(rest).filter(|r| !r.is_empty()),
-            )
-        }
+    let (given_name, family_name) = match get_ci(object, "name") {
+        None | Some(Value::Null) => (None, None),
+        Some(Value::Object(name)) => (text(name, "givenName")?, text(name, "familyName")?),
         Some(_) => return Err(ScimError::invalid_value("name is a complex attribute")),
     };
     let email = match get_ci(object, "emails") {
@@ -253,10 +248,21 @@ fn project(resource: &Value) -> Result<Projected, ScimError> {
             .filter(|s| !s.is_empty()),
         Some(_) => return Err(ScimError::invalid_value("emails is a list")),
     };
-    let mut extras = object.clone();
+    one_primary_each(object)?;
+    let mut declared = object.clone();
+    keep_declared(&mut declared, CORE_USER, &[ENTERPRISE_USER]);
+    let mut extras = declared.clone();
     extras.retain(|k, _| !PROJECTED.iter().any(|p| p.eq_ignore_ascii_case(k)));
-    if let Some(rest) = name_rest {
-        extras.insert("name".into(), Value::Object(rest));
+    if let Some(Value::Object(name)) = declared.get("name") {
+        let mut rest = name.clone();
+        rest.retain(|k, _| k != "givenName" && k != "familyName");
+        if !rest.is_empty() {
+            extras.insert("name".into(), Value::Object(rest));
+        }
+    }
+    // Kept for their sub-attributes; the grants themselves are `roles` above.
+    if let Some(roles) = declared.get("roles") {
+        extras.insert("roles".into(), roles.clone());
     }
     Ok(Projected {
         user_name,
@@ -320,6 +326,12 @@ impl Projected {
             roles.extend(scim);
             roles
         });
+        let mut extras = self.extras.clone();
+        if self.active.is_none() && matches!(user.scim_attributes.get("active"), Some(Value::Null))
+        {
+            // `active` stays unasserted until a client sets it.
+            extras.insert("active".into(), Value::Null);
+        }
         UserUpdate {
             email: Some(self.email.clone()),
             email_verified: Some(self.email.is_some()),
@@ -337,7 +349,7 @@ impl Projected {
                 }
             }),
             external_id: Some(self.external_id.clone()),
-            scim_attributes: Some(self.extras.clone()),
+            scim_attributes: Some(extras),
             scim_managed: Some(managed),
             ..UserUpdate::default()
         }
@@ -616,9 +628,17 @@ pub(crate) async fn patch<S: UserStore + Clone>(
             patching::apply(&mut patched, &operations, &READ_ONLY)?;
             let before = project(current)?;
             let mut after = project(&patched)?;
-            if after.roles == before.roles {
+            match (&before.roles, &after.roles) {
                 // Roles untouched: leave every grant as it is.
-                after.roles = None;
+                (b, a) if a == b => after.roles = None,
+                // All removed: SCIM's grants go; grants from other sources stay.
+                (Some(_), None) => after.roles = Some(Vec::new()),
+                _ => {}
+            }
+            if before.active.is_some() && after.active.is_none() {
+                // `active` removed: back to its default, left out of the form until set again.
+                after.active = Some(true);
+                after.extras.insert("active".into(), Value::Null);
             }
             // SCIM takes over the fields this patch changed.
             let mut managed = user.scim_managed.clone();

@@ -597,6 +597,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         &'a self,
         external_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
+    fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>>;
     fn find_by_verified_email<'a>(
         &'a self,
         email: &'a str,
@@ -691,6 +692,10 @@ impl<S: UserStore> DynStore for S {
         external_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<User>, StoreError>> {
         Box::pin(UserStore::find_by_external_id(self, external_id))
+    }
+
+    fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>> {
+        Box::pin(UserStore::identities(self, user_id))
     }
 
     fn find_by_verified_email<'a>(
