@@ -764,7 +764,10 @@ async fn run() -> Result<(), String> {
         .mapping(mapping)
         .link_by_verified_email(settings.link_by_verified_email);
     if let Some(claim) = &settings.link_claim {
-        builder = builder.link_by_claim(claim.as_str());
+        // Only accounts SCIM created that nobody has signed in to yet.
+        builder = builder
+            .link_by_claim(claim.as_str())
+            .link_by_claim_unused_only(true);
     }
     let mut builder = builder
         // Signed-out visitors see `/`; `/me` still answers 401 without a credential.

@@ -78,6 +78,11 @@ impl Harness {
         get_with(&self.http, &self.server.url("/me"), Some(token)).await
     }
 
+    /// A PATCH of `path` with these operations.
+    async fn patch(&self, path: &str, operations: Value) -> Reply {
+        self.scim("PATCH", path, Some(patch(operations))).await
+    }
+
     async fn create_user(&self, body: Value) -> Value {
         let reply = self.scim("POST", "/Users", Some(body)).await;
         assert_eq!(reply.status, 201, "{}", reply.body);
@@ -422,11 +427,7 @@ async fn put_replaces_and_patch_edits_with_every_kind_of_path() {
     assert_eq!(resource[ENTERPRISE], json!({"department": "Finance"}));
     assert_eq!(resource["meta"]["version"], "W/\"2\"");
 
-    let patched = h
-        .scim(
-            "PATCH",
-            &path,
-            Some(patch(json!([
+    let patched = h.patch(&path, json!([
                 {"op": "add", "path": "nickName", "value": "Patty"},
                 {"op": "replace", "path": "name.familyName", "value": "Jones"},
                 {"op": "add", "path": "emails", "value": [{"value": "pat@home.example", "type": "home"}]},
@@ -435,9 +436,7 @@ async fn put_replaces_and_patch_edits_with_every_kind_of_path() {
                 {"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value", "value": "cfo"},
                 {"op": "replace", "value": {"title": "Counsel"}},
                 {"op": "remove", "path": "displayName"}
-            ]))),
-        )
-        .await;
+            ])).await;
     assert_eq!(patched.status, 200, "{}", patched.body);
     let resource = patched.json();
     assert_eq!(resource["nickName"], "Patty");
@@ -494,12 +493,9 @@ async fn deactivated_users_are_still_returned_and_delete_removes() {
     let h = Harness::start().await;
     let id = id_of(&h.create_user(user("gone@example.com")).await);
     let path = format!("/Users/{id}");
-    h.scim(
-        "PATCH",
+    h.patch(
         &path,
-        Some(patch(
-            json!([{"op": "replace", "path": "active", "value": false}]),
-        )),
+        json!([{"op": "replace", "path": "active", "value": false}]),
     )
     .await;
     let fetched = h.scim("GET", &path, None).await;
@@ -757,8 +753,8 @@ async fn discovery_endpoints_tell_the_truth() {
     assert_eq!(config["patch"]["supported"], true);
     assert_eq!(config["filter"]["supported"], true);
     assert_eq!(config["bulk"]["supported"], false);
-    assert_eq!(config["sort"]["supported"], false);
-    assert_eq!(config["etag"]["supported"], false);
+    assert_eq!(config["sort"]["supported"], true);
+    assert_eq!(config["etag"]["supported"], true);
     assert_eq!(config["changePassword"]["supported"], false);
     assert_eq!(
         config["authenticationSchemes"][0]["type"],
@@ -894,17 +890,25 @@ async fn group_membership_grants_the_same_roles_as_a_token_group() {
 
 #[tokio::test]
 async fn a_scim_user_is_linked_on_first_login_by_external_id_never_duplicated() {
-    let h = Harness::with(|b| b.link_by_claim("oid")).await;
+    let second = TestIssuer::start().await;
+    let second_rules = second.issuer();
+    let h = Harness::with(|b| {
+        b.link_by_claim("oid")
+            .link_by_claim_unused_only(true)
+            .issuer(second_rules)
+    })
+    .await;
     let mut body = user("linked@example.com");
     body["externalId"] = json!("entra-object-id-1");
     let id = id_of(&h.create_user(body).await);
-    let token = h
-        .idp
-        .id_token()
-        .subject("pairwise-subject")
-        .claim("oid", "entra-object-id-1")
-        .sign();
-    let me = h.me(&token).await;
+    let oid_token = |issuer: &TestIssuer, subject: &str| {
+        issuer
+            .id_token()
+            .subject(subject)
+            .claim("oid", "entra-object-id-1")
+            .sign()
+    };
+    let me = h.me(&oid_token(&h.idp, "pairwise-subject")).await;
     assert_eq!(me.status, 200, "{}", me.body);
     assert_eq!(me.json()["id"], id);
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM jit_users")
@@ -912,6 +916,12 @@ async fn a_scim_user_is_linked_on_first_login_by_external_id_never_duplicated() 
         .await
         .unwrap();
     assert_eq!(users, 1);
+
+    // Someone signs in to it now: a token from another issuer with the same claim value is
+    // another person, and gets an account of their own.
+    let theirs = h.me(&oid_token(&second, "another-subject")).await;
+    assert_eq!(theirs.status, 200, "{}", theirs.body);
+    assert_ne!(theirs.json()["id"], id);
 }
 
 #[tokio::test]
@@ -1040,12 +1050,9 @@ async fn a_scim_deactivation_refuses_the_very_next_request_and_logins_never_undo
         let path = format!("/Users/{id}");
         let reply = match how {
             "patch" => {
-                h.scim(
-                    "PATCH",
+                h.patch(
                     &path,
-                    Some(patch(
-                        json!([{"op": "replace", "path": "active", "value": false}]),
-                    )),
+                    json!([{"op": "replace", "path": "active", "value": false}]),
                 )
                 .await
             }
@@ -1094,26 +1101,16 @@ async fn scim_changes_are_audited_with_the_client_as_actor() {
     let h = Harness::start().await;
     let id = id_of(&h.create_user(user("audited@example.com")).await);
     let path = format!("/Users/{id}");
-    h.scim(
-        "PATCH",
+    h.patch(&path, json!([{"op": "add", "path": "title", "value": "x"}]))
+        .await;
+    h.patch(
         &path,
-        Some(patch(json!([{"op": "add", "path": "title", "value": "x"}]))),
+        json!([{"op": "replace", "path": "active", "value": false}]),
     )
     .await;
-    h.scim(
-        "PATCH",
+    h.patch(
         &path,
-        Some(patch(
-            json!([{"op": "replace", "path": "active", "value": false}]),
-        )),
-    )
-    .await;
-    h.scim(
-        "PATCH",
-        &path,
-        Some(patch(
-            json!([{"op": "replace", "path": "active", "value": true}]),
-        )),
+        json!([{"op": "replace", "path": "active", "value": true}]),
     )
     .await;
     h.scim("DELETE", &path, None).await;
@@ -1207,4 +1204,657 @@ async fn a_scim_deactivation_reaches_every_server_sharing_a_postgres_store() {
         "SCIM deactivation refused on both servers after {:?}",
         started.elapsed()
     );
+}
+
+/// Every attribute of `resource` (and of its extensions, and their sub-attributes) is one the
+/// endpoint's own `/Schemas` declares, spelled as declared; `schemas` lists exactly the
+/// extensions present.
+async fn assert_declared(h: &Harness, resource: &Value) {
+    let schemas = h.scim("GET", "/Schemas", None).await.json();
+    let declared = |id: &str| -> Vec<(String, Vec<String>)> {
+        schemas["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("{id} is published"))["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let subs = a["subAttributes"]
+                    .as_array()
+                    .map(|s| {
+                        s.iter()
+                            .map(|s| s["name"].as_str().unwrap().to_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (a["name"].as_str().unwrap().to_owned(), subs)
+            })
+            .collect()
+    };
+    let check = |object: &serde_json::Map<String, Value>, schema: &str, skip: &[&str]| {
+        let attributes = declared(schema);
+        for (key, value) in object {
+            if skip.contains(&key.as_str()) {
+                continue;
+            }
+            let (_, subs) = attributes
+                .iter()
+                .find(|(name, _)| name == key)
+                .unwrap_or_else(|| panic!("{key} is not declared by {schema}: {resource}"));
+            let items: Vec<&Value> = match value {
+                Value::Array(items) => items.iter().collect(),
+                other => vec![other],
+            };
+            for item in items {
+                if let Value::Object(fields) = item {
+                    for sub in fields.keys() {
+                        assert!(
+                            subs.contains(sub),
+                            "{key}.{sub} is not declared: {resource}"
+                        );
+                    }
+                }
+            }
+        }
+    };
+    let object = resource.as_object().unwrap();
+    check(
+        object,
+        CORE_USER,
+        &["schemas", "id", "externalId", "meta", ENTERPRISE],
+    );
+    let listed: Vec<&str> = resource["schemas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    match object.get(ENTERPRISE) {
+        Some(Value::Object(extension)) => {
+            check(extension, ENTERPRISE, &[]);
+            assert_eq!(listed, [CORE_USER, ENTERPRISE]);
+        }
+        _ => assert_eq!(listed, [CORE_USER], "{resource}"),
+    }
+}
+
+#[tokio::test]
+async fn the_enterprise_extension_patched_in_every_shape_answers_a_declared_resource() {
+    let h = Harness::start().await;
+    let id = id_of(&h.create_user(user("ext@example.com")).await);
+    let path = format!("/Users/{id}");
+    let fields = [
+        "employeeNumber",
+        "costCenter",
+        "organization",
+        "division",
+        "department",
+    ];
+    for op in ["add", "replace"] {
+        for (n, field) in fields.iter().enumerate() {
+            let value = format!("{op}-{n}");
+            for operation in [
+                json!({"op": op, "path": format!("{ENTERPRISE}:{field}"), "value": value}),
+                json!({"op": op, "value": {format!("{ENTERPRISE}:{field}"): value}}),
+                json!({"op": op, "value": {ENTERPRISE: {*field: value}}}),
+                json!({"op": op, "path": ENTERPRISE, "value": {*field: value}}),
+            ] {
+                let reply = h.patch(&path, json!([operation])).await;
+                assert_eq!(reply.status, 200, "{operation}: {}", reply.body);
+                let resource = reply.json();
+                assert_eq!(resource[ENTERPRISE][*field], value, "{operation}");
+                assert_declared(&h, &resource).await;
+                assert_eq!(h.scim("GET", &path, None).await.json(), resource);
+            }
+        }
+        for operation in [
+            json!({"op": op, "path": format!("{ENTERPRISE}:manager.value"), "value": "m1"}),
+            json!({"op": op, "path": format!("{ENTERPRISE}:manager"), "value": {"value": "m1"}}),
+            json!({"op": op, "path": ENTERPRISE, "value": {"manager": {"value": "m1"}}}),
+        ] {
+            let reply = h.patch(&path, json!([operation])).await;
+            assert_eq!(reply.status, 200, "{operation}: {}", reply.body);
+            assert_eq!(reply.json()[ENTERPRISE]["manager"]["value"], "m1");
+            assert_declared(&h, &reply.json()).await;
+        }
+    }
+    // The whole extension removed by its URN: gone, and gone from `schemas`.
+    let removed = h
+        .patch(&path, json!([{"op": "remove", "path": ENTERPRISE}]))
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert!(removed.json().get(ENTERPRISE).is_none());
+    assert_declared(&h, &removed.json()).await;
+    // Undeclared attributes, a look-alike URN and a custom extension are not kept.
+    let mut body = user("undeclared@example.com");
+    body["favouriteColour"] = json!("blue");
+    body["urn:ietf:params:scim:schemas:extension:enterprise:2.0"] = json!({"User": {}});
+    body["urn:example:custom:2.0:User"] = json!({"shoeSize": 44});
+    body["NICKNAME"] = json!("Und");
+    let created = h.create_user(body).await;
+    assert_eq!(created["nickName"], "Und");
+    assert_declared(&h, &created).await;
+}
+
+#[tokio::test]
+async fn multi_valued_attributes_round_trip_every_sub_attribute_with_one_primary() {
+    let h = Harness::start().await;
+    let mut body = user("multi@example.com");
+    let all = json!({
+        "emails": [{"value": "multi@example.com", "display": "Work", "type": "work", "primary": true},
+                   {"value": "m@home.example", "display": "Home", "type": "home", "primary": false}],
+        "phoneNumbers": [{"value": "+1 555 0100", "display": "desk", "type": "work", "primary": true}],
+        "ims": [{"value": "multi", "display": "chat", "type": "xmpp", "primary": true}],
+        "photos": [{"value": "https://example.com/p.png", "display": "me", "type": "photo", "primary": true}],
+        "addresses": [{"formatted": "1 Main St", "streetAddress": "1 Main St", "locality": "Town",
+                       "region": "R", "postalCode": "1", "country": "US", "type": "work", "primary": true}],
+        "entitlements": [{"value": "e1", "display": "E1", "type": "license", "primary": true}],
+        "roles": [{"value": "editor", "display": "Editor", "type": "app", "primary": true},
+                  {"value": "viewer", "display": "Viewer", "type": "app", "primary": false}],
+        "x509Certificates": [{"value": "MIIB", "display": "cert", "type": "signing", "primary": true}]
+    });
+    for (key, value) in all.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    let created = h.create_user(body).await;
+    let path = format!("/Users/{}", id_of(&created));
+    for (key, value) in all.as_object().unwrap() {
+        let mut got = created[key].as_array().unwrap().clone();
+        if key == "roles" {
+            // Roles also list the default role the mapping grants; SCIM's come with their
+            // sub-attributes.
+            got.retain(|r| r["value"] != "member");
+        }
+        assert_eq!(&Value::Array(got), value, "{key}");
+    }
+    assert_declared(&h, &created).await;
+
+    // A second primary in one request is refused, whole.
+    let mut two = user("two@example.com");
+    two["phoneNumbers"] = json!([{"value": "1", "primary": true}, {"value": "2", "primary": true}]);
+    let refused = h.scim("POST", "/Users", Some(two)).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.json()["scimType"], "invalidValue");
+
+    // A value added as primary takes the mark from the others (RFC 7644 §3.5.2).
+    for operation in [
+        json!({"op": "add", "path": "roles", "value": [{"value": "owner", "primary": true}]}),
+        json!({"op": "add", "path": "emails", "value": [{"value": "new@example.com", "type": "other", "primary": true}]}),
+        json!({"op": "replace", "path": "phoneNumbers[type eq \"home\"]", "value": {"value": "+1 555 0199", "primary": true}}),
+        json!({"op": "replace", "path": "roles[value eq \"viewer\"].primary", "value": true}),
+    ] {
+        let reply = h.patch(&path, json!([operation])).await;
+        assert_eq!(reply.status, 200, "{operation}: {}", reply.body);
+        let resource = reply.json();
+        for key in ["roles", "emails", "phoneNumbers"] {
+            let primaries = resource[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v["primary"] == true)
+                .count();
+            assert_eq!(primaries, 1, "{operation}: {key} {resource}");
+        }
+    }
+    let resource = h.scim("GET", &path, None).await.json();
+    let viewer = resource["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["value"] == "viewer")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        viewer,
+        json!({"value": "viewer", "display": "Viewer", "type": "app", "primary": true})
+    );
+
+    // Removing roles removes SCIM's grants; the mapping's default role stays.
+    let reply = h
+        .patch(&path, json!([{"op": "remove", "path": "roles"}]))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["roles"], json!([{"value": "member"}]));
+}
+
+#[tokio::test]
+async fn removing_active_returns_it_to_its_default_until_a_client_sets_it() {
+    let h = Harness::start().await;
+    let mut body = user("inactive@example.com");
+    body["active"] = json!(false);
+    let id = id_of(&h.create_user(body).await);
+    let path = format!("/Users/{id}");
+    let removed = h
+        .patch(&path, json!([{"op": "remove", "path": "active"}]))
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert!(removed.json().get("active").is_none(), "{}", removed.body);
+    let stored = h
+        .store
+        .get_user(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, tower_jit_provisioning::UserStatus::Active);
+    // Other changes leave it unasserted.
+    let renamed = h
+        .patch(
+            &path,
+            json!([{"op": "replace", "path": "displayName", "value": "In"}]),
+        )
+        .await
+        .json();
+    assert!(renamed.get("active").is_none(), "{renamed}");
+    // Set again, it shows again; false deactivates as ever.
+    let set = h
+        .patch(
+            &path,
+            json!([{"op": "replace", "path": "active", "value": false}]),
+        )
+        .await
+        .json();
+    assert_eq!(set["active"], false);
+    assert_eq!(h.scim("GET", &path, None).await.json()["active"], false);
+}
+
+#[tokio::test]
+async fn group_members_naming_no_user_are_dropped_by_every_write() {
+    let h = Harness::start().await;
+    let real = id_of(&h.create_user(user("member@example.com")).await);
+    let ghost = "0190d1a0-0000-7000-8000-000000000000";
+    let members = json!([{"value": real}, {"value": ghost}, {"value": "fake-member-id"}]);
+    let kept = json!([real]);
+    let ids = |group: &Value| -> Value {
+        Value::Array(
+            group["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["value"].clone())
+                .collect(),
+        )
+    };
+    let created = h
+        .scim(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "g1", "members": members})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(ids(&created.json()), kept);
+    let path = format!("/Groups/{}", id_of(&created.json()));
+    let put = h
+        .scim(
+            "PUT",
+            &path,
+            Some(json!({"displayName": "g1", "members": members})),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert_eq!(ids(&put.json()), kept);
+    for operation in [
+        json!({"op": "add", "path": "members", "value": [{"value": "fake-member-id"}]}),
+        json!({"op": "add", "path": "members", "value": [{"value": ghost}]}),
+        json!({"op": "replace", "path": "members", "value": members}),
+    ] {
+        let reply = h.patch(&path, json!([operation])).await;
+        assert_eq!(reply.status, 200, "{operation}: {}", reply.body);
+        assert_eq!(ids(&reply.json()), kept, "{operation}");
+    }
+    // A PUT on a group that does not exist is a 404, whatever its members.
+    let missing = h
+        .scim(
+            "PUT",
+            &format!("/Groups/{ghost}"),
+            Some(json!({"displayName": "x", "members": members})),
+        )
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+}
+
+/// Requests in the shapes Entra ID, Okta, OneLogin and JumpCloud document sending, replayed in
+/// order against one user and one group: each is accepted and has its effect.
+#[tokio::test]
+async fn requests_shaped_as_real_clients_send_them_are_accepted() {
+    let h = Harness::start().await;
+    let user_id = id_of(&h.create_user(user("replay@example.com")).await);
+    let other = id_of(&h.create_user(user("replay2@example.com")).await);
+    let group = h
+        .scim(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Replay"})),
+        )
+        .await
+        .json();
+    let group_id = id_of(&group);
+    let u = format!("/Users/{user_id}");
+    let g = format!("/Groups/{group_id}");
+    let steps: Vec<(&str, &str, String, Value)> = vec![
+        // Entra ID: capitalised ops, string booleans, enterprise attributes by URN path.
+        (
+            "entra",
+            "PATCH",
+            u.clone(),
+            patch(json!([
+                {"op": "Replace", "path": "active", "value": "False"},
+                {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", "value": "E-1"},
+                {"op": "Replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": other},
+            ])),
+        ),
+        (
+            "entra",
+            "PATCH",
+            g.clone(),
+            patch(json!([
+                {"op": "Add", "path": "members", "value": [{"value": user_id}]}
+            ])),
+        ),
+        // Okta: path-less replace repeating the read-only id, meta and schemas.
+        (
+            "okta",
+            "PATCH",
+            g.clone(),
+            patch(json!([
+                {"op": "replace", "value": {"id": group_id, "displayName": "Replay Renamed",
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                    "meta": {"resourceType": "Group"}}}
+            ])),
+        ),
+        (
+            "okta",
+            "PATCH",
+            u.clone(),
+            patch(json!([
+                {"op": "replace", "value": {"active": true}}
+            ])),
+        ),
+        // OneLogin: membership changes by value lists; a user PUT with the extension.
+        (
+            "onelogin",
+            "PATCH",
+            g.clone(),
+            patch(json!([
+                {"op": "add", "path": "members", "value": [{"value": other}]},
+                {"op": "remove", "path": "members", "value": [{"value": other}]}
+            ])),
+        ),
+        (
+            "onelogin",
+            "PUT",
+            u.clone(),
+            json!({
+                "schemas": [CORE_USER, ENTERPRISE],
+                "id": user_id,
+                "userName": "replay@example.com",
+                "name": {"givenName": "Re", "familyName": "Play"},
+                "emails": [{"value": "replay@example.com", "primary": true, "type": "work"}],
+                "active": true,
+                ENTERPRISE: {"department": "Sales", "manager": {"value": other}}
+            }),
+        ),
+        // JumpCloud: roles by filter on primary; phone numbers replaced whole.
+        (
+            "jumpcloud",
+            "PATCH",
+            u.clone(),
+            patch(json!([
+                {"op": "add", "path": "roles", "value": [{"value": "agent", "type": "app", "primary": true}]},
+                {"op": "replace", "path": "roles[primary eq true].value", "value": "supervisor"},
+                {"op": "replace", "path": "phoneNumbers", "value": [{"value": "+1 555 0101", "type": "work"}]}
+            ])),
+        ),
+    ];
+    for (client, method, path, body) in steps {
+        let reply = h.scim(method, &path, Some(body.clone())).await;
+        assert!(
+            (200..300).contains(&reply.status),
+            "{client} {method} {path} {body}: {} {}",
+            reply.status,
+            reply.body
+        );
+    }
+    let user = h.scim("GET", &u, None).await.json();
+    assert_eq!(user["active"], true);
+    assert_eq!(user[ENTERPRISE]["department"], "Sales");
+    assert_eq!(user[ENTERPRISE]["manager"]["value"], other);
+    assert!(
+        user["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["value"] == "supervisor" && r["primary"] == true),
+        "{user}"
+    );
+    assert_declared(&h, &user).await;
+    let group = h.scim("GET", &g, None).await.json();
+    assert_eq!(group["displayName"], "Replay Renamed");
+    assert_eq!(group["id"], group_id);
+    let members: Vec<&Value> = group["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["value"])
+        .collect();
+    assert_eq!(members, [&json!(user_id)]);
+}
+
+impl Harness {
+    /// A SCIM request with extra headers.
+    async fn scim_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self
+            .http
+            .request(
+                method.parse().unwrap(),
+                self.server.url(&format!("/scim/v2{path}")),
+            )
+            .bearer_auth(SECRET);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/scim+json")
+                .body(body.to_string());
+        }
+        reply(request.send().await.unwrap()).await
+    }
+}
+
+/// What `/ServiceProviderConfig` and `/ResourceTypes` claim is what the endpoint does: each
+/// feature said to be supported works, each said not to be is refused as RFC 7644 says.
+#[tokio::test]
+async fn every_feature_discovery_claims_behaves_as_claimed() {
+    let h = Harness::start().await;
+    let config = h.scim("GET", "/ServiceProviderConfig", None).await.json();
+    let supported = |feature: &str| config[feature]["supported"].as_bool().unwrap();
+    let mut ids = Vec::new();
+    for name in ["carol@example.com", "alice@example.com", "bob@example.com"] {
+        ids.push(id_of(&h.create_user(user(name)).await));
+    }
+    let path = format!("/Users/{}", ids[0]);
+
+    // patch
+    let patched = h
+        .patch(
+            &path,
+            json!([{"op": "replace", "path": "title", "value": "T"}]),
+        )
+        .await;
+    assert_eq!(patched.status, if supported("patch") { 200 } else { 501 });
+
+    // bulk
+    let bulk = h
+        .scim(
+            "POST",
+            "/Bulk",
+            Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": []})),
+        )
+        .await;
+    if supported("bulk") {
+        assert_eq!(bulk.status, 200);
+    } else {
+        assert_eq!(bulk.status, 501, "{}", bulk.body);
+        assert_eq!(config["bulk"]["maxOperations"], 0);
+    }
+
+    // filter, and maxResults as the page bound
+    assert!(supported("filter"));
+    let found = h
+        .scim(
+            "GET",
+            "/Users?filter=userName+eq+%22bob%40example.com%22",
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(found["totalResults"], 1);
+    let max = config["filter"]["maxResults"].as_u64().unwrap();
+    let page = h
+        .scim("GET", &format!("/Users?count={}", max + 1), None)
+        .await
+        .json();
+    assert!(page["itemsPerPage"].as_u64().unwrap() <= max);
+    let two = h.scim("GET", "/Users?count=2", None).await.json();
+    assert_eq!(two["itemsPerPage"], 2);
+    assert_eq!(two["totalResults"], 3);
+
+    // sort
+    let names = |list: &Value| -> Vec<String> {
+        list["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["userName"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let ascending = h.scim("GET", "/Users?sortBy=userName", None).await;
+    let descending = h
+        .scim("GET", "/Users?sortBy=userName&sortOrder=descending", None)
+        .await;
+    if supported("sort") {
+        assert_eq!(
+            names(&ascending.json()),
+            ["alice@example.com", "bob@example.com", "carol@example.com"]
+        );
+        assert_eq!(
+            names(&descending.json()),
+            ["carol@example.com", "bob@example.com", "alice@example.com"]
+        );
+        let searched = h
+            .scim(
+                "POST",
+                "/Users/.search",
+                Some(json!({"sortBy": "emails", "sortOrder": "descending", "count": 1})),
+            )
+            .await
+            .json();
+        assert_eq!(names(&searched), ["carol@example.com"]);
+        let bad = h
+            .scim("GET", "/Users?sortBy=userName&sortOrder=up", None)
+            .await;
+        assert_eq!(bad.status, 400);
+    }
+
+    // etag
+    let read = h.scim("GET", &path, None).await;
+    let version = read.json()["meta"]["version"].as_str().unwrap().to_owned();
+    if supported("etag") {
+        assert_eq!(read.header("etag"), Some(version.as_str()));
+        let unchanged = h
+            .scim_with("GET", &path, &[("if-none-match", &version)], None)
+            .await;
+        assert_eq!(unchanged.status, 304);
+        let stale = "W/\"1\"";
+        assert_ne!(version, stale);
+        let title = |t: &str| {
+            Some(patch(
+                json!([{"op": "replace", "path": "title", "value": t}]),
+            ))
+        };
+        let refused = h
+            .scim_with("PATCH", &path, &[("if-match", stale)], title("stale"))
+            .await;
+        assert_eq!(refused.status, 412, "{}", refused.body);
+        let mut body = user("carol@example.com");
+        body["title"] = json!("stale");
+        let refused = h
+            .scim_with("PUT", &path, &[("if-match", stale)], Some(body))
+            .await;
+        assert_eq!(refused.status, 412);
+        let refused = h
+            .scim_with("DELETE", &path, &[("if-match", stale)], None)
+            .await;
+        assert_eq!(refused.status, 412);
+        assert_ne!(
+            h.scim("GET", &path, None).await.json()["title"],
+            "stale",
+            "nothing written"
+        );
+        let accepted = h
+            .scim_with("PATCH", &path, &[("if-match", &version)], title("fresh"))
+            .await;
+        assert_eq!(accepted.status, 200, "{}", accepted.body);
+        assert_ne!(accepted.header("etag"), Some(version.as_str()));
+        let group = h
+            .scim("POST", "/Groups", Some(json!({"displayName": "etagged"})))
+            .await;
+        let group_path = format!("/Groups/{}", id_of(&group.json()));
+        let refused = h
+            .scim_with(
+                "PUT",
+                &group_path,
+                &[("if-match", "W/\"99\"")],
+                Some(json!({"displayName": "renamed"})),
+            )
+            .await;
+        assert_eq!(refused.status, 412);
+        let gone = h
+            .scim_with(
+                "DELETE",
+                &group_path,
+                &[("if-match", group.header("etag").unwrap())],
+                None,
+            )
+            .await;
+        assert_eq!(gone.status, 204);
+    } else {
+        assert!(read.header("etag").is_none());
+    }
+
+    // Resource types: each endpoint answers, each extension is a published schema.
+    let types = h.scim("GET", "/ResourceTypes", None).await.json();
+    let schemas = h.scim("GET", "/Schemas", None).await.json();
+    let published: Vec<&str> = schemas["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    for resource_type in types["Resources"].as_array().unwrap() {
+        let endpoint = resource_type["endpoint"].as_str().unwrap();
+        assert_eq!(
+            h.scim("GET", endpoint, None).await.status,
+            200,
+            "{endpoint}"
+        );
+        assert!(published.contains(&resource_type["schema"].as_str().unwrap()));
+        for extension in resource_type["schemaExtensions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert!(published.contains(&extension["schema"].as_str().unwrap()));
+        }
+    }
 }

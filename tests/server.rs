@@ -967,3 +967,55 @@ async fn github_sign_in_in_development_and_from_the_environment() {
         assert!(stderr.contains(variable), "{env:?}: {stderr}");
     }
 }
+
+/// `JIT_LINK_CLAIM`: a first sign-in finds the account SCIM created with that claim as its
+/// `externalId` (`sub` by default); set but empty, it creates a new account instead.
+#[tokio::test]
+async fn a_first_sign_in_finds_the_account_scim_created_by_jit_link_claim() {
+    let idp = TestIssuer::start().await;
+    let secret = "reference-server-scim-secret";
+    let client = reqwest::Client::new();
+    for (setting, claim, linked) in [
+        (None, "sub", true),
+        (Some("oid"), "oid", true),
+        (Some(""), "sub", false),
+    ] {
+        let db = tempfile::tempdir().unwrap();
+        let mut env = vec![
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+            ("JIT_SCIM_TOKEN", secret),
+        ];
+        if let Some(setting) = setting {
+            env.push(("JIT_LINK_CLAIM", setting));
+        }
+        let server = start(&env, &db);
+        let created: serde_json::Value = client
+            .post(format!("{}/scim/v2/Users", server.base))
+            .bearer_auth(secret)
+            .header("content-type", "application/scim+json")
+            .body(json!({"userName": "pre@example.com", "externalId": "object-id-7"}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut token = idp.id_token().email("pre@example.com", true);
+        token = if claim == "sub" {
+            token.subject("object-id-7")
+        } else {
+            token.subject("pairwise-7").claim("oid", "object-id-7")
+        };
+        let me = get_with(&client, &format!("{}/me", server.base), Some(&token.sign())).await;
+        assert_eq!(me.status, 200, "{setting:?}: {}", me.body);
+        assert_eq!(
+            me.json()["id"] == created["id"],
+            linked,
+            "JIT_LINK_CLAIM={setting:?}: {} vs {}",
+            me.body,
+            created
+        );
+    }
+}

@@ -245,10 +245,22 @@ impl<H> ProvisioningLayerBuilder<H> {
     }
 
     /// Links a first sign-in to the existing account whose `external_id` equals the value of
-    /// `claim` (`sub`, Entra's `oid`, …), e.g. an account SCIM created ahead of time. Off by
-    /// default.
+    /// `claim` (`sub`, Entra's `oid`, …), e.g. an account SCIM created ahead of time. An
+    /// account has one identity per issuer, so a second subject at the same issuer never
+    /// joins it; people of other issuers carrying the same value do, unless
+    /// [`link_by_claim_unused_only`](Self::link_by_claim_unused_only). Off by default.
     pub fn link_by_claim(mut self, claim: impl Into<String>) -> Self {
         self.provisioning.linking.by_claim = Some(claim.into());
+        self
+    }
+
+    /// Restricts [`link_by_claim`](Self::link_by_claim) to accounts nobody has signed in to
+    /// yet (created ahead of time by SCIM or the application): once someone signs in to an
+    /// account, a token from any issuer carrying the same value gets an account of its own.
+    /// Use it when the claim is not one identifier shared by every issuer you trust. Off by
+    /// default.
+    pub fn link_by_claim_unused_only(mut self, unused_only: bool) -> Self {
+        self.provisioning.linking.by_claim_unused_only = unused_only;
         self
     }
 

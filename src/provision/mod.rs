@@ -114,6 +114,8 @@ impl RoleTrust {
 pub(crate) struct Linking {
     /// A claim whose value is matched against users' `external_id`.
     pub(crate) by_claim: Option<String>,
+    /// Linking by claim picks only accounts nobody has signed in to yet.
+    pub(crate) by_claim_unused_only: bool,
     /// Link by verified e-mail, for issuers trusted for the address's domain.
     pub(crate) by_verified_email: bool,
 }
@@ -594,10 +596,8 @@ impl Provisioner {
         }
     }
 
-    /// The account whose `external_id` is the value of the configured linking claim, when SCIM
-    /// created it and nobody has signed in to it yet. An account someone already signs in to
-    /// is theirs: a second person's token carrying the same value (a reused `oid`, a claim an
-    /// issuer lets users set) never joins it.
+    /// The account whose `external_id` is the value of the configured linking claim; with
+    /// `by_claim_unused_only`, only while nobody has signed in to it yet.
     async fn claim_target(&self, sign_in: &SignIn) -> Result<Option<Uuid>, Failure> {
         let Some(claim) = &self.config.linking.by_claim else {
             return Ok(None);
@@ -609,8 +609,8 @@ impl Provisioner {
         let Some(user) = store.find_by_external_id(value).await? else {
             return Ok(None);
         };
-        let created_by_scim = !user.scim_managed.is_empty();
-        if !created_by_scim || !store.identities(user.id).await?.is_empty() {
+        if self.config.linking.by_claim_unused_only && !store.identities(user.id).await?.is_empty()
+        {
             return Ok(None);
         }
         Ok(Some(user.id))

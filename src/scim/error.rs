@@ -50,6 +50,15 @@ impl ScimError {
         Self::new(StatusCode::NOT_FOUND, None, "resource not found")
     }
 
+    /// 412: `If-Match` named a version the resource has moved on from.
+    pub(crate) fn precondition_failed() -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            None,
+            "the resource changed since the version in If-Match",
+        )
+    }
+
     pub(crate) fn bad_request(scim_type: &'static str, detail: &'static str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, Some(scim_type), detail)
     }

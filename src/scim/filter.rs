@@ -77,6 +77,49 @@ fn values<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
     }
 }
 
+/// RFC 7644 §3.4.2.3: how two resources compare by `path` in ascending order. A multi-valued
+/// attribute sorts by its primary value (else its first); strings compare without case unless
+/// the attribute is case-exact; a resource without the value sorts after every one with it.
+pub(crate) fn sort_order(a: &Value, b: &Value, path: &AttrPath) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let key = |resource: &Value| -> Option<Value> {
+        let container = container(resource, path)?;
+        let attribute = get_ci(container, &path.name)?;
+        let element = match attribute {
+            Value::Array(items) => items
+                .iter()
+                .find(|item| item.get("primary") == Some(&Value::Bool(true)))
+                .or_else(|| items.first())?,
+            other => other,
+        };
+        let value = match (&path.sub_attr, element) {
+            (Some(sub), Value::Object(o)) => get_ci(o, sub)?,
+            (None, Value::Object(o)) => get_ci(o, "value")?,
+            (None, other) => other,
+            (Some(_), _) => return None,
+        };
+        match value {
+            Value::String(s) if !is_case_exact(path) => Some(Value::String(s.to_lowercase())),
+            Value::Null => None,
+            other => Some(other.clone()),
+        }
+    };
+    match (key(a), key(b)) {
+        (Some(x), Some(y)) => match (&x, &y) {
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            (Value::Number(x), Value::Number(y)) => x
+                .as_f64()
+                .partial_cmp(&y.as_f64())
+                .unwrap_or(Ordering::Equal),
+            (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+            _ => Ordering::Equal,
+        },
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
 fn is_case_exact(path: &AttrPath) -> bool {
     let name = path.name.to_ascii_lowercase();
     let sub = path.sub_attr.as_deref().map(str::to_ascii_lowercase);

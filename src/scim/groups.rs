@@ -23,9 +23,10 @@ use uuid::Uuid;
 use super::error::ScimError;
 use super::filter::{get_ci, matches};
 use super::schema::keep_declared;
+use super::version::{Preconditions, etag};
 use super::{
-    ClientName, ListParams, ScimState, actor, created, parse_id, patch as patching, read_json,
-    respond, scim_time,
+    ClientName, ListParams, ScimState, actor, created, not_modified, parse_id, patch as patching,
+    read_json, respond, scim_time,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::store::{StoreError, UserStore};
@@ -70,7 +71,7 @@ pub(crate) fn view(group: &Group, base: &str) -> Value {
             "created": scim_time(group.created_at),
             "lastModified": scim_time(group.updated_at),
             "location": format!("{base}/Groups/{}", group.id),
-            "version": format!("W/\"{}\"", group.version),
+            "version": etag(group.version),
         }),
     );
     Value::Object(resource)
@@ -150,6 +151,14 @@ fn member_error(error: StoreError) -> ScimError {
 }
 
 impl<S: UserStore + Clone> ScimState<S> {
+    /// The group `id`, or a 404.
+    async fn group(&self, id: Uuid) -> Result<Group, ScimError> {
+        self.store
+            .get_group(id)
+            .await?
+            .ok_or_else(ScimError::not_found)
+    }
+
     /// `proposed` without the members that name no user. Members already in `current` are
     /// known; only the new ones are looked up, so adding one member to a large group costs
     /// one lookup.
@@ -282,11 +291,10 @@ pub(crate) async fn fetch<S: UserStore + Clone>(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
     let params = ListParams::from_query(query.as_deref())?;
-    let group = state
-        .store
-        .get_group(parse_id(&id)?)
-        .await?
-        .ok_or_else(ScimError::not_found)?;
+    let group = state.group(parse_id(&id)?).await?;
+    if Preconditions::from_headers(&headers).not_modified(group.version) {
+        return Ok(not_modified(group.version));
+    }
     let base = state.base(&headers, &uri, "/Groups");
     Ok(respond(StatusCode::OK, &params.select(view(&group, &base))))
 }
@@ -327,20 +335,21 @@ pub(crate) async fn replace<S: UserStore + Clone>(
     let id = parse_id(&id)?;
     let resource = read_json(&headers, body).await?;
     let mut projected = project(&resource)?;
-    let current = state
-        .store
-        .get_group(id)
-        .await?
-        .ok_or_else(ScimError::not_found)?;
+    let current = state.group(id).await?;
+    let preconditions = Preconditions::from_headers(&headers);
+    preconditions.check_write(current.version)?;
     projected.members = state
         .known_members(&current.members, projected.members)
         .await?;
+    // Pinned by If-Match, the write must land on the version checked.
+    let expected = preconditions.pins_version().then_some(current.version);
     let (group, affected) = state
         .store
-        .update_group(id, None, projected.update())
+        .update_group(id, expected, projected.update())
         .await
         .map_err(|error| match error {
             StoreError::NotFound => ScimError::not_found(),
+            StoreError::Conflict if expected.is_some() => ScimError::precondition_failed(),
             other => member_error(other),
         })?;
     state.sync_members(&affected, &client).await?;
@@ -359,13 +368,11 @@ pub(crate) async fn patch<S: UserStore + Clone>(
     let id = parse_id(&id)?;
     let body = read_json(&headers, body).await?;
     let operations = patching::parse(&body)?;
+    let preconditions = Preconditions::from_headers(&headers);
     let mut result = Err(ScimError::from(StoreError::Conflict));
     for _ in 0..RETRIES {
-        let group = state
-            .store
-            .get_group(id)
-            .await?
-            .ok_or_else(ScimError::not_found)?;
+        let group = state.group(id).await?;
+        preconditions.check_write(group.version)?;
         let mut resource = view(&group, "");
         patching::apply(&mut resource, &operations, &READ_ONLY)?;
         let mut projected = project(&resource)?;
@@ -393,9 +400,15 @@ pub(crate) async fn patch<S: UserStore + Clone>(
 pub(crate) async fn delete<S: UserStore + Clone>(
     State(state): State<Arc<ScimState<S>>>,
     Extension(client): Extension<ClientName>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ScimError> {
     let id = parse_id(&id)?;
+    let preconditions = Preconditions::from_headers(&headers);
+    if preconditions.pins_version() {
+        let group = state.group(id).await?;
+        preconditions.check_write(group.version)?;
+    }
     match state.store.delete_group(id).await? {
         Some(members) => {
             state.sync_members(&members, &client).await?;

@@ -48,7 +48,18 @@
 //! dotted or URN-prefixed keys, `Add` on `emails[type eq "work"].value` creating the address,
 //! member removal by a list of values (Entra); PUT for every update, a PUT without `active`
 //! leaving the status alone, `password` and `groups` in bodies (Okta); read-only attributes
-//! echoed back in PUT bodies. Passwords are never stored or echoed.
+//! echoed back in PUT bodies and in path-less PATCH values (Okta), and whole-schema paths
+//! (`"path": "urn:…:enterprise:2.0:User"`). Passwords are never stored or echoed.
+//!
+//! # What is kept, and what discovery says
+//!
+//! Writes keep what the published `/Schemas` declare, under the schema's spelling; the rest
+//! is ignored. Multi-valued attributes keep every sub-attribute, with one `primary` value at
+//! most. Group members that name no user are dropped, not refused. `/ServiceProviderConfig`
+//! says what the endpoint does: PATCH, filters, sorting (`sortBy`, `sortOrder`) and ETags
+//! (`If-Match` answers 412 on a stale version, `If-None-Match` 304); no bulk operations, no
+//! password changes. The public testers `scim2-tester` and `scim-sanity` pass with none
+//! failed (`.ci/scim-conformance`).
 //!
 //! # Filters and PATCH paths
 //!
@@ -62,6 +73,7 @@ mod groups;
 pub(crate) mod patch;
 mod schema;
 mod users;
+mod version;
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,7 +87,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get};
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, HOST, LOCATION};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use scim_v2::filter::{AttrPath, Filter, PatchPath};
 use serde_json::{Map, Value, json};
@@ -368,11 +380,27 @@ fn actor(request_client: &ClientName) -> Actor {
 }
 
 /// A SCIM JSON response.
+/// A SCIM JSON answer; a single resource's `meta.version` is also its `ETag`.
 fn respond(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    if let Some(tag) = body
+        .pointer("/meta/version")
+        .and_then(Value::as_str)
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        headers.insert(ETAG, tag);
+    }
     response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+}
+
+/// A 304 for a read whose version the client holds (`If-None-Match`).
+fn not_modified(version: i64) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    if let Ok(tag) = HeaderValue::from_str(&version::etag(version)) {
+        response.headers_mut().insert(ETAG, tag);
+    }
     response
 }
 
@@ -426,6 +454,8 @@ async fn read_json(headers: &HeaderMap, body: Body) -> Result<Value, ScimError> 
 /// Parsed list parameters: from the query string, or a `.search` body.
 struct ListParams {
     filter: Option<Filter>,
+    /// `sortBy`, and whether `sortOrder` is `descending`.
+    sort: Option<(AttrPath, bool)>,
     start_index: usize,
     count: usize,
     attributes: Vec<AttrPath>,
@@ -489,8 +519,26 @@ impl ListParams {
                 })
                 .collect()
         };
+        let sort = match text("sortby").map(str::trim) {
+            None | Some("") => None,
+            Some(path) => match PatchPath::from_str(path) {
+                Ok(PatchPath::Attr(attr)) => Some(attr),
+                _ => return Err(ScimError::invalid_value("sortBy is an attribute path")),
+            },
+        };
+        let descending = match text("sortorder").map(str::trim) {
+            None | Some("") => false,
+            Some(order) if order.eq_ignore_ascii_case("ascending") => false,
+            Some(order) if order.eq_ignore_ascii_case("descending") => true,
+            Some(_) => {
+                return Err(ScimError::invalid_value(
+                    "sortOrder is ascending or descending",
+                ));
+            }
+        };
         Ok(Self {
             filter,
+            sort: sort.map(|path| (path, descending)),
             start_index,
             count,
             attributes: paths("attributes"),
@@ -500,7 +548,14 @@ impl ListParams {
 
     /// The `ListResponse` for `resources` (already filtered): the requested page, each
     /// resource reduced to the requested attributes.
-    fn respond(&self, resources: Vec<Value>) -> Response {
+    fn respond(&self, mut resources: Vec<Value>) -> Response {
+        if let Some((path, descending)) = &self.sort {
+            // Stable: resources that compare equal keep their id order.
+            resources.sort_by(|a, b| {
+                let order = filter::sort_order(a, b, path);
+                if *descending { order.reverse() } else { order }
+            });
+        }
         let total = resources.len();
         let page: Vec<Value> = resources
             .into_iter()
@@ -671,8 +726,8 @@ async fn service_provider_config<S>(
             "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
             "filter": {"supported": true, "maxResults": MAX_RESULTS},
             "changePassword": {"supported": false},
-            "sort": {"supported": false},
-            "etag": {"supported": false},
+            "sort": {"supported": true},
+            "etag": {"supported": true},
             "authenticationSchemes": [{
                 "type": "oauthbearertoken",
                 "name": "OAuth Bearer Token",

@@ -24,9 +24,10 @@ use uuid::Uuid;
 use super::error::ScimError;
 use super::filter::{Lookup, as_lookup, get_ci, matches};
 use super::schema::{is_true, keep_declared, one_primary_each};
+use super::version::{Preconditions, etag};
 use super::{
-    ClientName, ListParams, ScimState, actor, created, parse_id, patch as patching, read_json,
-    respond, scim_time,
+    ClientName, ListParams, ScimState, actor, created, not_modified, parse_id, patch as patching,
+    read_json, respond, scim_time,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::store::{StoreError, UserStore};
@@ -146,7 +147,7 @@ pub(crate) fn view(user: &User, groups: &[&Group], base: &str) -> Value {
             "created": scim_time(user.created_at),
             "lastModified": scim_time(user.updated_at),
             "location": format!("{base}/Users/{}", user.id),
-            "version": format!("W/\"{}\"", user.version),
+            "version": etag(user.version),
         }),
     );
     Value::Object(resource)
@@ -460,6 +461,14 @@ impl<S: UserStore + Clone> ScimState<S> {
         Ok(params.respond(resources))
     }
 
+    /// The user `id`, or a 404.
+    async fn user(&self, id: Uuid) -> Result<User, ScimError> {
+        self.store
+            .get_user(id)
+            .await?
+            .ok_or_else(ScimError::not_found)
+    }
+
     async fn user_view(&self, user: &User, base: &str) -> Result<Value, ScimError> {
         let groups = self.store.groups_of(user.id).await?;
         let groups: Vec<&Group> = groups.iter().collect();
@@ -468,16 +477,19 @@ impl<S: UserStore + Clone> ScimState<S> {
 
     /// Reads the user, lets `change` compute its new form, writes it; retried when a
     /// concurrent change intervened.
-    async fn rewrite<F>(&self, id: Uuid, client: &ClientName, change: F) -> Result<User, ScimError>
+    async fn rewrite<F>(
+        &self,
+        id: Uuid,
+        client: &ClientName,
+        preconditions: &Preconditions,
+        change: F,
+    ) -> Result<User, ScimError>
     where
         F: Fn(&User, &Value) -> Result<UserUpdate, ScimError>,
     {
         for _ in 0..RETRIES {
-            let user = self
-                .store
-                .get_user(id)
-                .await?
-                .ok_or_else(ScimError::not_found)?;
+            let user = self.user(id).await?;
+            preconditions.check_write(user.version)?;
             let current = self.user_view(&user, "").await?;
             let update = change(&user, &current)?;
             let mut after = user.clone();
@@ -529,11 +541,10 @@ pub(crate) async fn fetch<S: UserStore + Clone>(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
     let params = ListParams::from_query(query.as_deref())?;
-    let user = state
-        .store
-        .get_user(parse_id(&id)?)
-        .await?
-        .ok_or_else(ScimError::not_found)?;
+    let user = state.user(parse_id(&id)?).await?;
+    if Preconditions::from_headers(&headers).not_modified(user.version) {
+        return Ok(not_modified(user.version));
+    }
     let base = state.base(&headers, &uri, "/Users");
     let resource = state.user_view(&user, &base).await?;
     Ok(respond(StatusCode::OK, &params.select(resource)))
@@ -595,8 +606,9 @@ pub(crate) async fn replace<S: UserStore + Clone>(
     let resource = read_json(&headers, body).await?;
     // Read-only attributes echoed back (`id`, `meta`, `groups`) are ignored.
     let projected = project(&resource)?;
+    let preconditions = Preconditions::from_headers(&headers);
     let user = state
-        .rewrite(id, &client, |user, _| {
+        .rewrite(id, &client, &preconditions, |user, _| {
             let mut managed = projected.managed();
             if user.scim_managed.iter().any(|f| f == "groups") {
                 managed.push("groups".to_owned());
@@ -622,8 +634,9 @@ pub(crate) async fn patch<S: UserStore + Clone>(
     let id = parse_id(&id)?;
     let body = read_json(&headers, body).await?;
     let operations = patching::parse(&body)?;
+    let preconditions = Preconditions::from_headers(&headers);
     let user = state
-        .rewrite(id, &client, |user, current| {
+        .rewrite(id, &client, &preconditions, |user, current| {
             let mut patched = current.clone();
             patching::apply(&mut patched, &operations, &READ_ONLY)?;
             let before = project(current)?;
@@ -667,9 +680,15 @@ pub(crate) async fn patch<S: UserStore + Clone>(
 pub(crate) async fn delete<S: UserStore + Clone>(
     State(state): State<Arc<ScimState<S>>>,
     Extension(client): Extension<ClientName>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ScimError> {
     let id = parse_id(&id)?;
+    let preconditions = Preconditions::from_headers(&headers);
+    if preconditions.pins_version() {
+        let user = state.user(id).await?;
+        preconditions.check_write(user.version)?;
+    }
     let audit = AuditEvent::new(AuditKind::Deleted, actor(&client));
     if state.store.delete_user(id, audit).await? {
         Ok(axum::response::IntoResponse::into_response(
