@@ -790,7 +790,7 @@ async fn discovery_endpoints_tell_the_truth() {
         ("DELETE", "/Schemas", 405),
         ("PUT", "/ResourceTypes", 405),
         ("PATCH", "/Users", 405),
-        ("POST", "/.search", 501),
+        ("GET", "/.search", 405),
         ("POST", "/Bulk", 501),
         ("GET", "/Nope", 404),
     ] {
@@ -1857,4 +1857,66 @@ async fn every_feature_discovery_claims_behaves_as_claimed() {
             assert!(published.contains(&extension["schema"].as_str().unwrap()));
         }
     }
+}
+
+/// `POST /.search` at the root searches users and groups in one list (RFC 7644 §3.4.3).
+#[tokio::test]
+async fn a_root_search_finds_users_and_groups_alike() {
+    let h = Harness::start().await;
+    let mut body = user("shared@example.com");
+    body["displayName"] = json!("Shared Name");
+    let user_id = id_of(&h.create_user(body).await);
+    h.create_user(user("other@example.com")).await;
+    let group = h
+        .scim(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "Shared Name"})),
+        )
+        .await
+        .json();
+    h.scim("POST", "/Groups", Some(json!({"displayName": "Another"})))
+        .await;
+    let found = h
+        .scim(
+            "POST",
+            "/.search",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "displayName eq \"Shared Name\"",
+                "attributes": ["displayName"]
+            })),
+        )
+        .await;
+    assert_eq!(found.status, 200, "{}", found.body);
+    let found = found.json();
+    assert_eq!(found["totalResults"], 2);
+    let kinds: Vec<(&str, &str)> = found["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["displayName"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (user_id.as_str(), "Shared Name"),
+            (group["id"].as_str().unwrap(), "Shared Name")
+        ]
+    );
+    let page = h
+        .scim(
+            "POST",
+            "/.search",
+            Some(json!({"count": 1, "startIndex": 4})),
+        )
+        .await
+        .json();
+    assert_eq!(page["totalResults"], 4);
+    assert_eq!(page["itemsPerPage"], 1);
 }

@@ -249,14 +249,22 @@ impl<S: UserStore + Clone> ScimState<S> {
     }
 
     async fn list_groups(&self, params: &ListParams, base: &str) -> Result<Response, ScimError> {
-        let resources: Vec<Value> = self
+        Ok(params.respond(self.groups_matching(params, base).await?))
+    }
+
+    /// Every group the request's filter matches, in SCIM form.
+    pub(super) async fn groups_matching(
+        &self,
+        params: &ListParams,
+        base: &str,
+    ) -> Result<Vec<Value>, ScimError> {
+        Ok(self
             .all_groups()
             .await?
             .iter()
             .map(|group| view(group, base))
             .filter(|resource| params.filter.as_ref().is_none_or(|f| matches(f, resource)))
-            .collect();
-        Ok(params.respond(resources))
+            .collect())
     }
 }
 

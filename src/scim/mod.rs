@@ -56,7 +56,8 @@
 //! Writes keep what the published `/Schemas` declare, under the schema's spelling; the rest
 //! is ignored. Multi-valued attributes keep every sub-attribute, with one `primary` value at
 //! most. Group members that name no user are dropped, not refused. `/ServiceProviderConfig`
-//! says what the endpoint does: PATCH, filters, sorting (`sortBy`, `sortOrder`) and ETags
+//! says what the endpoint does: PATCH, filters (also across users and groups at `/.search`),
+//! sorting (`sortBy`, `sortOrder`) and ETags
 //! (`If-Match` answers 412 on a stale version, `If-None-Match` 304); no bulk operations, no
 //! password changes. The public testers `scim2-tester` and `scim-sanity` pass with none
 //! failed (`.ci/scim-conformance`).
@@ -243,12 +244,7 @@ impl<S: UserStore + Clone> Scim<S> {
                         .delete(groups::delete::<S>),
                 ),
             )
-            .route(
-                "/.search",
-                any(|| async {
-                    ScimError::not_implemented("searching across resource types is not supported")
-                }),
-            )
+            .route("/.search", route(axum::routing::post(search_all::<S>)))
             .route(
                 "/Bulk",
                 any(|| async { ScimError::not_implemented("bulk operations are not supported") }),
@@ -265,6 +261,21 @@ impl<S: UserStore + Clone> Scim<S> {
             .with_state(state);
         Ok(router)
     }
+}
+
+/// `POST /.search` (RFC 7644 §3.4.3): users and groups alike, users first, one list.
+async fn search_all<S: UserStore + Clone>(
+    State(state): State<Arc<ScimState<S>>>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: Body,
+) -> Result<Response, ScimError> {
+    let body = read_json(&headers, body).await?;
+    let params = ListParams::from_search(&body)?;
+    let base = state.base(&headers, &uri, "/.search");
+    let mut resources = state.users_matching(&params, &base).await?;
+    resources.extend(state.groups_matching(&params, &base).await?);
+    Ok(params.respond(resources))
 }
 
 struct Client {

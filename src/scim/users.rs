@@ -445,6 +445,15 @@ impl<S: UserStore + Clone> ScimState<S> {
     }
 
     async fn list_users(&self, params: &ListParams, base: &str) -> Result<Response, ScimError> {
+        Ok(params.respond(self.users_matching(params, base).await?))
+    }
+
+    /// Every user the request's filter matches, in SCIM form.
+    pub(super) async fn users_matching(
+        &self,
+        params: &ListParams,
+        base: &str,
+    ) -> Result<Vec<Value>, ScimError> {
         let users = self.candidate_users(params.filter.as_ref()).await?;
         let memberships = self.memberships().await?;
         let resources: Vec<Value> = users
@@ -458,7 +467,7 @@ impl<S: UserStore + Clone> ScimState<S> {
             })
             .filter(|resource| params.filter.as_ref().is_none_or(|f| matches(f, resource)))
             .collect();
-        Ok(params.respond(resources))
+        Ok(resources)
     }
 
     /// The user `id`, or a 404.
