@@ -18,6 +18,7 @@
 //! | `JIT_ALLOW_HTTP_ISSUERS` | `1`: plain-http issuers allowed, on loopback addresses only | off |
 //! | `JIT_LINK_BY_VERIFIED_EMAIL` | `1`: link first sign-ins to accounts with the same verified e-mail; issuers are trusted for `JIT_ALLOWED_DOMAINS` (or any domain when empty) | off |
 //! | `JIT_LINK_CLAIM` | with `JIT_SCIM_TOKEN`: links a first sign-in to the account SCIM created whose `externalId` equals this claim of the token (`oid` for Entra), if nobody has signed in to it yet; empty turns it off | `sub` |
+//! | `JIT_CREATE_ACCOUNTS` | `0`: pre-provisioned only; a first sign-in without an account (created by SCIM, or found by `JIT_LINK_CLAIM` or `JIT_LINK_BY_VERIFIED_EMAIL`) is refused 403 `not_provisioned` | `1` |
 //! | `JIT_SCIM_TOKEN` | mounts the SCIM 2.0 service provider at `/scim/v2` behind this bearer secret (16 characters at least) | no SCIM |
 //! | `JIT_PUBLIC_URL` | the server's external base URL; the redirect URI is exactly this + `/callback`, whatever `Host` or `X-Forwarded-*` say | `http://` + `JIT_LISTEN` |
 //! | `JIT_OIDC_CLIENT_ID`, `JIT_OIDC_CLIENT_SECRET` | the application's client at the issuers of `JIT_ISSUERS`: browser sign-in is on when the client id is set (no secret: a public client, PKCE only), and always with the development issuer. `JIT_AUDIENCES` defaults to the client id | off |
@@ -89,6 +90,8 @@ struct Settings {
     link_by_verified_email: bool,
     /// `None`: no linking by claim (`JIT_LINK_CLAIM=` empty, or no SCIM).
     link_claim: Option<String>,
+    /// `JIT_CREATE_ACCOUNTS`: whether first sign-ins create accounts.
+    create_accounts: bool,
     scim_token: Option<String>,
     /// `None`: `http://` + `JIT_LISTEN`, with the port actually bound.
     public_url: Option<String>,
@@ -394,6 +397,7 @@ fn settings() -> Result<Settings, BadSetting> {
             Err(_) => Some("sub".to_owned()),
         }
         .filter(|_| var("JIT_SCIM_TOKEN").is_some()),
+        create_accounts: var("JIT_CREATE_ACCOUNTS").is_none() || flag("JIT_CREATE_ACCOUNTS")?,
         scim_token: var("JIT_SCIM_TOKEN"),
         public_url: public_url.map(|url| url.trim_end_matches('/').to_owned()),
         client,
@@ -762,7 +766,8 @@ async fn run() -> Result<(), String> {
     });
     let mut builder = builder
         .mapping(mapping)
-        .link_by_verified_email(settings.link_by_verified_email);
+        .link_by_verified_email(settings.link_by_verified_email)
+        .create_accounts(settings.create_accounts);
     if let Some(claim) = &settings.link_claim {
         // Only accounts SCIM created that nobody has signed in to yet.
         builder = builder

@@ -88,6 +88,10 @@ pub enum DenyReason {
     /// Strict role mapping is on and no role rule matched.
     #[error("no role mapping matched")]
     NoMatchingRole,
+    /// No account exists for this person, and their sign-in may not create one (accounts
+    /// are pre-provisioned only, for the issuer or the source).
+    #[error("no account provisioned")]
+    NotProvisioned,
     /// The account is waiting for approval.
     #[error("account pending approval")]
     PendingApproval,
@@ -111,6 +115,7 @@ impl DenyReason {
             Self::ClaimMismatch => "claim_mismatch",
             Self::MissingGroup => "missing_group",
             Self::NoMatchingRole => "no_matching_role",
+            Self::NotProvisioned => "not_provisioned",
             Self::PendingApproval => "pending_approval",
             Self::Deactivated => "deactivated",
             Self::Deleted => "deleted",
@@ -126,6 +131,9 @@ impl DenyReason {
             Self::ClaimMismatch => "sign-ins from this tenant are not allowed",
             Self::MissingGroup => "a required group membership is missing",
             Self::NoMatchingRole => "no role is granted to this account",
+            Self::NotProvisioned => {
+                "no account exists for this person, and sign-in cannot create one"
+            }
             Self::PendingApproval => "the account is waiting for approval",
             Self::Deactivated => "the account is deactivated",
             Self::Deleted => "the account was deleted",

@@ -941,3 +941,62 @@ async fn memory_store_and_audit_sinks() {
     // The memory store keeps what it emitted, for tests.
     assert_eq!(store.audit_events().len(), 3);
 }
+
+#[tokio::test]
+async fn with_creation_off_only_accounts_that_exist_sign_in() {
+    for layer_wide in [true, false] {
+        let h = Harness::start(|b, i| {
+            let b = b.link_by_claim("oid");
+            if layer_wide {
+                b.create_accounts(false).issuer(i)
+            } else {
+                b.issuer(i.create_accounts(false))
+            }
+        })
+        .await;
+        // A stranger: 403 not_provisioned, audited, nothing written; every time.
+        let stranger = h.idp.id_token().subject("stranger").sign();
+        assert_denied(&h, &stranger, "not_provisioned").await;
+        assert_eq!(h.me(&stranger).await.status, 403);
+        assert_eq!(h.count("users").await, 0);
+
+        // An account created ahead of time is found, and then found again by its identity.
+        let ahead = create_without_login(
+            &h.store,
+            NewUser {
+                external_id: Some("object-1".into()),
+                ..NewUser::default()
+            },
+        )
+        .await;
+        let known = h
+            .idp
+            .id_token()
+            .subject("known")
+            .claim("oid", "object-1")
+            .sign();
+        let reply = h.me(&known).await;
+        assert_eq!(reply.status, 200, "layer-wide {layer_wide}: {}", reply.body);
+        assert_eq!(reply.json()["id"], ahead.to_string());
+        let again = h.idp.id_token().subject("known").sign();
+        assert_eq!(h.me(&again).await.json()["id"], ahead.to_string());
+        assert_eq!(h.count("users").await, 1);
+    }
+}
+
+#[tokio::test]
+async fn creation_can_be_left_to_some_sign_in_sources() {
+    use tower_jit_provisioning::SignInSource;
+    let browser_only =
+        Harness::start(|b, i| b.issuer(i.create_accounts_from([SignInSource::BrowserOidc]))).await;
+    let token = browser_only.idp.id_token().subject("by-bearer").sign();
+    assert_denied(&browser_only, &token, "not_provisioned").await;
+
+    let bearer_too = Harness::start(|b, i| {
+        b.issuer(i.create_accounts_from([SignInSource::BrowserOidc, SignInSource::BearerToken]))
+    })
+    .await;
+    let token = bearer_too.idp.id_token().subject("by-bearer").sign();
+    assert_eq!(bearer_too.me(&token).await.status, 200);
+    assert_eq!(bearer_too.count("users").await, 1);
+}

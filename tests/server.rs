@@ -1019,3 +1019,57 @@ async fn a_first_sign_in_finds_the_account_scim_created_by_jit_link_claim() {
         );
     }
 }
+
+/// `JIT_CREATE_ACCOUNTS=0`: only accounts SCIM created sign in; a stranger is refused with
+/// `not_provisioned` and gets no account.
+#[tokio::test]
+async fn with_jit_create_accounts_0_only_accounts_scim_created_sign_in() {
+    let idp = TestIssuer::start().await;
+    let secret = "reference-server-scim-secret";
+    let db = tempfile::tempdir().unwrap();
+    let server = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+            ("JIT_SCIM_TOKEN", secret),
+            ("JIT_CREATE_ACCOUNTS", "0"),
+        ],
+        &db,
+    );
+    let client = reqwest::Client::new();
+    let me = format!("{}/me", server.base);
+    let stranger = idp.id_token().subject("stranger").sign();
+    let refused = get_with(&client, &me, Some(&stranger)).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.json()["code"], "not_provisioned");
+    let users = |body: serde_json::Value| body["totalResults"].as_u64().unwrap();
+    let list = || async {
+        client
+            .get(format!("{}/scim/v2/Users", server.base))
+            .bearer_auth(secret)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(users(list().await), 0, "nothing written");
+
+    let created = client
+        .post(format!("{}/scim/v2/Users", server.base))
+        .bearer_auth(secret)
+        .header("content-type", "application/scim+json")
+        .body(json!({"userName": "known@example.com", "externalId": "known"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let known = idp.id_token().subject("known").sign();
+    assert_eq!(get_with(&client, &me, Some(&known)).await.status, 200);
+    assert_eq!(users(list().await), 1);
+
+    let stderr = refuses(&[("JIT_CREATE_ACCOUNTS", "no")]);
+    assert!(stderr.contains("JIT_CREATE_ACCOUNTS"), "{stderr}");
+}

@@ -540,6 +540,21 @@ impl Issuer {
         self
     }
 
+    /// See [`IssuerPolicy::create_accounts`].
+    pub fn create_accounts(mut self, create: bool) -> Self {
+        self.policy = self.policy.create_accounts(create);
+        self
+    }
+
+    /// See [`IssuerPolicy::create_accounts_from`].
+    pub fn create_accounts_from<I>(mut self, sources: I) -> Self
+    where
+        I: IntoIterator<Item = crate::SignInSource>,
+    {
+        self.policy = self.policy.create_accounts_from(sources);
+        self
+    }
+
     /// See [`IssuerPolicy::require_approval`].
     pub fn require_approval(mut self, hold: bool) -> Self {
         self.policy = self.policy.require_approval(hold);

@@ -67,6 +67,8 @@ struct ProvisioningSettings {
     store: Option<Arc<dyn DynStore>>,
     mapping: Option<AttributeMapping>,
     approval_domains: Vec<String>,
+    /// `None`: on.
+    create_accounts: Option<bool>,
     linking: Linking,
     reactivate_on_login: bool,
     predicate: Option<Predicate>,
@@ -79,6 +81,7 @@ impl ProvisioningSettings {
     fn needs_store(&self) -> bool {
         self.mapping.is_some()
             || !self.approval_domains.is_empty()
+            || self.create_accounts.is_some()
             || self.linking.by_claim.is_some()
             || self.linking.by_verified_email
             || self.reactivate_on_login
@@ -230,6 +233,14 @@ impl<H> ProvisioningLayerBuilder<H> {
     /// How claims become profile fields, groups and roles. Default [`AttributeMapping::new`].
     pub fn mapping(mut self, mapping: AttributeMapping) -> Self {
         self.provisioning.mapping = Some(mapping);
+        self
+    }
+
+    /// Whether first sign-ins may create accounts, whatever the issuer; on by default. Off,
+    /// only accounts that already exist sign in (see [`IssuerPolicy::create_accounts`] for one
+    /// issuer, or one source).
+    pub fn create_accounts(mut self, create: bool) -> Self {
+        self.provisioning.create_accounts = Some(create);
         self
     }
 
@@ -498,6 +509,7 @@ impl<H> ProvisioningLayerBuilder<H> {
                     mapping: settings.mapping.unwrap_or_default(),
                     issuers: issuer_provisioning,
                     approval_domains,
+                    create_accounts: settings.create_accounts.unwrap_or(true),
                     linking: settings.linking,
                     reactivate_on_login: settings.reactivate_on_login,
                     predicate: settings.predicate,

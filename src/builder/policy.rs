@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use crate::error::ConfigError;
 use crate::provision::policy::{Admission, DomainPattern};
-use crate::provision::{EmailTrust, IssuerProvisioning, RoleTrust};
+use crate::provision::{Creation, EmailTrust, IssuerProvisioning, RoleTrust};
+use crate::sign_in::SignInSource;
 
 /// The provisioning rules for one issuer's sign-ins, whatever their source: an OIDC issuer's
 /// bearer tokens (set them on [`Issuer`](crate::Issuer), which carries one), or the sign-ins an
@@ -31,6 +32,7 @@ pub struct IssuerPolicy {
     allowed_domains: Vec<String>,
     required_claims: Vec<(String, Value)>,
     required_groups: Vec<String>,
+    creation: Creation,
     require_approval: bool,
     email_trust: EmailTrustSetting,
     role_trust: RoleTrust,
@@ -78,6 +80,29 @@ impl IssuerPolicy {
         G: Into<String>,
     {
         self.required_groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether this issuer's first sign-ins may create accounts; on by default. Off, only
+    /// accounts that already exist (created by SCIM or the application, or found by linking)
+    /// sign in; anyone else is refused 403 `not_provisioned`, audited, and nothing is written.
+    pub fn create_accounts(mut self, create: bool) -> Self {
+        self.creation = if create {
+            Creation::Any
+        } else {
+            Creation::Never
+        };
+        self
+    }
+
+    /// Lets only first sign-ins arriving through these sources create accounts (say, a browser
+    /// sign-in but not a bearer token); others are refused as with
+    /// [`create_accounts(false)`](Self::create_accounts).
+    pub fn create_accounts_from<I>(mut self, sources: I) -> Self
+    where
+        I: IntoIterator<Item = SignInSource>,
+    {
+        self.creation = Creation::From(sources.into_iter().collect());
         self
     }
 
@@ -137,6 +162,7 @@ impl IssuerPolicy {
             || !self.required_claims.is_empty()
             || !self.required_groups.is_empty()
             || self.require_approval
+            || !matches!(self.creation, Creation::Any)
             || !matches!(self.email_trust, EmailTrustSetting::None)
     }
 
@@ -159,6 +185,7 @@ impl IssuerPolicy {
                 required_claims: self.required_claims.clone(),
                 required_groups: self.required_groups.clone(),
             },
+            creation: self.creation.clone(),
             require_approval: self.require_approval,
             role_trust: self.role_trust.clone(),
             email_trust: match &self.email_trust {

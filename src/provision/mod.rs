@@ -47,7 +47,7 @@ pub use self::policy::DenyReason;
 use self::policy::{Admission, DomainPattern, EmailAddress, Predicate, domain_matches};
 use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::error::{Error, ErrorChain};
-use crate::sign_in::SignIn;
+use crate::sign_in::{SignIn, SignInSource};
 use crate::store::{DynStore, Resolved, StoreError, StoreEvent, Subscription};
 use crate::user::{Identity, IdentityKey, User, UserStatus};
 
@@ -78,10 +78,33 @@ impl EmailTrust {
     }
 }
 
+/// Which first sign-ins may create an account.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Creation {
+    /// Every one.
+    #[default]
+    Any,
+    /// None: only accounts that exist (created by SCIM or the application, or linked) sign in.
+    Never,
+    /// Those arriving through these sources.
+    From(Vec<SignInSource>),
+}
+
+impl Creation {
+    fn allows(&self, source: SignInSource) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Never => false,
+            Self::From(sources) => sources.contains(&source),
+        }
+    }
+}
+
 /// One issuer's provisioning rules.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct IssuerProvisioning {
     pub(crate) admission: Admission,
+    pub(crate) creation: Creation,
     pub(crate) require_approval: bool,
     pub(crate) email_trust: EmailTrust,
     pub(crate) role_trust: RoleTrust,
@@ -126,6 +149,8 @@ pub(crate) struct ProvisionerConfig {
     pub(crate) mapping: AttributeMapping,
     pub(crate) issuers: Vec<(Arc<str>, IssuerProvisioning)>,
     pub(crate) approval_domains: Vec<DomainPattern>,
+    /// Layer-wide: whether first sign-ins may create accounts at all.
+    pub(crate) create_accounts: bool,
     pub(crate) linking: Linking,
     pub(crate) reactivate_on_login: bool,
     pub(crate) predicate: Option<Predicate>,
@@ -532,6 +557,10 @@ impl Provisioner {
         {
             return Ok(linked);
         }
+        if !self.may_create(sign_in) {
+            // Nothing is written: the refusal is audited by the caller.
+            return Err(Failure::Denied(DenyReason::NotProvisioned));
+        }
         let fingerprint = Some(admitted.fingerprint.as_str());
         let status = if self.needs_approval(sign_in, &admitted.profile) {
             UserStatus::PendingApproval
@@ -554,6 +583,15 @@ impl Provisioner {
             }
             other => Ok(other?),
         }
+    }
+
+    /// Whether this sign-in may create an account: the layer allows creation, and so does
+    /// its issuer's policy for its source.
+    fn may_create(&self, sign_in: &SignIn) -> bool {
+        self.config.create_accounts
+            && self
+                .issuer(sign_in.issuer())
+                .is_none_or(|rules| rules.creation.allows(sign_in.source()))
     }
 
     fn needs_approval(&self, sign_in: &SignIn, profile: &MappedProfile) -> bool {
