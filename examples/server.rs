@@ -19,6 +19,8 @@
 //! | `JIT_LINK_BY_VERIFIED_EMAIL` | `1`: link first sign-ins to accounts with the same verified e-mail; issuers are trusted for `JIT_ALLOWED_DOMAINS` (or any domain when empty) | off |
 //! | `JIT_LINK_CLAIM` | with `JIT_SCIM_TOKEN`: links a first sign-in to the account SCIM created whose `externalId` equals this claim of the token (`oid` for Entra), if nobody has signed in to it yet; empty turns it off | `sub` |
 //! | `JIT_CREATE_ACCOUNTS` | `0`: pre-provisioned only; a first sign-in without an account (created by SCIM, or found by `JIT_LINK_CLAIM` or `JIT_LINK_BY_VERIFIED_EMAIL`) is refused 403 `not_provisioned` | `1` |
+//! | `JIT_REQUIRE_APPROVAL` | `1`: new accounts wait for approval (403 `pending_approval` until approved through the admin API) | off |
+//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse` | no admin API |
 //! | `JIT_SCIM_TOKEN` | mounts the SCIM 2.0 service provider at `/scim/v2` behind this bearer secret (16 characters at least) | no SCIM |
 //! | `JIT_PUBLIC_URL` | the server's external base URL; the redirect URI is exactly this + `/callback`, whatever `Host` or `X-Forwarded-*` say | `http://` + `JIT_LISTEN` |
 //! | `JIT_OIDC_CLIENT_ID`, `JIT_OIDC_CLIENT_SECRET` | the application's client at the issuers of `JIT_ISSUERS`: browser sign-in is on when the client id is set (no secret: a public client, PKCE only), and always with the development issuer. `JIT_AUDIENCES` defaults to the client id | off |
@@ -52,6 +54,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use http::header;
 use serde_json::{Value, json};
+use tower_jit_provisioning::approval::Approvals;
 use tower_jit_provisioning::login::{BrowserLogin, OAuth2Provider};
 use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::{TestGitHub, TestIssuer};
@@ -92,6 +95,10 @@ struct Settings {
     link_claim: Option<String>,
     /// `JIT_CREATE_ACCOUNTS`: whether first sign-ins create accounts.
     create_accounts: bool,
+    /// `JIT_REQUIRE_APPROVAL`: new accounts wait for approval.
+    require_approval: bool,
+    /// `JIT_ADMIN_TOKEN`: the admin API's bearer secret.
+    admin_token: Option<String>,
     scim_token: Option<String>,
     /// `None`: `http://` + `JIT_LISTEN`, with the port actually bound.
     public_url: Option<String>,
@@ -398,6 +405,16 @@ fn settings() -> Result<Settings, BadSetting> {
         }
         .filter(|_| var("JIT_SCIM_TOKEN").is_some()),
         create_accounts: var("JIT_CREATE_ACCOUNTS").is_none() || flag("JIT_CREATE_ACCOUNTS")?,
+        require_approval: flag("JIT_REQUIRE_APPROVAL")?,
+        admin_token: match var("JIT_ADMIN_TOKEN") {
+            Some(token) if token.chars().count() < 16 => {
+                return Err(bad(
+                    "JIT_ADMIN_TOKEN",
+                    "use 16 characters at least".to_owned(),
+                ));
+            }
+            token => token,
+        },
         scim_token: var("JIT_SCIM_TOKEN"),
         public_url: public_url.map(|url| url.trim_end_matches('/').to_owned()),
         client,
@@ -629,19 +646,28 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// A layer builder with the store `url` names, migrated, and the SCIM router on the same
-/// store when a SCIM secret is set.
+/// The routers beside the layer, on its store: SCIM when a SCIM secret is set, the admin
+/// API when an admin secret is.
+struct Doors {
+    scim: Option<Router>,
+    admin: Option<Router>,
+}
+
+/// A layer builder with the store `url` names, migrated, and the SCIM and admin routers on
+/// the same store when their secrets are set.
 async fn open_store(
     url: &str,
     mapping: &AttributeMapping,
     scim_token: Option<&str>,
-) -> Result<(ProvisioningLayerBuilder, Option<Router>), String> {
-    fn scim<S: UserStore + Clone>(
+    admin_token: Option<&str>,
+) -> Result<(ProvisioningLayerBuilder, Doors), String> {
+    fn doors<S: UserStore + Clone>(
         store: &S,
         mapping: &AttributeMapping,
-        token: Option<&str>,
-    ) -> Result<Option<Router>, String> {
-        token
+        scim_token: Option<&str>,
+        admin_token: Option<&str>,
+    ) -> Result<Doors, String> {
+        let scim = scim_token
             .map(|token| {
                 Scim::new(store.clone())
                     .bearer_token("scim", token)
@@ -649,7 +675,9 @@ async fn open_store(
                     .router()
                     .map_err(|e| format!("JIT_SCIM_TOKEN: {e}"))
             })
-            .transpose()
+            .transpose()?;
+        let admin = admin_token.map(|token| admin::router(Approvals::new(store.clone()), token));
+        Ok(Doors { scim, admin })
     }
     let database = |e: StoreError| {
         format!(
@@ -661,13 +689,13 @@ async fn open_store(
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url).await.map_err(database)?;
         store.migrate().await.map_err(database)?;
-        let router = scim(&store, mapping, scim_token)?;
-        Ok((ProvisioningLayer::builder().store(store), router))
+        let doors = doors(&store, mapping, scim_token, admin_token)?;
+        Ok((ProvisioningLayer::builder().store(store), doors))
     } else {
         let store = PostgresStore::connect(url).await.map_err(database)?;
         store.migrate().await.map_err(database)?;
-        let router = scim(&store, mapping, scim_token)?;
-        Ok((ProvisioningLayer::builder().store(store), router))
+        let doors = doors(&store, mapping, scim_token, admin_token)?;
+        Ok((ProvisioningLayer::builder().store(store), doors))
     }
 }
 
@@ -722,10 +750,11 @@ async fn run() -> Result<(), String> {
     for (group, role) in &settings.group_roles {
         mapping = mapping.group_role(group, role);
     }
-    let (builder, scim) = open_store(
+    let (builder, doors) = open_store(
         &settings.database_url,
         &mapping,
         settings.scim_token.as_deref(),
+        settings.admin_token.as_deref(),
     )
     .await?;
 
@@ -767,7 +796,8 @@ async fn run() -> Result<(), String> {
     let mut builder = builder
         .mapping(mapping)
         .link_by_verified_email(settings.link_by_verified_email)
-        .create_accounts(settings.create_accounts);
+        .create_accounts(settings.create_accounts)
+        .require_approval(settings.require_approval);
     if let Some(claim) = &settings.link_claim {
         // Only accounts SCIM created that nobody has signed in to yet.
         builder = builder
@@ -886,8 +916,11 @@ async fn run() -> Result<(), String> {
         // Only matched routes: an unknown path is 404 whatever credential it carries.
         .route_layer(layer)
         .route("/healthz", get(|| async { "ok" }));
-    if let Some(scim) = scim {
+    if let Some(scim) = doors.scim {
         app = app.nest("/scim/v2", scim);
+    }
+    if let Some(admin) = doors.admin {
+        app = app.nest("/admin", admin);
     }
     println!("listening on http://{addr}");
     if browser {
@@ -942,6 +975,119 @@ async fn main() -> ExitCode {
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The admin API behind `JIT_ADMIN_TOKEN`: the approval queue.
+mod admin {
+    use aws_lc_rs::{constant_time, digest};
+    use axum::extract::{Path, Request, State};
+    use axum::middleware::{self, Next};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use http::{StatusCode, header};
+    use serde_json::json;
+    use tower_jit_provisioning::UserStore;
+    use tower_jit_provisioning::approval::{ApprovalError, Approvals};
+
+    /// Who the audit names as the approver: the holder of the admin secret.
+    const APPROVER: &str = "admin-api";
+
+    pub(super) fn router<S: UserStore + Clone>(approvals: Approvals<S>, token: &str) -> Router {
+        let expected = digest::digest(&digest::SHA256, token.as_bytes());
+        let guard = move |request: Request, next: Next| {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|v| digest::digest(&digest::SHA256, v.as_bytes()));
+            let allowed = presented.is_some_and(|p| {
+                constant_time::verify_slices_are_equal(p.as_ref(), expected.as_ref()).is_ok()
+            });
+            async move {
+                if allowed {
+                    next.run(request).await
+                } else {
+                    let mut refused = error(StatusCode::UNAUTHORIZED, "unauthorized");
+                    refused.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Bearer"),
+                    );
+                    refused
+                }
+            }
+        };
+        Router::new()
+            .route("/pending", get(pending::<S>))
+            .route("/users/{id}/approve", post(approve::<S>))
+            .route("/users/{id}/refuse", post(refuse::<S>))
+            .layer(middleware::from_fn(guard))
+            .with_state(approvals)
+    }
+
+    fn error(status: StatusCode, code: &str) -> Response {
+        (status, Json(json!({ "error": code }))).into_response()
+    }
+
+    async fn pending<S: UserStore + Clone>(State(approvals): State<Approvals<S>>) -> Response {
+        match approvals.pending(None, 1000).await {
+            Ok(users) => Json(json!({
+                "pending": users
+                    .iter()
+                    .map(|u| json!({
+                        "id": u.id,
+                        "email": u.email,
+                        "display_name": u.display_name,
+                        "created_at": u.created_at,
+                    }))
+                    .collect::<Vec<_>>()
+            }))
+            .into_response(),
+            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        }
+    }
+
+    async fn approve<S: UserStore + Clone>(
+        State(approvals): State<Approvals<S>>,
+        Path(id): Path<String>,
+    ) -> Response {
+        decide(&approvals, &id, true).await
+    }
+
+    async fn refuse<S: UserStore + Clone>(
+        State(approvals): State<Approvals<S>>,
+        Path(id): Path<String>,
+    ) -> Response {
+        decide(&approvals, &id, false).await
+    }
+
+    async fn decide<S: UserStore + Clone>(
+        approvals: &Approvals<S>,
+        id: &str,
+        approve: bool,
+    ) -> Response {
+        let Ok(id) = uuid::Uuid::parse_str(id) else {
+            return error(StatusCode::NOT_FOUND, "not_found");
+        };
+        let decided = if approve {
+            approvals.approve(id, APPROVER).await
+        } else {
+            approvals.refuse(id, APPROVER).await
+        };
+        match decided {
+            Ok(user) => {
+                Json(json!({"id": user.id, "status": user.status.as_str()})).into_response()
+            }
+            Err(ApprovalError::NotFound) => error(StatusCode::NOT_FOUND, "not_found"),
+            Err(ApprovalError::NotPending(status)) => (
+                StatusCode::CONFLICT,
+                Json(json!({"error": "not_pending", "status": status.as_str()})),
+            )
+                .into_response(),
+            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
 }

@@ -43,6 +43,8 @@ pub enum AuditKind {
     Reactivated,
     /// An account held for approval was approved.
     Approved,
+    /// An account held for approval was refused: it is deactivated.
+    Refused,
     /// An account was deleted.
     Deleted,
     /// Sessions were ended by a logout (the issuer's back-channel logout); `fields` says how
@@ -62,6 +64,7 @@ impl AuditKind {
             Self::Deactivated => "deactivated",
             Self::Reactivated => "reactivated",
             Self::Approved => "approved",
+            Self::Refused => "refused",
             Self::Deleted => "deleted",
             Self::LoggedOut => "logged_out",
         }
@@ -78,6 +81,7 @@ impl AuditKind {
             Self::Deactivated,
             Self::Reactivated,
             Self::Approved,
+            Self::Refused,
             Self::Deleted,
             Self::LoggedOut,
         ]
@@ -97,6 +101,9 @@ pub enum Actor {
     Scim(String),
     /// The application, through the store API.
     Application,
+    /// A person deciding on accounts held for approval, by the name the application gives
+    /// ([`Approvals`](crate::approval::Approvals)).
+    Approver(String),
 }
 
 impl fmt::Display for Actor {
@@ -105,6 +112,7 @@ impl fmt::Display for Actor {
             Self::Login => f.write_str("login"),
             Self::Scim(client) => write!(f, "scim:{client}"),
             Self::Application => f.write_str("application"),
+            Self::Approver(name) => write!(f, "approver:{name}"),
         }
     }
 }

@@ -214,6 +214,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod approval;
 pub mod audit;
 mod builder;
 mod cookies;

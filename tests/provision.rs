@@ -12,7 +12,7 @@ use serde_json::json;
 use tower_jit_provisioning::testing::CountingStore;
 use tower_jit_provisioning::testing::TestIssuer;
 use tower_jit_provisioning::{
-    AttributeMapping, AuditKind, DenyReason, Field, Issuer, NewUser, ProvisioningLayer,
+    Actor, AttributeMapping, AuditKind, DenyReason, Field, Issuer, NewUser, ProvisioningLayer,
     ProvisioningLayerBuilder, RoleSource, SignIn, SqliteStore, SyncPolicy, UserStatus, UserStore,
 };
 
@@ -999,4 +999,66 @@ async fn creation_can_be_left_to_some_sign_in_sources() {
     let token = bearer_too.idp.id_token().subject("by-bearer").sign();
     assert_eq!(bearer_too.me(&token).await.status, 200);
     assert_eq!(bearer_too.count("users").await, 1);
+}
+
+#[tokio::test]
+async fn the_approval_queue_lists_approves_and_refuses_with_the_approver_audited() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower_jit_provisioning::approval::{ApprovalError, Approvals};
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let h = {
+        let (told, calls) = (Arc::clone(&told), Arc::clone(&calls));
+        Harness::start(move |b, i| {
+            b.issuer(i).require_approval(true).on_pending(
+                move |user: &tower_jit_provisioning::User| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    told.lock().unwrap().push(user.id);
+                },
+            )
+        })
+        .await
+    };
+    let ada = h.idp.id_token().subject("ada").sign();
+    let bob = h.idp.id_token().subject("bob").sign();
+    for token in [&ada, &bob, &ada] {
+        let reply = h.me(token).await;
+        assert_eq!(reply.status, 403);
+        assert_eq!(reply.json()["code"], "pending_approval");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "told once per account");
+
+    let approvals = Approvals::new(h.store.clone());
+    let pending = approvals.pending(None, 10).await.unwrap();
+    let ids: Vec<uuid::Uuid> = pending.iter().map(|u| u.id).collect();
+    assert_eq!(ids, *told.lock().unwrap());
+    assert_eq!(approvals.pending(None, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        approvals.pending(Some(ids[0]), 10).await.unwrap()[0].id,
+        ids[1]
+    );
+
+    let approved = approvals.approve(ids[0], "carol").await.unwrap();
+    assert_eq!(approved.status, UserStatus::Active);
+    assert_eq!(h.me(&ada).await.status, 200, "in on the next request");
+    approvals.refuse(ids[1], "carol").await.unwrap();
+    let refused = h.me(&bob).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.json()["code"], "deactivated");
+    assert!(approvals.pending(None, 10).await.unwrap().is_empty());
+
+    let events = h.store.audit_events(None).await.unwrap();
+    for (kind, user) in [(AuditKind::Approved, ids[0]), (AuditKind::Refused, ids[1])] {
+        let event = events.iter().find(|e| e.kind == kind).expect("audited");
+        assert_eq!(event.actor, Actor::Approver("carol".into()));
+        assert_eq!(event.user_id, Some(user));
+    }
+    assert!(matches!(
+        approvals.approve(ids[0], "carol").await,
+        Err(ApprovalError::NotPending(UserStatus::Active))
+    ));
+    assert!(matches!(
+        approvals.refuse(uuid::Uuid::now_v7(), "carol").await,
+        Err(ApprovalError::NotFound)
+    ));
 }

@@ -1073,3 +1073,117 @@ async fn with_jit_create_accounts_0_only_accounts_scim_created_sign_in() {
     let stderr = refuses(&[("JIT_CREATE_ACCOUNTS", "no")]);
     assert!(stderr.contains("JIT_CREATE_ACCOUNTS"), "{stderr}");
 }
+
+/// `JIT_REQUIRE_APPROVAL=1` with `JIT_ADMIN_TOKEN`: two servers on one PostgreSQL database; an
+/// approval or a refusal through one server's admin API holds on the other within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
+async fn approvals_through_the_admin_api_hold_on_every_server() {
+    let db = common::PgDatabase::create("approvals_through_the_admin_api").await;
+    let idp = TestIssuer::start().await;
+    let unused = tempfile::tempdir().unwrap();
+    let admin = "reference-server-admin-secret";
+    let env = [
+        ("JIT_ISSUERS", idp.url()),
+        ("JIT_AUDIENCES", "test-client"),
+        ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ("JIT_DATABASE_URL", db.url.as_str()),
+        ("JIT_REQUIRE_APPROVAL", "1"),
+        ("JIT_ADMIN_TOKEN", admin),
+    ];
+    let one = start(&env, &unused);
+    let two = start(&env, &unused);
+    let client = reqwest::Client::new();
+    let ada = idp
+        .id_token()
+        .subject("ada")
+        .email("ada@example.com", true)
+        .sign();
+    let bob = idp
+        .id_token()
+        .subject("bob")
+        .email("bob@example.com", true)
+        .sign();
+    for token in [&ada, &bob] {
+        let reply = get_with(&client, &format!("{}/me", two.base), Some(token)).await;
+        assert_eq!(reply.status, 403);
+        assert_eq!(reply.json()["code"], "pending_approval");
+    }
+
+    let call = |method: reqwest::Method, path: &str, secret: &str| {
+        client
+            .request(method, format!("{}/admin{path}", one.base))
+            .bearer_auth(secret)
+            .send()
+    };
+    let refused = call(reqwest::Method::GET, "/pending", "not-the-admin-secret")
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let pending: serde_json::Value = call(reqwest::Method::GET, "/pending", admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_of = |email: &str| {
+        pending["pending"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["email"] == email)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (ada_id, bob_id) = (id_of("ada@example.com"), id_of("bob@example.com"));
+
+    for (id, decision, token, status) in [
+        (&ada_id, "approve", &ada, 200),
+        (&bob_id, "refuse", &bob, 403),
+    ] {
+        let decided = call(
+            reqwest::Method::POST,
+            &format!("/users/{id}/{decision}"),
+            admin,
+        )
+        .await
+        .unwrap();
+        assert_eq!(decided.status(), 200, "{decision}");
+        let started = std::time::Instant::now();
+        let me = format!("{}/me", two.base);
+        loop {
+            let reply = get_with(&client, &me, Some(token)).await;
+            if reply.status == status && (status == 200 || reply.json()["code"] == "deactivated") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{decision}: the other server still answers {} {}",
+                reply.status,
+                reply.body
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // Decided already: 409; an unknown id: 404.
+    let again = call(
+        reqwest::Method::POST,
+        &format!("/users/{ada_id}/refuse"),
+        admin,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 409);
+    let unknown = call(reqwest::Method::POST, "/users/not-an-id/approve", admin)
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let stderr = refuses(&[("JIT_ADMIN_TOKEN", "short")]);
+    assert!(stderr.contains("JIT_ADMIN_TOKEN"), "{stderr}");
+}

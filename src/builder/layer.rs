@@ -10,13 +10,14 @@ use super::issuer::Issuer;
 use super::policy::IssuerPolicy;
 use crate::error::{ConfigError, DefaultErrorHandler};
 use crate::layer::{ProvisioningLayer, Shared};
-use crate::provision::policy::{DenyReason, DomainPattern, Predicate};
+use crate::provision::policy::{DenyReason, DomainPattern, PendingHook, Predicate};
 use crate::provision::{AttributeMapping, Linking, Provisioner, ProvisionerConfig};
 use crate::sign_in::{Authenticator, DynAuthenticator, SignIn};
 use crate::store::{DynStore, UserStore};
 use crate::token::extract::TokenSource;
 use crate::token::fetch::{self, Fetcher};
 use crate::token::verify::{IssuerVerifier, TokenVerifier};
+use crate::user::User;
 
 /// Default bound on a token's length: 16 KiB.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -69,6 +70,8 @@ struct ProvisioningSettings {
     approval_domains: Vec<String>,
     /// `None`: on.
     create_accounts: Option<bool>,
+    require_approval: bool,
+    on_pending: Option<PendingHook>,
     linking: Linking,
     reactivate_on_login: bool,
     predicate: Option<Predicate>,
@@ -82,6 +85,8 @@ impl ProvisioningSettings {
         self.mapping.is_some()
             || !self.approval_domains.is_empty()
             || self.create_accounts.is_some()
+            || self.require_approval
+            || self.on_pending.is_some()
             || self.linking.by_claim.is_some()
             || self.linking.by_verified_email
             || self.reactivate_on_login
@@ -241,6 +246,21 @@ impl<H> ProvisioningLayerBuilder<H> {
     /// issuer, or one source).
     pub fn create_accounts(mut self, create: bool) -> Self {
         self.provisioning.create_accounts = Some(create);
+        self
+    }
+
+    /// Holds every new account for approval, whatever the issuer (403 `pending_approval`
+    /// until approved through [`Approvals`](crate::approval::Approvals)).
+    pub fn require_approval(mut self, hold: bool) -> Self {
+        self.provisioning.require_approval = hold;
+        self
+    }
+
+    /// Calls `hook` with each account that starts pending approval, once, right after it is
+    /// written: to tell the people who approve. Keep it quick (it runs on the sign-in's
+    /// request); spawn a task for anything slow.
+    pub fn on_pending(mut self, hook: impl Fn(&User) + Send + Sync + 'static) -> Self {
+        self.provisioning.on_pending = Some(PendingHook::new(hook));
         self
     }
 
@@ -510,6 +530,8 @@ impl<H> ProvisioningLayerBuilder<H> {
                     issuers: issuer_provisioning,
                     approval_domains,
                     create_accounts: settings.create_accounts.unwrap_or(true),
+                    require_approval: settings.require_approval,
+                    on_pending: settings.on_pending,
                     linking: settings.linking,
                     reactivate_on_login: settings.reactivate_on_login,
                     predicate: settings.predicate,

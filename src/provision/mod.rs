@@ -44,7 +44,9 @@ pub use self::account::ProvisionedUser;
 pub(crate) use self::account::{Account, SignInMemo};
 pub use self::mapping::{AttributeMapping, Field, MappedProfile, SyncPolicy};
 pub use self::policy::DenyReason;
-use self::policy::{Admission, DomainPattern, EmailAddress, Predicate, domain_matches};
+use self::policy::{
+    Admission, DomainPattern, EmailAddress, PendingHook, Predicate, domain_matches,
+};
 use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::error::{Error, ErrorChain};
 use crate::sign_in::{SignIn, SignInSource};
@@ -151,6 +153,9 @@ pub(crate) struct ProvisionerConfig {
     pub(crate) approval_domains: Vec<DomainPattern>,
     /// Layer-wide: whether first sign-ins may create accounts at all.
     pub(crate) create_accounts: bool,
+    /// Layer-wide: every new account waits for approval.
+    pub(crate) require_approval: bool,
+    pub(crate) on_pending: Option<PendingHook>,
     pub(crate) linking: Linking,
     pub(crate) reactivate_on_login: bool,
     pub(crate) predicate: Option<Predicate>,
@@ -569,7 +574,7 @@ impl Provisioner {
         };
         let mut new_user = self.config.mapping.new_user(&admitted.profile, status);
         let audit = login_event(AuditKind::Provisioned, sign_in);
-        match store
+        let resolved = match store
             .create_user(new_user.clone(), &admitted.key, fingerprint, audit.clone())
             .await
         {
@@ -577,12 +582,18 @@ impl Provisioner {
             // account SCIM created): the account goes without one rather than fail.
             Err(StoreError::Duplicate("user_name")) => {
                 new_user.user_name = None;
-                Ok(store
+                store
                     .create_user(new_user, &admitted.key, fingerprint, audit)
-                    .await?)
+                    .await?
             }
-            other => Ok(other?),
+            other => other?,
+        };
+        if resolved.user.status == UserStatus::PendingApproval
+            && let Some(hook) = &self.config.on_pending
+        {
+            hook.notify(&resolved.user);
         }
+        Ok(resolved)
     }
 
     /// Whether this sign-in may create an account: the layer allows creation, and so does
@@ -598,6 +609,7 @@ impl Provisioner {
         let by_issuer = self
             .issuer(sign_in.issuer())
             .is_some_and(|rules| rules.require_approval);
+        let by_layer = self.config.require_approval;
         let by_domain = !self.config.approval_domains.is_empty()
             && profile
                 .email
@@ -606,7 +618,7 @@ impl Provisioner {
                 .is_some_and(|address| {
                     domain_matches(&self.config.approval_domains, &address.domain)
                 });
-        by_issuer || by_domain
+        by_layer || by_issuer || by_domain
     }
 
     /// Links the identity to the account `target`, found `how`. `None` when the account

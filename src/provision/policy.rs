@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub use crate::error::DenyReason;
 use crate::sign_in::SignIn;
+use crate::user::User;
 
 /// An e-mail domain rule: `example.com` matches exactly that domain, `*.example.com` matches
 /// its sub-domains (whole labels only) and not `example.com` itself.
@@ -168,6 +169,26 @@ impl Predicate {
 
     pub(crate) async fn check(&self, sign_in: SignIn) -> Result<(), DenyReason> {
         (self.0)(sign_in).await
+    }
+}
+
+/// Told of each account that starts pending approval, once, after it is written.
+#[derive(Clone)]
+pub(crate) struct PendingHook(Arc<dyn Fn(&User) + Send + Sync>);
+
+impl PendingHook {
+    pub(crate) fn new(hook: impl Fn(&User) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(hook))
+    }
+
+    pub(crate) fn notify(&self, user: &User) {
+        (self.0)(user);
+    }
+}
+
+impl std::fmt::Debug for PendingHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingHook(<fn>)")
     }
 }
 
