@@ -21,6 +21,7 @@
 //! | `JIT_CREATE_ACCOUNTS` | `0`: pre-provisioned only; a first sign-in without an account (created by SCIM, or found by `JIT_LINK_CLAIM` or `JIT_LINK_BY_VERIFIED_EMAIL`) is refused 403 `not_provisioned` | `1` |
 //! | `JIT_REQUIRE_APPROVAL` | `1`: new accounts wait for approval (403 `pending_approval` until approved through the admin API) | off |
 //! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse` | no admin API |
+//! | `JIT_METRICS` | `1`: `GET /metrics` answers the layer's, the store's and SCIM's metrics in the Prometheus text format | off |
 //! | `JIT_SCIM_TOKEN` | mounts the SCIM 2.0 service provider at `/scim/v2` behind this bearer secret (16 characters at least) | no SCIM |
 //! | `JIT_PUBLIC_URL` | the server's external base URL; the redirect URI is exactly this + `/callback`, whatever `Host` or `X-Forwarded-*` say | `http://` + `JIT_LISTEN` |
 //! | `JIT_OIDC_CLIENT_ID`, `JIT_OIDC_CLIENT_SECRET` | the application's client at the issuers of `JIT_ISSUERS`: browser sign-in is on when the client id is set (no secret: a public client, PKCE only), and always with the development issuer. `JIT_AUDIENCES` defaults to the client id | off |
@@ -97,6 +98,8 @@ struct Settings {
     create_accounts: bool,
     /// `JIT_REQUIRE_APPROVAL`: new accounts wait for approval.
     require_approval: bool,
+    /// `JIT_METRICS`: `GET /metrics` in the Prometheus text format.
+    metrics: bool,
     /// `JIT_ADMIN_TOKEN`: the admin API's bearer secret.
     admin_token: Option<String>,
     scim_token: Option<String>,
@@ -406,6 +409,7 @@ fn settings() -> Result<Settings, BadSetting> {
         .filter(|_| var("JIT_SCIM_TOKEN").is_some()),
         create_accounts: var("JIT_CREATE_ACCOUNTS").is_none() || flag("JIT_CREATE_ACCOUNTS")?,
         require_approval: flag("JIT_REQUIRE_APPROVAL")?,
+        metrics: flag("JIT_METRICS")?,
         admin_token: match var("JIT_ADMIN_TOKEN") {
             Some(token) if token.chars().count() < 16 => {
                 return Err(bad(
@@ -516,6 +520,28 @@ fn issuer(settings: &Settings, base: Issuer) -> Issuer {
         };
     }
     issuer
+}
+
+/// `GET /metrics`: what the layer, the store and SCIM recorded, in the Prometheus text
+/// format, from a recorder installed for this process.
+fn metrics_router() -> Result<Router, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("JIT_METRICS: {e}"))?;
+    // Histograms are summarised on a schedule the recorder leaves to its owner.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let render = move || {
+        let text = handle.render();
+        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+    };
+    Ok(Router::new().route("/metrics", get(render)))
 }
 
 async fn me(user: ProvisionedUser) -> Json<Value> {
@@ -916,6 +942,9 @@ async fn run() -> Result<(), String> {
         // Only matched routes: an unknown path is 404 whatever credential it carries.
         .route_layer(layer)
         .route("/healthz", get(|| async { "ok" }));
+    if settings.metrics {
+        app = app.merge(metrics_router()?);
+    }
     if let Some(scim) = doors.scim {
         app = app.nest("/scim/v2", scim);
     }

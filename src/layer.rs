@@ -308,6 +308,11 @@ impl Shared {
             },
             None => None,
         };
+        crate::metrics::token_cache(true);
+        if user.is_some() {
+            crate::metrics::user_cache(true);
+        }
+        crate::metrics::request("admitted", sign_in.source().as_str());
         let extensions = request.extensions_mut();
         if let Some(user) = user {
             extensions.insert(user);
@@ -338,6 +343,8 @@ impl Shared {
         else {
             return false;
         };
+        crate::metrics::user_cache(true);
+        crate::metrics::request("admitted", cached.sign_in.source().as_str());
         let user = ProvisionedUser::new(account, cached.sign_in.clone());
         let extensions = request.extensions_mut();
         extensions.insert(user);
@@ -419,9 +426,24 @@ impl Shared {
     }
 }
 
-async fn authenticate<B>(
-    shared: Arc<Shared>,
+async fn authenticate<B>(shared: Arc<Shared>, request: Request<B>) -> Result<Request<B>, Error> {
+    let mut source = "none";
+    let result = decide(&shared, request, &mut source).await;
+    let outcome = match &result {
+        Ok(request) if request.extensions().get::<NoCredentials>().is_some() => "anonymous",
+        Ok(_) => "admitted",
+        Err(error) => crate::metrics::outcome_of(error.status().as_u16()),
+    };
+    crate::metrics::request(outcome, source);
+    result
+}
+
+/// Decides a request the cached path left undecided; `source` learns which sign-in source
+/// the credential came through.
+async fn decide<B>(
+    shared: &Shared,
     mut request: Request<B>,
+    source: &mut &'static str,
 ) -> Result<Request<B>, Error> {
     let token = extract::extract(
         &shared.token_source,
@@ -431,6 +453,7 @@ async fn authenticate<B>(
     )
     .inspect_err(log_refusal)?;
     if let Some(token) = token {
+        *source = SignInSource::BearerToken.as_str();
         let token = token.to_owned();
         let verified = match shared.tokens.verify(&token).await {
             Ok(verified) => verified,
@@ -443,6 +466,7 @@ async fn authenticate<B>(
             }
         };
         let sign_in = verified.claims.sign_in();
+        *source = sign_in.source().as_str();
         let extensions = request.extensions_mut();
         // A refused account leaves no cache entry behind; its next request is verified and
         // decided afresh.
@@ -460,6 +484,7 @@ async fn authenticate<B>(
         .inspect_err(log_refusal)?
     {
         let sign_in = user.sign_in().clone();
+        *source = sign_in.source().as_str();
         let extensions = request.extensions_mut();
         extensions.insert(user);
         extensions.insert(sign_in);
@@ -471,11 +496,13 @@ async fn authenticate<B>(
             match authenticator.authenticate(&parts).await {
                 Ok(None) => {}
                 Ok(Some(sign_in)) => {
+                    *source = sign_in.source().as_str();
                     let memo = SignInMemo::default();
                     shared.admit(&sign_in, &memo, &mut parts.extensions).await?;
                     return Ok(Request::from_parts(parts, body));
                 }
                 Err(error) => {
+                    *source = authenticator.source().as_str();
                     log_refusal(&error);
                     shared.audit_rejection(authenticator.source(), &error).await;
                     return Err(error);

@@ -220,6 +220,7 @@ mod builder;
 mod cookies;
 pub mod error;
 mod layer;
+mod metrics;
 pub mod provision;
 pub mod session;
 mod sign_in;

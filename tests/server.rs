@@ -1187,3 +1187,157 @@ async fn approvals_through_the_admin_api_hold_on_every_server() {
     let stderr = refuses(&[("JIT_ADMIN_TOKEN", "short")]);
     assert!(stderr.contains("JIT_ADMIN_TOKEN"), "{stderr}");
 }
+
+/// The metric lines of a Prometheus text scrape, by name and sorted labels.
+fn scraped(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => {
+                    let mut labels: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
+                    labels.sort_unstable();
+                    (name, labels.join(","))
+                }
+                None => (series, String::new()),
+            };
+            Some((format!("{name}{{{labels}}}"), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `JIT_METRICS=1`: after a scripted sequence of requests, `GET /metrics` shows exactly what
+/// happened, by outcome, source and reason, and nothing about any person.
+#[tokio::test]
+async fn metrics_show_the_exact_counts_of_a_scripted_sequence() {
+    let idp = TestIssuer::start().await;
+    let stranger = TestIssuer::start().await;
+    let db = tempfile::tempdir().unwrap();
+    let secret = "reference-server-scim-secret";
+    let server = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+            ("JIT_ALLOWED_DOMAINS", "example.com"),
+            ("JIT_SCIM_TOKEN", secret),
+            ("JIT_METRICS", "1"),
+        ],
+        &db,
+    );
+    let client = reqwest::Client::new();
+    let me = format!("{}/me", server.base);
+    let ada = idp
+        .id_token()
+        .subject("ada")
+        .email("ada@example.com", true)
+        .sign();
+    let eve = idp
+        .id_token()
+        .subject("eve")
+        .email("eve@elsewhere.org", true)
+        .sign();
+    let forged = stranger.id_token().subject("ada").sign();
+    for (token, status) in [
+        (None, 401),
+        (Some(&ada), 200),
+        (Some(&ada), 200),
+        (Some(&forged), 401),
+        (Some(&eve), 403),
+    ] {
+        assert_eq!(
+            get_with(&client, &me, token.map(String::as_str))
+                .await
+                .status,
+            status
+        );
+    }
+    for (bearer, status) in [(secret, 200), ("not-the-scim-secret", 401)] {
+        let reply = client
+            .get(format!("{}/scim/v2/Users", server.base))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), status);
+    }
+    let text = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metrics = scraped(&text);
+    for (series, expected) in [
+        // The server's layer is optional: no credential passes as anonymous, and the
+        // handler answers 401.
+        (
+            r#"jit_requests_total{outcome="anonymous",source="none"}"#,
+            1.0,
+        ),
+        (
+            r#"jit_requests_total{outcome="admitted",source="bearer_jwt"}"#,
+            2.0,
+        ),
+        (
+            r#"jit_requests_total{outcome="unauthenticated",source="bearer_jwt"}"#,
+            1.0,
+        ),
+        (
+            r#"jit_requests_total{outcome="refused",source="bearer_jwt"}"#,
+            1.0,
+        ),
+        (r#"jit_token_cache_total{result="hit"}"#, 1.0),
+        (r#"jit_token_cache_total{result="miss"}"#, 3.0),
+        (r#"jit_token_verifications_total{result="valid"}"#, 2.0),
+        (r#"jit_token_verifications_total{result="invalid"}"#, 1.0),
+        (r#"jit_user_cache_total{result="hit"}"#, 1.0),
+        (r#"jit_user_cache_total{result="miss"}"#, 1.0),
+        (r#"jit_accounts_total{event="provisioned"}"#, 1.0),
+        (r#"jit_refusals_total{reason="domain_not_allowed"}"#, 1.0),
+        (r#"jit_key_set_refreshes_total{result="ok"}"#, 1.0),
+        (
+            r#"jit_scim_requests_total{method="GET",resource="Users",status="2xx"}"#,
+            1.0,
+        ),
+        (
+            r#"jit_scim_requests_total{method="GET",resource="Users",status="4xx"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(metrics.get(series), Some(&expected), "{series} in\n{text}");
+    }
+    assert!(
+        metrics
+            .keys()
+            .any(|k| k.starts_with("jit_token_verification_seconds"))
+    );
+    assert!(metrics.keys().any(|k| k.starts_with("jit_store_seconds")));
+    for private in [
+        "subject-ada-4711",
+        "subject-eve-4712",
+        "example.com",
+        "elsewhere.org",
+        ada.as_str(),
+    ] {
+        assert!(!text.contains(private), "{private} in the metrics");
+    }
+    // Without the variable there is no such route.
+    let plain = start(
+        &[
+            ("JIT_ISSUERS", idp.url()),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ],
+        &tempfile::tempdir().unwrap(),
+    );
+    let missing = client
+        .get(format!("{}/metrics", plain.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

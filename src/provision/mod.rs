@@ -259,6 +259,10 @@ impl From<StoreError> for Failure {
             StoreError::Unavailable(_) => Self::Unavailable,
             _ => Self::Broken,
         };
+        crate::metrics::store_error(match failure {
+            Self::Unavailable => "unavailable",
+            _ => "failed",
+        });
         tracing::warn!(
             target: "tower_jit_provisioning::store",
             error = %ErrorChain(&error),
@@ -449,6 +453,7 @@ impl Provisioner {
         reason: DenyReason,
     ) -> Error {
         if !memo.denial_audited.swap(true, Ordering::AcqRel) {
+            crate::metrics::refusal(reason.code());
             let mut event = login_event(AuditKind::Denied, sign_in)
                 .identity(&sign_in.identity())
                 .reason(reason.code());
@@ -503,10 +508,12 @@ impl Provisioner {
                 UserStatus::PendingApproval => true,
             };
             if current && synced {
+                crate::metrics::user_cache(true);
                 return Ok(account);
             }
             self.users.invalidate(&admitted.key).await;
         }
+        crate::metrics::user_cache(false);
         let resolve = self.resolve(Arc::clone(admitted), sign_in.clone());
         self.users
             .try_get_with(admitted.key.clone(), resolve)
@@ -524,7 +531,9 @@ impl Provisioner {
         // as possibly stale.
         let read_epoch = self.freshness.epoch.load(Ordering::Acquire);
         let store = &self.config.store;
-        let (user, identity) = match store.find_by_identity(&admitted.key).await? {
+        let found =
+            crate::metrics::store("find_by_identity", store.find_by_identity(&admitted.key));
+        let (user, identity) = match found.await? {
             Some(found) => found,
             None => {
                 let resolved = self.first_login(&admitted, &sign_in).await?;
@@ -574,20 +583,19 @@ impl Provisioner {
         };
         let mut new_user = self.config.mapping.new_user(&admitted.profile, status);
         let audit = login_event(AuditKind::Provisioned, sign_in);
-        let resolved = match store
-            .create_user(new_user.clone(), &admitted.key, fingerprint, audit.clone())
-            .await
-        {
+        let created =
+            store.create_user(new_user.clone(), &admitted.key, fingerprint, audit.clone());
+        let resolved = match crate::metrics::store("create_user", created).await {
             // The login name is someone else's (the same address at another issuer, or an
             // account SCIM created): the account goes without one rather than fail.
             Err(StoreError::Duplicate("user_name")) => {
                 new_user.user_name = None;
-                store
-                    .create_user(new_user, &admitted.key, fingerprint, audit)
-                    .await?
+                let created = store.create_user(new_user, &admitted.key, fingerprint, audit);
+                crate::metrics::store("create_user", created).await?
             }
             other => other?,
         };
+        crate::metrics::account("provisioned");
         if resolved.user.status == UserStatus::PendingApproval
             && let Some(hook) = &self.config.on_pending
         {
@@ -635,14 +643,17 @@ impl Provisioner {
         let audit = login_event(AuditKind::Linked, sign_in).reason(how);
         // No fingerprint: the linked account was not built from these claims, so the sync
         // that follows compares it with them.
-        match self
+        let linked = self
             .config
             .store
-            .link_identity(target, &admitted.key, None, audit)
-            .await
-        {
+            .link_identity(target, &admitted.key, None, audit);
+        match crate::metrics::store("link_identity", linked).await {
             Err(StoreError::IssuerAlreadyLinked) => Ok(None),
-            other => Ok(Some(other?)),
+            other => {
+                let linked = other?;
+                crate::metrics::account("linked");
+                Ok(Some(linked))
+            }
         }
     }
 
@@ -747,12 +758,11 @@ impl Provisioner {
             let audit = login_event(AuditKind::Updated, sign_in)
                 .identity(&admitted.key)
                 .fields(fields);
-            match store
-                .update_user(user.id, Some(user.version), update, Some(audit))
-                .await
-            {
+            let written = store.update_user(user.id, Some(user.version), update, Some(audit));
+            match crate::metrics::store("update_user", written).await {
                 Ok(updated) => {
                     user = updated;
+                    crate::metrics::account("updated");
                     break;
                 }
                 Err(StoreError::Conflict) => {

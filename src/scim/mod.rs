@@ -258,6 +258,7 @@ impl<S: UserStore + Clone> Scim<S> {
                 Arc::clone(&state),
                 authenticate::<S>,
             ))
+            .layer(middleware::from_fn(count))
             .with_state(state);
         Ok(router)
     }
@@ -276,6 +277,34 @@ async fn search_all<S: UserStore + Clone>(
     let mut resources = state.users_matching(&params, &base).await?;
     resources.extend(state.groups_matching(&params, &base).await?);
     Ok(params.respond(resources))
+}
+
+/// Counts each SCIM request by method, resource and status class (refusals included).
+async fn count(request: Request, next: Next) -> Response {
+    let method = match *request.method() {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "other",
+    };
+    let first = request
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let resource = match first {
+        "Users" => "Users",
+        "Groups" => "Groups",
+        "ServiceProviderConfig" | "Schemas" | "ResourceTypes" => "discovery",
+        _ => "other",
+    };
+    let response = next.run(request).await;
+    crate::metrics::scim(method, resource, response.status().as_u16());
+    response
 }
 
 struct Client {

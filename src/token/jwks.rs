@@ -293,6 +293,7 @@ impl<V: Send + Sync + 'static> KeyManager<V> {
 
     async fn run_refresh(self: Arc<Self>, jwks_uri: Option<JsonWebKeySetUrl>) {
         let result = self.fetch(jwks_uri).await;
+        crate::metrics::key_set_refresh(result.is_ok());
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.inflight = None;
         match result {

@@ -604,14 +604,23 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         };
         let digest = sha256(token);
         if let Some(hit) = self.lookup(cache, &digest, Instant::now()) {
+            crate::metrics::token_cache(true);
             return Ok(hit);
         }
+        crate::metrics::token_cache(false);
         let verified = Arc::new(self.verify_uncached(token).await?);
         cache.insert(digest, Arc::clone(&verified));
         Ok(verified)
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken<M>, Error> {
+        let started = Instant::now();
+        let verified = self.verify_signed(token).await;
+        crate::metrics::verification(verified.is_ok(), started.elapsed());
+        verified
+    }
+
+    async fn verify_signed(&self, token: &str) -> Result<VerifiedToken<M>, Error> {
         if !super::extract::is_token_syntax(token) {
             return Err(Error::InvalidToken(TokenError::Malformed));
         }
@@ -669,10 +678,12 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         if let Some(cache) = &self.cache
             && let Some(hit) = self.lookup(cache, &digest, Instant::now())
         {
+            crate::metrics::token_cache(true);
             return Ok(hit);
         }
+        crate::metrics::token_cache(false);
         let remembered = introspected
-            .try_get_with(digest, self.ask_issuers(token))
+            .try_get_with(digest, self.ask_issuers_timed(token))
             .await
             .map_err(|unanswered| Error::IssuerUnavailable {
                 retry_after: unanswered.retry_after,
@@ -687,6 +698,18 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
             Ok(_) => Err(Error::InvalidToken(TokenError::Expired)),
             Err(error) => Err(Error::InvalidToken(error)),
         }
+    }
+
+    /// [`ask_issuers`](Self::ask_issuers), counted and timed: once per herd, since only the
+    /// caller that asks for the herd runs it.
+    async fn ask_issuers_timed(
+        &self,
+        token: &str,
+    ) -> Result<Remembered<VerifiedToken<M>>, Unanswered> {
+        let started = Instant::now();
+        let answer = self.ask_issuers(token).await;
+        crate::metrics::introspection(answer.is_ok(), started.elapsed());
+        answer
     }
 
     async fn ask_issuers(&self, token: &str) -> Result<Remembered<VerifiedToken<M>>, Unanswered> {
