@@ -312,6 +312,17 @@ async fn presets_in_jit_issuers() {
     );
 }
 
+/// The settings that point a server at `idp`, followed by `more`.
+fn at_issuer<'a>(idp: &'a TestIssuer, more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("JIT_ISSUERS", idp.url()),
+        ("JIT_AUDIENCES", "test-client"),
+        ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+    ];
+    env.extend_from_slice(more);
+    env
+}
+
 /// The token of the printed `curl` command.
 fn printed_token(server: &Running) -> String {
     server
@@ -418,13 +429,13 @@ async fn scim_is_mounted_when_a_token_is_set() {
     let db = tempfile::tempdir().unwrap();
     let secret = "reference-server-scim-secret";
     let server = start(
-        &[
-            ("JIT_ISSUERS", idp.url()),
-            ("JIT_AUDIENCES", "test-client"),
-            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
-            ("JIT_GROUP_ROLES", "Admins=admin"),
-            ("JIT_SCIM_TOKEN", secret),
-        ],
+        &at_issuer(
+            &idp,
+            &[
+                ("JIT_GROUP_ROLES", "Admins=admin"),
+                ("JIT_SCIM_TOKEN", secret),
+            ],
+        ),
         &db,
     );
     let client = reqwest::Client::new();
@@ -491,14 +502,7 @@ async fn scim_is_mounted_when_a_token_is_set() {
     assert_eq!(get_with(&client, &me, Some(&token)).await.status, 403);
 
     // Without the variable there is no SCIM at all.
-    let plain = start(
-        &[
-            ("JIT_ISSUERS", idp.url()),
-            ("JIT_AUDIENCES", "test-client"),
-            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
-        ],
-        &tempfile::tempdir().unwrap(),
-    );
+    let plain = start(&at_issuer(&idp, &[]), &tempfile::tempdir().unwrap());
     let missing = client
         .get(format!("{}/scim/v2/Users", plain.base))
         .bearer_auth(secret)
@@ -704,14 +708,7 @@ async fn browser_sign_in_at_a_configured_issuer_and_its_back_channel_logout() {
     assert_eq!(idp.send_backchannel_logout(&endpoint, &logout).await, 400);
 
     // Without a client there is no browser sign-in.
-    let plain = start(
-        &[
-            ("JIT_ISSUERS", idp.url()),
-            ("JIT_AUDIENCES", "test-client"),
-            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
-        ],
-        &tempfile::tempdir().unwrap(),
-    );
+    let plain = start(&at_issuer(&idp, &[]), &tempfile::tempdir().unwrap());
     let login = Browser::new().get(&format!("{}/login", plain.base)).await;
     assert_eq!(login.status, 404);
     let home = Browser::new().get(&format!("{}/", plain.base)).await;
@@ -813,14 +810,14 @@ async fn opaque_tokens_by_introspection_from_the_environment() {
     // A configured issuer, with the cache bound from the environment.
     let idp = TestIssuer::start().await;
     let server = start(
-        &[
-            ("JIT_ISSUERS", idp.url()),
-            ("JIT_AUDIENCES", "test-client"),
-            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
-            ("JIT_INTROSPECTION_CLIENT_ID", TestIssuer::CLIENT_ID),
-            ("JIT_INTROSPECTION_CLIENT_SECRET", TestIssuer::CLIENT_SECRET),
-            ("JIT_INTROSPECTION_CACHE_SECS", "1"),
-        ],
+        &at_issuer(
+            &idp,
+            &[
+                ("JIT_INTROSPECTION_CLIENT_ID", TestIssuer::CLIENT_ID),
+                ("JIT_INTROSPECTION_CLIENT_SECRET", TestIssuer::CLIENT_SECRET),
+                ("JIT_INTROSPECTION_CACHE_SECS", "1"),
+            ],
+        ),
         &dirs[1],
     );
     let me_url = format!("{}/me", server.base);
@@ -845,14 +842,7 @@ async fn opaque_tokens_by_introspection_from_the_environment() {
     }
 
     // Without the settings, opaque tokens are not accepted.
-    let plain = start(
-        &[
-            ("JIT_ISSUERS", idp.url()),
-            ("JIT_AUDIENCES", "test-client"),
-            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
-        ],
-        &dirs[2],
-    );
+    let plain = start(&at_issuer(&idp, &[]), &dirs[2]);
     let other = idp.opaque_token().subject("opaque-frank").opaque();
     let refused = get_with(&client, &format!("{}/me", plain.base), Some(&other)).await;
     assert_eq!(refused.status, 401);
@@ -915,17 +905,17 @@ async fn github_sign_in_in_development_and_from_the_environment() {
     let github = tower_jit_provisioning::testing::TestGitHub::start().await;
     let idp = TestIssuer::start().await;
     let server = start(
-        &[
-            ("JIT_ISSUERS", idp.url()),
-            ("JIT_AUDIENCES", "test-client"),
-            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
-            ("JIT_GITHUB_CLIENT_ID", "test-github-client"),
-            ("JIT_GITHUB_CLIENT_SECRET", "test-github-secret"),
-            ("JIT_GITHUB_URL", &github.url()),
-            ("JIT_GITHUB_API_URL", &github.url()),
-            ("JIT_GITHUB_ACCEPT_TOKENS", "1"),
-            ("JIT_GROUP_ROLES", "acme=member,acme/admins=admin"),
-        ],
+        &at_issuer(
+            &idp,
+            &[
+                ("JIT_GITHUB_CLIENT_ID", "test-github-client"),
+                ("JIT_GITHUB_CLIENT_SECRET", "test-github-secret"),
+                ("JIT_GITHUB_URL", &github.url()),
+                ("JIT_GITHUB_API_URL", &github.url()),
+                ("JIT_GITHUB_ACCEPT_TOKENS", "1"),
+                ("JIT_GROUP_ROLES", "acme=member,acme/admins=admin"),
+            ],
+        ),
         &dirs[1],
     );
     let browser = Browser::new();
@@ -1028,13 +1018,10 @@ async fn with_jit_create_accounts_0_only_accounts_scim_created_sign_in() {
     let secret = "reference-server-scim-secret";
     let db = tempfile::tempdir().unwrap();
     let server = start(
-        &[
-            ("JIT_ISSUERS", idp.url()),
-            ("JIT_AUDIENCES", "test-client"),
-            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
-            ("JIT_SCIM_TOKEN", secret),
-            ("JIT_CREATE_ACCOUNTS", "0"),
-        ],
+        &at_issuer(
+            &idp,
+            &[("JIT_SCIM_TOKEN", secret), ("JIT_CREATE_ACCOUNTS", "0")],
+        ),
         &db,
     );
     let client = reqwest::Client::new();
@@ -1216,14 +1203,14 @@ async fn metrics_show_the_exact_counts_of_a_scripted_sequence() {
     let db = tempfile::tempdir().unwrap();
     let secret = "reference-server-scim-secret";
     let server = start(
-        &[
-            ("JIT_ISSUERS", idp.url()),
-            ("JIT_AUDIENCES", "test-client"),
-            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
-            ("JIT_ALLOWED_DOMAINS", "example.com"),
-            ("JIT_SCIM_TOKEN", secret),
-            ("JIT_METRICS", "1"),
-        ],
+        &at_issuer(
+            &idp,
+            &[
+                ("JIT_ALLOWED_DOMAINS", "example.com"),
+                ("JIT_SCIM_TOKEN", secret),
+                ("JIT_METRICS", "1"),
+            ],
+        ),
         &db,
     );
     let client = reqwest::Client::new();
@@ -1326,14 +1313,7 @@ async fn metrics_show_the_exact_counts_of_a_scripted_sequence() {
         assert!(!text.contains(private), "{private} in the metrics");
     }
     // Without the variable there is no such route.
-    let plain = start(
-        &[
-            ("JIT_ISSUERS", idp.url()),
-            ("JIT_AUDIENCES", "test-client"),
-            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
-        ],
-        &tempfile::tempdir().unwrap(),
-    );
+    let plain = start(&at_issuer(&idp, &[]), &tempfile::tempdir().unwrap());
     let missing = client
         .get(format!("{}/metrics", plain.base))
         .send()
