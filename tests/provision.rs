@@ -1062,3 +1062,56 @@ async fn the_approval_queue_lists_approves_and_refuses_with_the_approver_audited
         Err(ApprovalError::NotFound)
     ));
 }
+
+/// Microsoft Entra ID leaves `groups` out of a token when they do not fit and says so with
+/// `_claim_names`/`_claim_sources` (or `hasgroups`): such a token says nothing about groups.
+/// A role a group granted stays, and the groups stay as they were; the endpoint the token
+/// names is never fetched.
+#[tokio::test]
+async fn an_entra_overage_token_leaves_groups_and_group_roles_as_they_were() {
+    let h = Harness::start(|b, i| {
+        b.issuer(i)
+            .mapping(AttributeMapping::new().group_role("admins", "admin"))
+    })
+    .await;
+    let with_groups = h
+        .idp
+        .id_token()
+        .subject("many-groups")
+        .groups(["admins", "staff"])
+        .sign();
+    let first = h.me(&with_groups).await.json();
+    assert_eq!(first["roles"], json!(["admin"]));
+    for overage in [
+        h.idp
+            .id_token()
+            .subject("many-groups")
+            .claim("_claim_names", json!({"groups": "src1"}))
+            .claim(
+                "_claim_sources",
+                json!({"src1": {"endpoint": "http://127.0.0.1:9/never-fetched"}}),
+            )
+            .claim("name", "Renamed Once")
+            .sign(),
+        h.idp
+            .id_token()
+            .subject("many-groups")
+            .claim("hasgroups", true)
+            .claim("name", "Renamed Twice")
+            .sign(),
+    ] {
+        let reply = h.me(&overage).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let user = reply.json();
+        // The sync ran (the name is new), and kept what the token could not tell.
+        assert!(
+            user["display_name"]
+                .as_str()
+                .unwrap()
+                .starts_with("Renamed"),
+            "{user}"
+        );
+        assert_eq!(user["roles"], json!(["admin"]), "{user}");
+        assert_eq!(user["groups"], json!(["admins", "staff"]), "{user}");
+    }
+}
