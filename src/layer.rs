@@ -312,7 +312,7 @@ impl Shared {
         if user.is_some() {
             crate::metrics::user_cache(true);
         }
-        crate::metrics::request("admitted", sign_in.source().as_str());
+        crate::metrics::admitted(sign_in.source().as_str());
         let extensions = request.extensions_mut();
         if let Some(user) = user {
             extensions.insert(user);
@@ -344,7 +344,7 @@ impl Shared {
             return false;
         };
         crate::metrics::user_cache(true);
-        crate::metrics::request("admitted", cached.sign_in.source().as_str());
+        crate::metrics::admitted(cached.sign_in.source().as_str());
         let user = ProvisionedUser::new(account, cached.sign_in.clone());
         let extensions = request.extensions_mut();
         extensions.insert(user);

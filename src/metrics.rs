@@ -29,6 +29,25 @@ pub(crate) fn request(outcome: &'static str, source: &'static str) {
     metrics::counter!("jit_requests_total", "outcome" => outcome, "source" => source).increment(1);
 }
 
+/// One request let in on the cached path. Literal labels make the metric key a static: the
+/// hot path allocates nothing for it.
+pub(crate) fn admitted(source: &'static str) {
+    macro_rules! admitted {
+        ($source:literal) => {
+            metrics::counter!("jit_requests_total", "outcome" => "admitted", "source" => $source)
+        };
+    }
+    let counter = match source {
+        "bearer_jwt" => admitted!("bearer_jwt"),
+        "browser_oidc" => admitted!("browser_oidc"),
+        "introspection" => admitted!("introspection"),
+        "oauth2" => admitted!("oauth2"),
+        "saml" => admitted!("saml"),
+        other => return request("admitted", other),
+    };
+    counter.increment(1);
+}
+
 /// The outcome label for a refusal of this HTTP status.
 pub(crate) fn outcome_of(status: u16) -> &'static str {
     match status {
