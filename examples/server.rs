@@ -22,6 +22,8 @@
 //! | `JIT_REQUIRE_APPROVAL` | `1`: new accounts wait for approval (403 `pending_approval` until approved through the admin API) | off |
 //! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse` | no admin API |
 //! | `JIT_METRICS` | `1`: `GET /metrics` answers the layer's, the store's and SCIM's metrics in the Prometheus text format | off |
+//! | `JIT_GRAPH_TENANT`, `JIT_GRAPH_CLIENT_ID`, `JIT_GRAPH_CLIENT_SECRET` | Entra ID group overage: when a token says its groups did not fit, they are read from Microsoft Graph (`transitiveMemberOf`, as this application's client credentials); groups are object ids, so `JIT_GROUP_ROLES` maps GUIDs; until Graph answers, groups stay as they were | off |
+//! | `JIT_GRAPH_URL`, `JIT_GRAPH_TOKEN_URL` | Graph's base URL and the client-credentials token endpoint | `https://graph.microsoft.com/`, `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token` |
 //! | `JIT_SCIM_TOKEN` | mounts the SCIM 2.0 service provider at `/scim/v2` behind this bearer secret (16 characters at least) | no SCIM |
 //! | `JIT_PUBLIC_URL` | the server's external base URL; the redirect URI is exactly this + `/callback`, whatever `Host` or `X-Forwarded-*` say | `http://` + `JIT_LISTEN` |
 //! | `JIT_OIDC_CLIENT_ID`, `JIT_OIDC_CLIENT_SECRET` | the application's client at the issuers of `JIT_ISSUERS`: browser sign-in is on when the client id is set (no secret: a public client, PKCE only), and always with the development issuer. `JIT_AUDIENCES` defaults to the client id | off |
@@ -57,6 +59,7 @@ use http::header;
 use serde_json::{Value, json};
 use tower_jit_provisioning::approval::Approvals;
 use tower_jit_provisioning::login::{BrowserLogin, OAuth2Provider};
+use tower_jit_provisioning::provision::groups::MicrosoftGraph;
 use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::{TestGitHub, TestIssuer};
 use tower_jit_provisioning::{
@@ -100,6 +103,8 @@ struct Settings {
     require_approval: bool,
     /// `JIT_METRICS`: `GET /metrics` in the Prometheus text format.
     metrics: bool,
+    /// `JIT_GRAPH_*`: Entra ID group overage resolved through Microsoft Graph.
+    graph: Option<MicrosoftGraph>,
     /// `JIT_ADMIN_TOKEN`: the admin API's bearer secret.
     admin_token: Option<String>,
     scim_token: Option<String>,
@@ -410,6 +415,7 @@ fn settings() -> Result<Settings, BadSetting> {
         create_accounts: var("JIT_CREATE_ACCOUNTS").is_none() || flag("JIT_CREATE_ACCOUNTS")?,
         require_approval: flag("JIT_REQUIRE_APPROVAL")?,
         metrics: flag("JIT_METRICS")?,
+        graph: graph_settings(flag("JIT_ALLOW_HTTP_ISSUERS")?)?,
         admin_token: match var("JIT_ADMIN_TOKEN") {
             Some(token) if token.chars().count() < 16 => {
                 return Err(bad(
@@ -502,8 +508,42 @@ fn github_provider(settings: &Settings, github: &GitHubSettings) -> OAuth2Provid
         .policy(policy(settings))
 }
 
+/// `JIT_GRAPH_TENANT`, `JIT_GRAPH_CLIENT_ID`, `JIT_GRAPH_CLIENT_SECRET` (all three, or none),
+/// `JIT_GRAPH_URL`, `JIT_GRAPH_TOKEN_URL`.
+fn graph_settings(allow_http: bool) -> Result<Option<MicrosoftGraph>, BadSetting> {
+    let (tenant, id, secret) = match (
+        var("JIT_GRAPH_TENANT"),
+        var("JIT_GRAPH_CLIENT_ID"),
+        var("JIT_GRAPH_CLIENT_SECRET"),
+    ) {
+        (None, None, None) => return Ok(None),
+        (Some(tenant), Some(id), Some(secret)) => (tenant, id, secret),
+        _ => {
+            return Err(bad(
+                "JIT_GRAPH_TENANT",
+                "set JIT_GRAPH_TENANT, JIT_GRAPH_CLIENT_ID and JIT_GRAPH_CLIENT_SECRET together"
+                    .to_owned(),
+            ));
+        }
+    };
+    let mut graph = MicrosoftGraph::builder(tenant, id, secret).allow_http_loopback(allow_http);
+    if let Some(url) = var("JIT_GRAPH_URL") {
+        graph = graph.graph_url(url);
+    }
+    if let Some(url) = var("JIT_GRAPH_TOKEN_URL") {
+        graph = graph.token_url(url);
+    }
+    graph
+        .build()
+        .map(Some)
+        .map_err(|e| bad("JIT_GRAPH_URL", e.to_string()))
+}
+
 fn issuer(settings: &Settings, base: Issuer) -> Issuer {
     let mut issuer = base.allowed_domains(settings.allowed_domains.clone());
+    if let Some(graph) = &settings.graph {
+        issuer = issuer.group_resolver(graph.clone());
+    }
     if let Some((id, secret)) = &settings.introspection {
         issuer = issuer
             .introspection(id, secret)

@@ -1115,3 +1115,89 @@ async fn an_entra_overage_token_leaves_groups_and_group_roles_as_they_were() {
         assert_eq!(user["groups"], json!(["admins", "staff"]), "{user}");
     }
 }
+
+/// Entra ID's group overage resolved through Microsoft Graph (a local double): every page
+/// read, the answer cached per person, an outage leaving groups and roles as they were, and
+/// the endpoint a token names never fetched.
+#[tokio::test]
+async fn an_entra_overage_is_resolved_through_graph_and_an_outage_revokes_nothing() {
+    use tower_jit_provisioning::testing::TestGraph;
+    let graph = TestGraph::start().await;
+    let admins = "6f0c4a1e-0000-4000-8000-0000000000a1";
+    let many: Vec<String> = (0..5)
+        .map(|i| format!("6f0c4a1e-0000-4000-8000-00000000000{i}"))
+        .chain([admins.to_owned()])
+        .collect();
+    let ada = "11111111-1111-4111-8111-111111111111";
+    let bob = "22222222-2222-4222-8222-222222222222";
+    graph.set_groups(ada, many.clone());
+    graph.set_groups(bob, [admins]);
+    let resolver = graph.resolver(100);
+    let h = Harness::start(move |b, i| {
+        b.issuer(i.group_resolver(resolver))
+            .mapping(AttributeMapping::new().group_role(admins, "admin"))
+    })
+    .await;
+    // Nothing may connect here: it is the endpoint the token names.
+    let named = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    named.set_nonblocking(true).unwrap();
+    let overage = |oid: &str, n: u32| {
+        h.idp
+            .id_token()
+            .subject(format!("subject-{oid}"))
+            .claim("oid", oid)
+            .claim("name", format!("Token {n}"))
+            .claim("_claim_names", json!({"groups": "src1"}))
+            .claim(
+                "_claim_sources",
+                json!({"src1": {"endpoint": format!("http://{}/getMemberObjects", named.local_addr().unwrap())}}),
+            )
+            .sign()
+    };
+
+    let first = h.me(&overage(ada, 1)).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let user = first.json();
+    let mut expected = many.clone();
+    expected.sort();
+    assert_eq!(user["groups"], json!(expected));
+    assert_eq!(user["roles"], json!(["admin"]));
+    assert_eq!(graph.group_calls(), 3, "6 groups at 2 a page");
+    assert_eq!(graph.token_calls(), 1);
+
+    // Another token for the same person: Graph's answer is cached.
+    assert_eq!(h.me(&overage(ada, 2)).await.status, 200);
+    assert_eq!(graph.group_calls(), 3);
+
+    // Bob was an admin by a token that carried his groups; Graph is down at his next sign-in.
+    let with_groups = h
+        .idp
+        .id_token()
+        .subject(format!("subject-{bob}"))
+        .claim("oid", bob)
+        .groups([admins])
+        .sign();
+    assert_eq!(h.me(&with_groups).await.json()["roles"], json!(["admin"]));
+    graph.set_outage(true);
+    let during = h.me(&overage(bob, 3)).await;
+    assert_eq!(during.status, 200, "{}", during.body);
+    assert_eq!(during.json()["display_name"], "Token 3", "the sync ran");
+    assert_eq!(
+        during.json()["roles"],
+        json!(["admin"]),
+        "unknown, not empty"
+    );
+    assert_eq!(during.json()["groups"], json!([admins]));
+    // A failure is not remembered: back up, the next token resolves.
+    graph.set_outage(false);
+    graph.set_groups(bob, Vec::<String>::new());
+    let after = h.me(&overage(bob, 4)).await.json();
+    assert_eq!(after["groups"], json!([]));
+    assert_eq!(after["roles"], json!([]), "Graph says he left the group");
+
+    // A malformed oid never reaches a Graph URL.
+    let calls = graph.group_calls();
+    assert_eq!(h.me(&overage("../../me", 5)).await.status, 200);
+    assert_eq!(graph.group_calls(), calls);
+    assert!(named.accept().is_err(), "the token's endpoint was fetched");
+}

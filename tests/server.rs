@@ -1321,3 +1321,46 @@ async fn metrics_show_the_exact_counts_of_a_scripted_sequence() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// `JIT_GRAPH_*`: an Entra overage token's groups are read from Graph (here a local double),
+/// and `JIT_GROUP_ROLES` maps their object ids.
+#[tokio::test]
+async fn jit_graph_resolves_an_entra_group_overage() {
+    use tower_jit_provisioning::testing::TestGraph;
+    let idp = TestIssuer::start().await;
+    let graph = TestGraph::start().await;
+    let admins = "6f0c4a1e-0000-4000-8000-0000000000a1";
+    let oid = "33333333-3333-4333-8333-333333333333";
+    graph.set_groups(oid, ["6f0c4a1e-0000-4000-8000-000000000001", admins]);
+    let roles = format!("{admins}=admin");
+    let (graph_url, token_url) = (graph.url(), graph.token_url());
+    let db = tempfile::tempdir().unwrap();
+    let server = start(
+        &at_issuer(
+            &idp,
+            &[
+                ("JIT_GROUP_ROLES", roles.as_str()),
+                ("JIT_GRAPH_TENANT", TestGraph::TENANT),
+                ("JIT_GRAPH_CLIENT_ID", TestGraph::CLIENT_ID),
+                ("JIT_GRAPH_CLIENT_SECRET", TestGraph::CLIENT_SECRET),
+                ("JIT_GRAPH_URL", graph_url.as_str()),
+                ("JIT_GRAPH_TOKEN_URL", token_url.as_str()),
+            ],
+        ),
+        &db,
+    );
+    let token = idp
+        .id_token()
+        .subject("overage")
+        .claim("oid", oid)
+        .claim("hasgroups", true)
+        .sign();
+    let client = reqwest::Client::new();
+    let me = get_with(&client, &format!("{}/me", server.base), Some(&token)).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["roles"], json!(["admin"]));
+    assert_eq!(graph.group_calls(), 1);
+
+    let stderr = refuses(&[("JIT_GRAPH_TENANT", "only-the-tenant")]);
+    assert!(stderr.contains("JIT_GRAPH_TENANT"), "{stderr}");
+}

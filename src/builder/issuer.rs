@@ -540,6 +540,15 @@ impl Issuer {
         self
     }
 
+    /// See [`IssuerPolicy::group_resolver`].
+    pub fn group_resolver(
+        mut self,
+        resolver: impl crate::provision::groups::GroupResolver,
+    ) -> Self {
+        self.policy = self.policy.group_resolver(resolver);
+        self
+    }
+
     /// See [`IssuerPolicy::create_accounts`].
     pub fn create_accounts(mut self, create: bool) -> Self {
         self.policy = self.policy.create_accounts(create);

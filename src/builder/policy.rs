@@ -2,9 +2,12 @@
 //! whose e-mail addresses and roles are trusted), validated into the provisioning stage's own
 //! form at `build()`.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::error::ConfigError;
+use crate::provision::groups::GroupResolver;
 use crate::provision::policy::{Admission, DomainPattern};
 use crate::provision::{Creation, EmailTrust, IssuerProvisioning, RoleTrust};
 use crate::sign_in::SignInSource;
@@ -32,6 +35,7 @@ pub struct IssuerPolicy {
     allowed_domains: Vec<String>,
     required_claims: Vec<(String, Value)>,
     required_groups: Vec<String>,
+    group_resolver: Option<Arc<dyn GroupResolver>>,
     creation: Creation,
     require_approval: bool,
     email_trust: EmailTrustSetting,
@@ -80,6 +84,15 @@ impl IssuerPolicy {
         G: Into<String>,
     {
         self.required_groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Asks `resolver` for the groups of a sign-in whose token says its groups did not fit
+    /// (Entra ID's `_claim_names`/`hasgroups`), such as
+    /// [`MicrosoftGraph`](crate::provision::groups::MicrosoftGraph). Without an answer the
+    /// groups stay unknown: nothing they grant is revoked.
+    pub fn group_resolver(mut self, resolver: impl GroupResolver) -> Self {
+        self.group_resolver = Some(Arc::new(resolver));
         self
     }
 
@@ -163,6 +176,7 @@ impl IssuerPolicy {
             || !self.required_groups.is_empty()
             || self.require_approval
             || !matches!(self.creation, Creation::Any)
+            || self.group_resolver.is_some()
             || !matches!(self.email_trust, EmailTrustSetting::None)
     }
 
@@ -185,6 +199,7 @@ impl IssuerPolicy {
                 required_claims: self.required_claims.clone(),
                 required_groups: self.required_groups.clone(),
             },
+            group_resolver: self.group_resolver.clone(),
             creation: self.creation.clone(),
             require_approval: self.require_approval,
             role_trust: self.role_trust.clone(),

@@ -29,6 +29,7 @@
 //! request resolves it from the store. The cache's time-to-live is the backstop.
 
 mod account;
+pub mod groups;
 pub mod mapping;
 pub mod policy;
 
@@ -106,6 +107,8 @@ impl Creation {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct IssuerProvisioning {
     pub(crate) admission: Admission,
+    /// Asked for the groups of a token whose groups did not fit (Entra ID's overage).
+    pub(crate) group_resolver: Option<Arc<dyn groups::GroupResolver>>,
     pub(crate) creation: Creation,
     pub(crate) require_approval: bool,
     pub(crate) email_trust: EmailTrust,
@@ -469,6 +472,22 @@ impl Provisioner {
     async fn admit(&self, sign_in: &SignIn) -> Result<Arc<Admitted>, DenyReason> {
         let mut profile = self.config.mapping.map(sign_in);
         let mut roles_trusted = true;
+        if let Some(resolver) = self
+            .issuer(sign_in.issuer())
+            .and_then(|rules| rules.group_resolver.as_ref())
+            && groups::is_overage(sign_in)
+            && let Some(resolved) = resolver.groups(sign_in).await
+        {
+            // Known now: the groups, and what the group rules grant for them. Unresolved,
+            // they stay unknown (not asserted), and a login's sync leaves them as they were.
+            profile.groups.extend(resolved);
+            profile.groups.sort();
+            profile.groups.dedup();
+            profile.groups_asserted = true;
+            let mut roles = std::mem::take(&mut profile.roles);
+            roles.extend(self.config.mapping.group_grants(&profile.groups));
+            profile.roles = crate::user::normalize_roles(roles);
+        }
         if let Some(rules) = self.issuer(sign_in.issuer()) {
             rules.admission.check(sign_in, &profile.groups)?;
             roles_trusted = rules.role_trust.trusts(sign_in);

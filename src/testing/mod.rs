@@ -50,6 +50,7 @@ use tokio::task::{JoinHandle, JoinSet};
 mod counting;
 #[cfg(feature = "login")]
 mod github;
+mod graph;
 mod introspection;
 mod persist;
 mod signin;
@@ -57,6 +58,7 @@ mod signin;
 pub use self::counting::CountingStore;
 #[cfg(feature = "login")]
 pub use self::github::{GitHubEmail, GitHubUser, TestGitHub};
+pub use self::graph::TestGraph;
 pub use self::persist::TestIssuerBuilder;
 pub use self::signin::{ClientAuth, SignInFault, TestUser};
 
