@@ -68,6 +68,13 @@
 //! pipeline, [`AttributeMapping`] for the mapping and sync rules, [`store`] for the storage
 //! guarantees and [`audit`] for the audit trail.
 //!
+//! Creation can be turned off ([`ProvisioningLayerBuilder::create_accounts`], per issuer or
+//! source with [`IssuerPolicy::create_accounts_from`]) so only accounts that exist sign in;
+//! new accounts can wait for a person's decision ([`approval::Approvals`]); a token whose
+//! groups did not fit has them asked of a [`provision::groups::GroupResolver`] (Microsoft
+//! Graph built in). Every stage reports counts and latencies through the `metrics` facade
+//! (see the README's "Operating it").
+//!
 //! # Sign-in sources
 //!
 //! A person can arrive through several sources; each verifies its own credential and says what
