@@ -86,8 +86,8 @@ impl fmt::Debug for MicrosoftGraph {
     }
 }
 
-/// Builds a [`MicrosoftGraph`]; see [`MicrosoftGraph::builder`].
-#[derive(Debug)]
+/// Builds a [`MicrosoftGraph`]; see [`MicrosoftGraph::builder`]. Its `Debug` leaves the
+/// client secret out.
 #[must_use]
 pub struct MicrosoftGraphBuilder {
     tenant: String,
@@ -98,6 +98,17 @@ pub struct MicrosoftGraphBuilder {
     capacity: u64,
     ttl: Duration,
     allow_http_loopback: bool,
+}
+
+impl fmt::Debug for MicrosoftGraphBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MicrosoftGraphBuilder")
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("graph_url", &self.graph_url)
+            .field("token_url", &self.token_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MicrosoftGraph {
@@ -358,5 +369,18 @@ impl GroupResolver for MicrosoftGraph {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_secret_is_never_in_a_debug_print() {
+        let builder = MicrosoftGraph::builder("tenant", "client", "the-client-secret-value");
+        assert!(!format!("{builder:?}").contains("the-client-secret-value"));
+        let graph = builder.build().unwrap();
+        assert!(!format!("{graph:?}").contains("the-client-secret-value"));
     }
 }
