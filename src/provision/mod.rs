@@ -472,9 +472,8 @@ impl Provisioner {
     async fn admit(&self, sign_in: &SignIn) -> Result<Arc<Admitted>, DenyReason> {
         let mut profile = self.config.mapping.map(sign_in);
         let mut roles_trusted = true;
-        if let Some(resolver) = self
-            .issuer(sign_in.issuer())
-            .and_then(|rules| rules.group_resolver.as_ref())
+        let rules = self.issuer(sign_in.issuer());
+        if let Some(resolver) = rules.and_then(|rules| rules.group_resolver.as_ref())
             && groups::is_overage(sign_in)
             && let Some(resolved) = resolver.groups(sign_in).await
         {
@@ -488,7 +487,7 @@ impl Provisioner {
             roles.extend(self.config.mapping.group_grants(&profile.groups));
             profile.roles = crate::user::normalize_roles(roles);
         }
-        if let Some(rules) = self.issuer(sign_in.issuer()) {
+        if let Some(rules) = rules {
             rules.admission.check(sign_in, &profile.groups)?;
             roles_trusted = rules.role_trust.trusts(sign_in);
         }

@@ -1,6 +1,6 @@
 //! Filters (RFC 7644 §3.4.2.2) evaluated against resources in their SCIM JSON form.
 //!
-//! Stage: SCIM. Works on SCIM JSON only; uses nothing else of the crate.
+//! Stage: SCIM. Works on SCIM JSON only; uses `super::schema` for what a primary value is.
 //!
 //! Parsing is the `scim_v2` crate's: a maintained grammar with bounds on nesting depth and term
 //! count, so a hostile `filter=` cannot exhaust the stack or memory. Evaluation is here, on the
@@ -19,6 +19,8 @@ use std::cmp::Ordering;
 use chrono::{DateTime, FixedOffset};
 use scim_v2::filter::{AttrExp, AttrPath, CompValue, CompareOp, Filter, ValFilter};
 use serde_json::{Map, Value};
+
+use super::schema::is_primary;
 
 /// The URN of a resource's core schema; paths prefixed with it address the top level.
 pub(crate) fn is_core_urn(uri: &str) -> bool {
@@ -77,35 +79,37 @@ fn values<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
     }
 }
 
-/// RFC 7644 §3.4.2.3: how two resources compare by `path` in ascending order. A multi-valued
-/// attribute sorts by its primary value (else its first); strings compare without case unless
-/// the attribute is case-exact; a resource without the value sorts after every one with it.
-pub(crate) fn sort_order(a: &Value, b: &Value, path: &AttrPath) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    let key = |resource: &Value| -> Option<Value> {
-        let container = container(resource, path)?;
-        let attribute = get_ci(container, &path.name)?;
-        let element = match attribute {
-            Value::Array(items) => items
-                .iter()
-                .find(|item| item.get("primary") == Some(&Value::Bool(true)))
-                .or_else(|| items.first())?,
-            other => other,
-        };
-        let value = match (&path.sub_attr, element) {
-            (Some(sub), Value::Object(o)) => get_ci(o, sub)?,
-            (None, Value::Object(o)) => get_ci(o, "value")?,
-            (None, other) => other,
-            (Some(_), _) => return None,
-        };
-        match value {
-            Value::String(s) if !is_case_exact(path) => Some(Value::String(s.to_lowercase())),
-            Value::Null => None,
-            other => Some(other.clone()),
-        }
+/// RFC 7644 §3.4.2.3: what a resource sorts by at `path`. A multi-valued attribute sorts by
+/// its primary value (else its first); strings compare without case unless the attribute is
+/// case-exact. `None`: the resource has no value there.
+pub(crate) fn sort_key(resource: &Value, path: &AttrPath) -> Option<Value> {
+    let container = container(resource, path)?;
+    let attribute = get_ci(container, &path.name)?;
+    let element = match attribute {
+        Value::Array(items) => items
+            .iter()
+            .find(|item| is_primary(item))
+            .or_else(|| items.first())?,
+        other => other,
     };
-    match (key(a), key(b)) {
-        (Some(x), Some(y)) => match (&x, &y) {
+    let value = match (&path.sub_attr, element) {
+        (Some(sub), Value::Object(o)) => get_ci(o, sub)?,
+        (None, Value::Object(o)) => get_ci(o, "value")?,
+        (None, other) => other,
+        (Some(_), _) => return None,
+    };
+    match value {
+        Value::String(s) if !is_case_exact(path) => Some(Value::String(s.to_lowercase())),
+        Value::Null => None,
+        other => Some(other.clone()),
+    }
+}
+
+/// How two [`sort_key`]s compare in ascending order: a resource without the value sorts after
+/// every one with it.
+pub(crate) fn compare_sort_keys(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    match (a, b) {
+        (Some(x), Some(y)) => match (x, y) {
             (Value::String(x), Value::String(y)) => x.cmp(y),
             (Value::Number(x), Value::Number(y)) => x
                 .as_f64()

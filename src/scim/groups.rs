@@ -9,6 +9,7 @@
 //!
 //! Stage: SCIM. Uses `crate::store`, `crate::user` and `crate::audit`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -103,6 +104,7 @@ fn project(resource: &Value) -> Result<Projected, ScimError> {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => {
             let mut members = Vec::with_capacity(items.len());
+            let mut seen = HashSet::with_capacity(items.len());
             for item in items {
                 let value = item
                     .as_object()
@@ -111,7 +113,7 @@ fn project(resource: &Value) -> Result<Projected, ScimError> {
                     .ok_or_else(|| ScimError::invalid_value("a member needs a string value"))?;
                 // Not an id this server gives out: it names no user (see the module docs).
                 if let Ok(id) = Uuid::parse_str(value)
-                    && !members.contains(&id)
+                    && seen.insert(id)
                 {
                     members.push(id);
                 }
@@ -167,6 +169,7 @@ impl<S: UserStore + Clone> ScimState<S> {
         current: &[Uuid],
         proposed: Vec<Uuid>,
     ) -> Result<Vec<Uuid>, ScimError> {
+        let current: HashSet<&Uuid> = current.iter().collect();
         let mut known = Vec::with_capacity(proposed.len());
         let mut dropped = 0_usize;
         for id in proposed {
@@ -285,8 +288,7 @@ pub(crate) async fn search<S: UserStore + Clone>(
     OriginalUri(uri): OriginalUri,
     body: Body,
 ) -> Result<Response, ScimError> {
-    let body = read_json(&headers, body).await?;
-    let params = ListParams::from_search(&body)?;
+    let params = ListParams::read_search(&headers, body).await?;
     let base = state.base(&headers, &uri, "/Groups/.search");
     state.list_groups(&params, &base).await
 }

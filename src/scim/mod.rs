@@ -271,8 +271,7 @@ async fn search_all<S: UserStore + Clone>(
     OriginalUri(uri): OriginalUri,
     body: Body,
 ) -> Result<Response, ScimError> {
-    let body = read_json(&headers, body).await?;
-    let params = ListParams::from_search(&body)?;
+    let params = ListParams::read_search(&headers, body).await?;
     let base = state.base(&headers, &uri, "/.search");
     let mut resources = state.users_matching(&params, &base).await?;
     resources.extend(state.groups_matching(&params, &base).await?);
@@ -511,6 +510,12 @@ impl ListParams {
         Self::from_map(&raw)
     }
 
+    /// The parameters of a `POST …/.search` request: its JSON body, read as
+    /// [`from_search`](Self::from_search) reads it.
+    async fn read_search(headers: &HeaderMap, body: Body) -> Result<Self, ScimError> {
+        Self::from_search(&read_json(headers, body).await?)
+    }
+
     fn from_search(body: &Value) -> Result<Self, ScimError> {
         let mut raw = Map::new();
         for (key, value) in body.as_object().into_iter().flatten() {
@@ -590,11 +595,16 @@ impl ListParams {
     /// resource reduced to the requested attributes.
     fn respond(&self, mut resources: Vec<Value>) -> Response {
         if let Some((path, descending)) = &self.sort {
-            // Stable: resources that compare equal keep their id order.
-            resources.sort_by(|a, b| {
-                let order = filter::sort_order(a, b, path);
+            // Each key computed once; stable: resources that compare equal keep their id order.
+            let mut keyed: Vec<(Option<Value>, Value)> = resources
+                .into_iter()
+                .map(|resource| (filter::sort_key(&resource, path), resource))
+                .collect();
+            keyed.sort_by(|(a, _), (b, _)| {
+                let order = filter::compare_sort_keys(a.as_ref(), b.as_ref());
                 if *descending { order.reverse() } else { order }
             });
+            resources = keyed.into_iter().map(|(_, resource)| resource).collect();
         }
         let total = resources.len();
         let page: Vec<Value> = resources

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 
 use super::error::ScimError;
 use super::filter::{is_core_urn, matches_val};
+use super::schema::is_primary;
 use super::users::ENTERPRISE_USER;
 
 /// The PatchOp message URN.
@@ -293,15 +294,6 @@ fn same_element(a: &Value, b: &Value) -> bool {
     match (a.get("value"), b.get("value")) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
-    }
-}
-
-/// Whether a multi-valued attribute's element is marked primary.
-fn is_primary(item: &Value) -> bool {
-    match item.get("primary") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-        _ => false,
     }
 }
 

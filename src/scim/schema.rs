@@ -150,10 +150,7 @@ pub(crate) fn one_primary_each(object: &Map<String, Value>) -> Result<(), ScimEr
     for value in object.values() {
         match value {
             Value::Array(items) => {
-                let primaries = items
-                    .iter()
-                    .filter(|item| item.get("primary").is_some_and(is_true))
-                    .count();
+                let primaries = items.iter().filter(|item| is_primary(item)).count();
                 if primaries > 1 {
                     return Err(ScimError::invalid_value(
                         "a multi-valued attribute has more than one primary value",
@@ -165,6 +162,11 @@ pub(crate) fn one_primary_each(object: &Map<String, Value>) -> Result<(), ScimEr
         }
     }
     Ok(())
+}
+
+/// Whether a multi-valued attribute's element is marked `primary`.
+pub(crate) fn is_primary(item: &Value) -> bool {
+    item.get("primary").is_some_and(is_true)
 }
 
 /// `true`, or the string `"true"` in any case (Entra sends `"True"`).

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::error::ScimError;
 use super::filter::{Lookup, as_lookup, get_ci, matches};
-use super::schema::{is_true, keep_declared, one_primary_each};
+use super::schema::{is_primary, keep_declared, one_primary_each};
 use super::version::{Preconditions, etag};
 use super::{
     ClientName, ListParams, ScimState, actor, created, not_modified, parse_id, patch as patching,
@@ -177,7 +177,7 @@ fn sync_emails(resource: &mut Map<String, Value>, email: Option<&str>) {
 fn primary_index(emails: &[Value]) -> Option<usize> {
     emails
         .iter()
-        .position(|e| e.get("primary").is_some_and(is_true))
+        .position(is_primary)
         .or_else(|| emails.iter().position(|e| e.get("value").is_some()))
 }
 
@@ -536,8 +536,7 @@ pub(crate) async fn search<S: UserStore + Clone>(
     OriginalUri(uri): OriginalUri,
     body: Body,
 ) -> Result<Response, ScimError> {
-    let body = read_json(&headers, body).await?;
-    let params = ListParams::from_search(&body)?;
+    let params = ListParams::read_search(&headers, body).await?;
     let base = state.base(&headers, &uri, "/Users/.search");
     state.list_users(&params, &base).await
 }

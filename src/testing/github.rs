@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use super::signin::{
     basic_credentials, html_escape, json_response, params, redirect, text, with_query,
 };
-use super::{form_post, random_hex, serve_with};
+use super::{form_post, random_hex, request_host, serve_with};
 use crate::login::OAuth2Provider;
 
 type Response = http::Response<Full<Bytes>>;
@@ -290,12 +290,7 @@ async fn respond(
             Err(response) => response,
         },
         ("GET", "/user" | "/user/emails" | "/user/orgs" | "/user/teams") => {
-            let host = request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("127.0.0.1")
-                .to_owned();
+            let host = request_host(request.headers());
             api(&state, &path, &query, &host, request.headers())
         }
         _ => json_response(404, &json!({ "message": "Not Found" })),

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::signin::json_response;
-use super::{form_post, serve_with};
+use super::{form_post, request_host, serve_with};
 use crate::provision::groups::MicrosoftGraph;
 
 type Response = http::Response<Full<Bytes>>;
@@ -146,12 +146,7 @@ async fn respond(
 ) -> Result<Response, Infallible> {
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let host = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1")
-        .to_owned();
+    let host = request_host(request.headers());
     let token_path = format!("/{}/oauth2/v2.0/token", TestGraph::TENANT);
     if request.method() == http::Method::POST && path == token_path {
         state.token_calls.fetch_add(1, Ordering::SeqCst);

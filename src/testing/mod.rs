@@ -592,6 +592,15 @@ async fn respond(
 }
 
 /// A POST's `Authorization` header and body (at most 64 KiB; larger is 413).
+/// The `Host` a request was sent to, for links back to a double (`127.0.0.1` without one).
+pub(super) fn request_host(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned()
+}
+
 pub(super) async fn form_post(
     request: http::Request<Incoming>,
 ) -> Result<(Option<String>, Bytes), http::Response<Full<Bytes>>> {
