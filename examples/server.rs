@@ -20,7 +20,7 @@
 //! | `JIT_LINK_CLAIM` | with `JIT_SCIM_TOKEN`: links a first sign-in to the account SCIM created whose `externalId` equals this claim of the token (`oid` for Entra), if nobody has signed in to it yet; empty turns it off | `sub` |
 //! | `JIT_CREATE_ACCOUNTS` | `0`: pre-provisioned only; a first sign-in without an account (created by SCIM, or found by `JIT_LINK_CLAIM` or `JIT_LINK_BY_VERIFIED_EMAIL`) is refused 403 `not_provisioned` | `1` |
 //! | `JIT_REQUIRE_APPROVAL` | `1`: new accounts wait for approval (403 `pending_approval` until approved through the admin API) | off |
-//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse` | no admin API |
+//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse`, and `POST /admin/explain` with `{"token": …}` or `{"issuer": …, "claims": {…}}`, which answers the decision trace and the would-be account as JSON and writes nothing (an expired, forged or unknown-issuer token: 422 naming the reason) | no admin API |
 //! | `JIT_METRICS` | `1`: `GET /metrics` answers the layer's, the store's and SCIM's metrics in the Prometheus text format | off |
 //! | `JIT_GRAPH_TENANT`, `JIT_GRAPH_CLIENT_ID`, `JIT_GRAPH_CLIENT_SECRET` | Entra ID group overage: when a token says its groups did not fit, they are read from Microsoft Graph (`transitiveMemberOf`, as this application's client credentials); groups are object ids, so `JIT_GROUP_ROLES` maps GUIDs; until Graph answers, groups stay as they were | off |
 //! | `JIT_GRAPH_URL`, `JIT_GRAPH_TOKEN_URL` | Graph's base URL and the client-credentials token endpoint | `https://graph.microsoft.com/`, `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token` |
@@ -716,7 +716,8 @@ fn escape(text: &str) -> String {
 /// API when an admin secret is.
 struct Doors {
     scim: Option<Router>,
-    admin: Option<Router>,
+    /// The admin API, built once the layer it explains sign-ins with is.
+    admin: Option<Box<dyn FnOnce(ProvisioningLayer) -> Router + Send>>,
 }
 
 /// A layer builder with the store `url` names, migrated, and the SCIM and admin routers on
@@ -742,7 +743,12 @@ async fn open_store(
                     .map_err(|e| format!("JIT_SCIM_TOKEN: {e}"))
             })
             .transpose()?;
-        let admin = admin_token.map(|token| admin::router(Approvals::new(store.clone()), token));
+        let admin = admin_token.map(|token| {
+            let approvals = Approvals::new(store.clone());
+            let token = token.to_owned();
+            Box::new(move |layer| admin::router(approvals, layer, &token))
+                as Box<dyn FnOnce(ProvisioningLayer) -> Router + Send>
+        });
         Ok(Doors { scim, admin })
     }
     let database = |e: StoreError| {
@@ -970,6 +976,7 @@ async fn run() -> Result<(), String> {
         tracing::warn!("{unreachable}; requests get 503 until they can be reached");
     }
 
+    let admin = doors.admin.map(|admin| admin(layer.clone()));
     let links = Arc::new(links);
     let signed_in = if browser {
         Router::new().merge(layer.login_router())
@@ -988,7 +995,7 @@ async fn run() -> Result<(), String> {
     if let Some(scim) = doors.scim {
         app = app.nest("/scim/v2", scim);
     }
-    if let Some(admin) = doors.admin {
+    if let Some(admin) = admin {
         app = app.nest("/admin", admin);
     }
     println!("listening on http://{addr}");
@@ -1048,23 +1055,50 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The admin API behind `JIT_ADMIN_TOKEN`: the approval queue.
+/// The admin API behind `JIT_ADMIN_TOKEN`: the approval queue, and explaining decisions.
 mod admin {
     use aws_lc_rs::{constant_time, digest};
-    use axum::extract::{Path, Request, State};
+    use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
     use axum::middleware::{self, Next};
     use axum::response::{IntoResponse, Response};
     use axum::routing::{get, post};
     use axum::{Json, Router};
+    use bytes::Bytes;
     use http::{StatusCode, header};
-    use serde_json::json;
-    use tower_jit_provisioning::UserStore;
+    use serde_json::{Map, Value, json};
     use tower_jit_provisioning::approval::{ApprovalError, Approvals};
+    use tower_jit_provisioning::{Error, ProvisioningLayer, UserStore};
+
+    /// What the admin routes share.
+    #[derive(Clone)]
+    struct Admin<S> {
+        approvals: Approvals<S>,
+        layer: ProvisioningLayer,
+    }
+
+    impl<S: Clone> FromRef<Admin<S>> for Approvals<S> {
+        fn from_ref(admin: &Admin<S>) -> Self {
+            admin.approvals.clone()
+        }
+    }
+
+    impl<S> FromRef<Admin<S>> for ProvisioningLayer {
+        fn from_ref(admin: &Admin<S>) -> Self {
+            admin.layer.clone()
+        }
+    }
+
+    /// The largest explain request read: a token or a claims object, with room to spare.
+    const MAX_EXPLAIN_BODY: usize = 64 * 1024;
 
     /// Who the audit names as the approver: the holder of the admin secret.
     const APPROVER: &str = "admin-api";
 
-    pub(super) fn router<S: UserStore + Clone>(approvals: Approvals<S>, token: &str) -> Router {
+    pub(super) fn router<S: UserStore + Clone>(
+        approvals: Approvals<S>,
+        layer: ProvisioningLayer,
+        token: &str,
+    ) -> Router {
         let expected = digest::digest(&digest::SHA256, token.as_bytes());
         let guard = move |request: Request, next: Next| {
             let presented = request
@@ -1093,8 +1127,65 @@ mod admin {
             .route("/pending", get(pending::<S>))
             .route("/users/{id}/approve", post(approve::<S>))
             .route("/users/{id}/refuse", post(refuse::<S>))
+            .route(
+                "/explain",
+                post(explain).layer(DefaultBodyLimit::max(MAX_EXPLAIN_BODY)),
+            )
             .layer(middleware::from_fn(guard))
-            .with_state(approvals)
+            .with_state(Admin { approvals, layer })
+    }
+
+    /// `POST /admin/explain`: `{"token": "<jwt or opaque token>"}`, verified as a request's
+    /// bearer token would be, or `{"issuer": "<issuer URL>", "claims": {...}}`, taken as
+    /// that issuer's token would carry them. Answers the decision trace and the account that
+    /// would result; writes nothing.
+    async fn explain(State(layer): State<ProvisioningLayer>, body: Bytes) -> Response {
+        let invalid = |detail: &str| {
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": "invalid_request", "detail": detail })),
+            )
+                .into_response()
+        };
+        let shape = "send {\"token\": \"...\"} or {\"issuer\": \"...\", \"claims\": {...}}";
+        let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(&body) else {
+            return invalid(shape);
+        };
+        let explained = match (
+            request.remove("token"),
+            request.remove("issuer"),
+            request.remove("claims"),
+        ) {
+            (Some(Value::String(token)), None, None) => layer.explain_token(&token).await,
+            (None, Some(Value::String(issuer)), Some(Value::Object(claims))) => {
+                layer.explain_claims(&issuer, claims).await
+            }
+            _ => return invalid(shape),
+        };
+        match explained {
+            Ok(explanation) => {
+                let mut answer = serde_json::to_value(&explanation)
+                    .ok()
+                    .and_then(|v| match v {
+                        Value::Object(map) => Some(map),
+                        _ => None,
+                    })
+                    .unwrap_or_else(Map::new);
+                answer.insert("text".into(), Value::from(explanation.to_string()));
+                Json(Value::Object(answer)).into_response()
+            }
+            // The reason only: nothing of a token that failed verification is echoed.
+            Err(Error::InvalidToken(reason)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": "invalid_token",
+                    "reason": reason.code(),
+                    "detail": reason.description(),
+                })),
+            )
+                .into_response(),
+            Err(failure) => error(failure.status(), failure.code()),
+        }
     }
 
     fn error(status: StatusCode, code: &str) -> Response {

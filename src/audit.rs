@@ -1,12 +1,14 @@
 //! Audit events: every decision about an account, as structured `tracing` events and through
 //! any [`AuditSink`].
 //!
-//! Stage: records shared by every stage. Uses only `crate::user` (the identity key).
+//! Stage: records shared by every stage. Uses only `crate::user` (the identity key) and
+//! `crate::trace` (a refusal's decision trace).
 //!
 //! Events are emitted with target `tower_jit_provisioning::audit` at `INFO`, with the fields
 //! `kind`, `actor`, `source` (the [`SignInSource`](crate::SignInSource) of a sign-in's
 //! events), `issuer`, `subject`, `user_id`, `reason` and `fields` (the fields an `updated` event
-//! changed). Field names are part of the API. Events never hold a token.
+//! changed) and `trace` (a refusal's [`DecisionTrace`], as JSON). Field names are part of the API.
+//! Events never hold a token.
 //!
 //! Stores are the hub: every write a store performs is audited by the store itself, after the
 //! write commits (and, for the SQL stores, persisted in the same transaction); decisions that
@@ -20,7 +22,18 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::trace::DecisionTrace;
 use crate::user::IdentityKey;
+
+/// Writes a value as one line of JSON, for a log field.
+struct Json<'a, T>(&'a T);
+
+impl<T: Serialize> fmt::Display for Json<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_string(self.0).map_err(|_| fmt::Error)?;
+        f.write_str(&text)
+    }
+}
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -140,6 +153,10 @@ pub struct AuditEvent {
     pub reason: Option<String>,
     /// The fields changed, for `updated`.
     pub fields: Vec<String>,
+    /// For a refusal of a sign-in (`denied`): the rules that decided it, ending in the one
+    /// that refused. Claim values it saw, bounded; never a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<DecisionTrace>,
 }
 
 impl AuditEvent {
@@ -155,6 +172,7 @@ impl AuditEvent {
             user_id: None,
             reason: None,
             fields: Vec::new(),
+            trace: None,
         }
     }
 
@@ -195,6 +213,15 @@ impl AuditEvent {
         S: Into<String>,
     {
         self.fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+impl AuditEvent {
+    /// Attaches the trace of the decision.
+    #[must_use]
+    pub fn trace(mut self, trace: DecisionTrace) -> Self {
+        self.trace = Some(trace);
         self
     }
 }
@@ -248,6 +275,7 @@ impl Audit {
             user_id = event.user_id.map(tracing::field::display),
             reason = event.reason.as_deref(),
             fields = ?event.fields,
+            trace = event.trace.as_ref().map(|trace| tracing::field::display(Json(trace))),
             "audit"
         );
         for sink in &self.sinks {

@@ -23,7 +23,7 @@ use tower_service::Service;
 
 use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::error::{DefaultErrorHandler, Error, ErrorHandler};
-use crate::provision::{ProvisionedUser, Provisioner, SignInMemo};
+use crate::provision::{Explanation, ProvisionedUser, Provisioner, SignInMemo};
 use crate::sign_in::{DynAuthenticator, SignIn, SignInSource};
 use crate::token::extract::{self, TokenSource};
 use crate::token::verify::TokenVerifier;
@@ -139,6 +139,58 @@ impl<H> ProvisioningLayer<H> {
             return Err(Error::StoreFailure);
         };
         provisioner.provision(sign_in, &SignInMemo::default()).await
+    }
+}
+
+impl<H> ProvisioningLayer<H> {
+    /// Explains what `sign_in` would do, without writing anything: which admission rule
+    /// admitted or refused it and on which value, which claim filled which field, which rule
+    /// granted or revoked which role, which linking candidates were considered, what each
+    /// field's sync policy decided, and the account that would result. The store is only read;
+    /// no audit event is emitted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`] or [`Error::StoreFailure`] when the store cannot be read,
+    /// and [`Error::StoreFailure`] for a layer built without a store. A refusal is not an
+    /// error: it is the explanation's [`reason`](Explanation::reason).
+    pub async fn explain(&self, sign_in: &SignIn) -> Result<Explanation, Error> {
+        let Some(provisioner) = &self.shared.provisioner else {
+            return Err(Error::StoreFailure);
+        };
+        provisioner.explain(sign_in).await
+    }
+
+    /// Verifies `token` exactly as a request's bearer token (a JWT, or an opaque token at an
+    /// issuer that introspects), then [explains](Self::explain) its sign-in.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidToken`] naming why the token was refused (expired, bad signature,
+    /// untrusted issuer, …), [`Error::IssuerUnavailable`] when the issuer's keys cannot be
+    /// fetched, and the errors of [`explain`](Self::explain).
+    pub async fn explain_token(&self, token: &str) -> Result<Explanation, Error> {
+        let verified = self.shared.tokens.verify(token).await?;
+        self.explain(verified.claims.sign_in()).await
+    }
+
+    /// [Explains](Self::explain) the sign-in a bearer token of `issuer` carrying `claims`
+    /// would make, built by that issuer's claim rules (its groups claim, its reading of
+    /// `email_verified`) with nothing verified: for asking "what if" about a person who has
+    /// not signed in yet. `sub` is required; `iat` and `exp` default to now and an hour on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidToken`] with [`TokenError::UntrustedIssuer`](crate::TokenError) for an
+    /// issuer that is not configured and [`TokenError::InvalidSubject`](crate::TokenError)
+    /// for a missing or malformed `sub`, and the errors of [`explain`](Self::explain).
+    pub async fn explain_claims(
+        &self,
+        issuer: &str,
+        claims: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Explanation, Error> {
+        let sign_in = self.shared.tokens.sign_in_for_claims(issuer, claims)?;
+        self.explain(&sign_in).await
     }
 }
 

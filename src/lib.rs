@@ -73,7 +73,9 @@
 //! new accounts can wait for a person's decision ([`approval::Approvals`]); a token whose
 //! groups did not fit has them asked of a [`provision::groups::GroupResolver`] (Microsoft
 //! Graph built in). Every stage reports counts and latencies through the `metrics` facade
-//! (see the README's "Operating it").
+//! (see the README's "Operating it"). [`ProvisioningLayer::explain`] runs the pipeline for a
+//! sign-in without writing anything and says why, rule by rule ([`trace`]); a refusal's audit
+//! event carries the same trace.
 //!
 //! # Sign-in sources
 //!
@@ -233,6 +235,7 @@ pub mod session;
 mod sign_in;
 pub mod store;
 mod token;
+pub mod trace;
 mod user;
 
 #[cfg(feature = "axum")]
@@ -271,7 +274,9 @@ pub use crate::error::{
 pub use crate::layer::{
     CacheSizes, ProvisioningLayer, ProvisioningService, ResponseFuture, UnreachableIssuers,
 };
-pub use crate::provision::{AttributeMapping, Field, MappedProfile, ProvisionedUser, SyncPolicy};
+pub use crate::provision::{
+    AccountAction, AttributeMapping, Explanation, Field, MappedProfile, ProvisionedUser, SyncPolicy,
+};
 pub use crate::sign_in::{
     Authenticator, MAX_SUBJECT_BYTES, SignIn, SignInBuilder, SignInError, SignInSource,
 };
@@ -281,6 +286,7 @@ pub use crate::store::PostgresStore;
 pub use crate::store::SqliteStore;
 pub use crate::store::{MemoryStore, StoreError, UserStore};
 pub use crate::token::{AccessTokenProfile, Algorithm, TokenKind, TokenSource, VerifiedClaims};
+pub use crate::trace::{DecisionTrace, Stage, TraceStep, Verdict};
 pub use crate::user::{
     Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, RoleGrant, RoleSource, User,
     UserStatus, UserUpdate,

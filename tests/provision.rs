@@ -3,6 +3,8 @@
 //! audit, and what happens when the store fails.
 
 mod common;
+#[path = "provision/explain.rs"]
+mod explain;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use tower_jit_provisioning::{
 struct Harness {
     idp: TestIssuer,
     store: SqliteStore,
+    layer: ProvisioningLayer,
     _dir: tempfile::TempDir,
     server: Server,
     client: reqwest::Client,
@@ -33,10 +36,11 @@ impl Harness {
         let (store, dir) = sqlite_store().await;
         let builder = ProvisioningLayer::builder().store(store.clone());
         let layer = configure(builder, idp.issuer()).build().unwrap();
-        let server = Server::start(user_app(layer)).await;
+        let server = Server::start(user_app(layer.clone())).await;
         Self {
             idp,
             store,
+            layer,
             _dir: dir,
             server,
             client: reqwest::Client::new(),
@@ -1200,4 +1204,46 @@ async fn an_entra_overage_is_resolved_through_graph_and_an_outage_revokes_nothin
     assert_eq!(h.me(&overage("../../me", 5)).await.status, 200);
     assert_eq!(graph.group_calls(), calls);
     assert!(named.accept().is_err(), "the token's endpoint was fetched");
+}
+
+#[tokio::test]
+async fn graph_answers_are_cached_per_person_within_the_bound() {
+    use tower_jit_provisioning::provision::groups::GroupResolver;
+    use tower_jit_provisioning::testing::TestGraph;
+    let graph = TestGraph::start().await;
+    let resolver = graph.resolver(4);
+    let issuer = "https://login.microsoftonline.com/tenant/v2.0";
+    let person = |n: u32| {
+        let oid = format!("00000000-0000-4000-8000-{n:012}");
+        graph.set_groups(&oid, [format!("6f0c4a1e-0000-4000-8000-{n:012}")]);
+        SignIn::builder(
+            tower_jit_provisioning::SignInSource::BearerToken,
+            issuer,
+            format!("subject-{n}"),
+        )
+        .attribute("oid", oid)
+        .attribute("hasgroups", true)
+        .build()
+        .unwrap()
+    };
+    let first = person(0);
+    let groups = resolver.groups(&first).await.unwrap();
+    assert_eq!(groups, ["6f0c4a1e-0000-4000-8000-000000000000"]);
+    let calls = graph.group_calls();
+    assert_eq!(resolver.groups(&first).await.unwrap(), groups);
+    assert_eq!(
+        graph.group_calls(),
+        calls,
+        "the second answer came from the cache"
+    );
+
+    for n in 1..=40 {
+        assert!(resolver.groups(&person(n)).await.is_some());
+        assert!(
+            resolver.cached_count().await <= 4,
+            "the cache holds at most its capacity"
+        );
+    }
+    assert_eq!(graph.group_calls(), calls + 40, "one call per new person");
+    assert!(resolver.cached_count().await >= 1);
 }

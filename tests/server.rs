@@ -1364,3 +1364,159 @@ async fn jit_graph_resolves_an_entra_group_overage() {
     let stderr = refuses(&[("JIT_GRAPH_TENANT", "only-the-tenant")]);
     assert!(stderr.contains("JIT_GRAPH_TENANT"), "{stderr}");
 }
+
+/// `POST /admin/explain`: a token, or an issuer and claims, answered with the decision trace
+/// and the would-be account, writing nothing; a token that fails verification answered 422
+/// with its reason and nothing of its contents.
+#[tokio::test]
+async fn the_admin_api_explains_decisions_and_writes_nothing() {
+    let idp = TestIssuer::start().await;
+    let admin = "reference-server-admin-secret";
+    let db = tempfile::tempdir().unwrap();
+    let server = start(
+        &at_issuer(
+            &idp,
+            &[
+                ("JIT_ADMIN_TOKEN", admin),
+                ("JIT_ALLOWED_DOMAINS", "example.com"),
+                ("JIT_GROUP_ROLES", "admins=admin"),
+                ("JIT_DEFAULT_ROLES", "member"),
+            ],
+        ),
+        &db,
+    );
+    let store = tower_jit_provisioning::SqliteStore::connect(&common::sqlite_url(&db))
+        .await
+        .unwrap();
+    let rows = || async {
+        let mut counts = Vec::new();
+        for table in ["jit_users", "jit_identities", "jit_audit_events"] {
+            let count: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            counts.push(count);
+        }
+        counts
+    };
+    let client = reqwest::Client::new();
+    let explain = |body: String, secret: &'static str| {
+        client
+            .post(format!("{}/admin/explain", server.base))
+            .bearer_auth(secret)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let token = idp
+        .id_token()
+        .subject("ann")
+        .email("ann@example.com", true)
+        .groups(["admins"])
+        .claim("name", "Ann")
+        .sign();
+    let body = json!({ "token": token }).to_string();
+    assert_eq!(
+        explain(body.clone(), "not-the-admin-secret")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let answer = explain(body.clone(), admin).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["admitted"], true, "{answer}");
+    assert_eq!(answer["account_action"], "created");
+    assert_eq!(answer["account"]["display_name"], "Ann");
+    assert_eq!(answer["account"]["email"], "ann@example.com");
+    let steps = answer["trace"]["steps"].as_array().unwrap();
+    let find = |rule: &str| {
+        steps
+            .iter()
+            .find(|s| s["rule"] == rule)
+            .unwrap_or_else(|| panic!("no {rule} in {answer}"))
+    };
+    assert_eq!(find("allowed_domains")["verdict"], "passed");
+    assert_eq!(find("allowed_domains")["seen"], "example.com");
+    assert_eq!(find("group:admins")["verdict"], "granted");
+    assert_eq!(find("group:admins")["target"], "admin");
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("admitted; account created")
+    );
+    assert!(!answer.to_string().contains(&token));
+    assert_eq!(rows().await, [0, 0, 0], "explaining wrote nothing");
+
+    let what_if = json!({
+        "issuer": idp.url(),
+        "claims": {"sub": "eve", "email": "eve@evil.example", "email_verified": true},
+    });
+    let answer: serde_json::Value = explain(what_if.to_string(), admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["admitted"], false);
+    assert_eq!(answer["reason"], "domain_not_allowed");
+    assert_eq!(answer["account"], serde_json::Value::Null);
+    let refusal = answer["trace"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["verdict"] == "refused")
+        .unwrap();
+    assert_eq!(refusal["rule"], "allowed_domains");
+    assert_eq!(refusal["seen"], "evil.example");
+    assert_eq!(rows().await, [0, 0, 0]);
+
+    // Tokens that fail verification: the reason, and nothing the token carried.
+    let expired = idp
+        .id_token()
+        .subject("late")
+        .email("late-secret-mark@example.com", true)
+        .issued_at(1_000_000_000)
+        .expires_at(1_000_000_600)
+        .sign();
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+    let stranger = TestIssuer::start().await;
+    let foreign = stranger
+        .id_token()
+        .subject("x")
+        .email("foreign-secret-mark@example.com", true)
+        .sign();
+    for (bad, reason) in [
+        (expired, "expired"),
+        (forged, "bad_signature"),
+        (foreign, "untrusted_issuer"),
+    ] {
+        let answer = explain(json!({ "token": bad }).to_string(), admin)
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 422, "{reason}");
+        let text = answer.text().await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"], "invalid_token");
+        assert_eq!(body["reason"], reason, "{text}");
+        assert!(!text.contains("secret-mark"), "{text}");
+        assert!(!text.contains(&bad[..20]), "{text}");
+    }
+    for malformed in ["", "[]", r#"{"token": 1}"#, r#"{"issuer": "x"}"#] {
+        let answer = explain(malformed.to_owned(), admin).await.unwrap();
+        assert_eq!(answer.status(), 400, "{malformed}");
+    }
+    assert_eq!(rows().await, [0, 0, 0]);
+
+    // The person explained signs in for real: the account is created then.
+    let me = get_with(&client, &format!("{}/me", server.base), Some(&token)).await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json()["roles"], json!(["admin", "member"]));
+    assert_eq!(rows().await[0], 1);
+}

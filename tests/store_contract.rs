@@ -375,6 +375,33 @@ macro_rules! store_contract {
                 assert_eq!(events.len(), 2, "{events:?}");
                 assert!(events.iter().all(|e| e.kind == AuditKind::Denied
                     && e.source.as_deref() == Some("contract")));
+                // Each carries, as stored, the trace that decided it.
+                let refusals: Vec<_> = events
+                    .iter()
+                    .map(|e| {
+                        let trace = e.trace.as_ref().expect("a refusal's trace");
+                        let refusal = trace.refusal().expect("the refusing step").clone();
+                        (refusal.rule, refusal.seen)
+                    })
+                    .collect();
+                assert_eq!(
+                    refusals,
+                    [
+                        ("allowed_domains".to_owned(), Some(serde_json::json!("evil.example"))),
+                        ("allowed_domains".to_owned(), Some(serde_json::json!("example.com"))),
+                    ]
+                );
+            }
+
+            #[tokio::test]
+            $(#[$attr])*
+            async fn a_deleted_identity_is_known_as_deleted_without_a_write() {
+                let (store, _guard) = make().await;
+                let id = account(&store, "gone").await;
+                assert!(!store.is_identity_deleted(&key("gone")).await.unwrap());
+                assert!(store.delete_user(id, audit()).await.unwrap());
+                assert!(store.is_identity_deleted(&key("gone")).await.unwrap());
+                assert!(!store.is_identity_deleted(&key("never-seen")).await.unwrap());
             }
 
             #[tokio::test]

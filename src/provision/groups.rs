@@ -348,6 +348,15 @@ impl Graph {
     }
 }
 
+impl MicrosoftGraph {
+    /// How many people's groups the cache holds now, after pending evictions ran: never more
+    /// than the capacity it was built with.
+    pub async fn cached_count(&self) -> u64 {
+        self.inner.cache.run_pending_tasks().await;
+        self.inner.cache.entry_count()
+    }
+}
+
 impl GroupResolver for MicrosoftGraph {
     fn groups<'a>(&'a self, sign_in: &'a SignIn) -> ResolvedGroups<'a> {
         Box::pin(async move {

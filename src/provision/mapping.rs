@@ -38,6 +38,7 @@ use serde_json::{Map, Value};
 
 use super::policy::EmailAddress;
 use crate::sign_in::{SignIn, lookup, strings};
+use crate::trace::{Stage, TraceStep, Tracer, Verdict};
 use crate::user::{NewUser, RoleGrant, RoleSource, User, UserStatus, UserUpdate};
 
 /// A profile field filled from claims.
@@ -130,6 +131,16 @@ pub enum SyncPolicy {
 }
 
 impl SyncPolicy {
+    /// The policy's snake-case name, as traces show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Override => "override",
+            Self::IfEmpty => "if_empty",
+            Self::Never => "never",
+        }
+    }
+
     /// Whether a login may write a field holding `current` (empty or not), which SCIM has set
     /// (`scim`) or not, with a different value.
     fn writes(self, current_is_empty: bool, scim: bool) -> bool {
@@ -332,8 +343,15 @@ impl AttributeMapping {
         self.sources[field.index()].as_deref()
     }
 
-    /// Maps one token's claims.
+    /// Maps one sign-in's attributes.
+    #[cfg(test)]
     pub(crate) fn map(&self, claims: &SignIn) -> MappedProfile {
+        self.map_traced(claims, &mut Tracer::decisions())
+    }
+
+    /// Maps one sign-in's attributes, recording (when explaining) which claim filled which
+    /// field and which rule granted which role.
+    pub(crate) fn map_traced(&self, claims: &SignIn, tracer: &mut Tracer) -> MappedProfile {
         let text = |field: Field| {
             self.source(field)
                 .and_then(|path| claims.claim_str(path))
@@ -383,32 +401,129 @@ impl AttributeMapping {
             attributes,
             roles: Vec::new(),
         };
-        profile.roles = self.role_grants(claims, &profile.groups);
+        if tracer.is_detailed() {
+            self.trace_fields(&profile, tracer);
+        }
+        profile.roles = self.role_grants(claims, &profile.groups, tracer);
         if let Some(hook) = &self.hook {
+            let before = tracer.is_detailed().then(|| profile.clone());
             hook(claims, &mut profile);
             profile.groups.sort();
             profile.groups.dedup();
+            tracer.detail(|| {
+                let step = TraceStep::new(Stage::Mapping, "hook", Verdict::Mapped);
+                if before.as_ref() == Some(&profile) {
+                    step.note("the application's hook changed nothing")
+                } else {
+                    step.note("the application's hook changed the profile")
+                }
+            });
         }
         profile.roles = crate::user::normalize_roles(std::mem::take(&mut profile.roles));
         profile
     }
 
-    /// The grants the rules make for these claims and groups.
-    pub(crate) fn role_grants(&self, claims: &SignIn, groups: &[String]) -> Vec<RoleGrant> {
-        self.role_rules
-            .iter()
-            .filter(|rule| match rule {
-                RoleRule::Group { group, .. } => groups.iter().any(|g| g == group),
-                RoleRule::Claim { claim, value, .. } => lookup(claims.attributes(), claim)
-                    .is_some_and(|v| strings(v).iter().any(|s| s == value)),
-            })
-            .map(|rule| {
-                let role = match rule {
-                    RoleRule::Group { role, .. } | RoleRule::Claim { role, .. } => role,
+    /// Records which claim filled each field, the groups and each attribute.
+    fn trace_fields(&self, profile: &MappedProfile, tracer: &mut Tracer) {
+        let step = |rule: String, value: Option<Value>, from: Option<&str>| {
+            let verdict = if value.is_some() {
+                Verdict::Mapped
+            } else {
+                Verdict::Absent
+            };
+            let mut step = TraceStep::new(Stage::Mapping, rule, verdict);
+            if let Some(value) = value {
+                step = step.seen(value);
+            }
+            if let Some(from) = from {
+                step = step.note(format!("from claim {from}"));
+            }
+            step
+        };
+        let texts = [
+            (Field::Email, &profile.email),
+            (Field::UserName, &profile.user_name),
+            (Field::DisplayName, &profile.display_name),
+            (Field::GivenName, &profile.given_name),
+            (Field::FamilyName, &profile.family_name),
+            (Field::Picture, &profile.picture),
+            (Field::Locale, &profile.locale),
+        ];
+        for (field, value) in texts {
+            let mut traced = step(
+                format!("field:{}", field.as_str()),
+                value.clone().map(Value::from),
+                self.source(field),
+            );
+            match field {
+                Field::Email if value.is_some() => {
+                    let from = self.source(field).unwrap_or_default();
+                    traced = traced.note(if profile.email_verified {
+                        format!("from claim {from}, verified")
+                    } else {
+                        format!("from claim {from}, not verified")
+                    });
+                }
+                Field::UserName if self.source(field).is_none() => {
+                    traced = traced.note("from the e-mail address, when verified");
+                }
+                _ => {}
+            }
+            tracer.detail(|| traced);
+        }
+        let groups = profile
+            .groups_asserted
+            .then(|| Value::from(profile.groups.clone()));
+        let mut traced = step("groups".into(), groups, None);
+        if !profile.groups_asserted {
+            traced = traced.note("no groups claim: the account's groups are left as they are");
+        }
+        tracer.detail(|| traced);
+        for (name, path, _) in &self.attributes {
+            let value = profile.attributes.get(name).cloned();
+            tracer.detail(|| step(format!("attribute:{name}"), value, Some(path)));
+        }
+    }
+
+    /// The grants the rules make for these claims and groups, each rule recorded (when
+    /// explaining) with the value it saw.
+    fn role_grants(
+        &self,
+        claims: &SignIn,
+        groups: &[String],
+        tracer: &mut Tracer,
+    ) -> Vec<RoleGrant> {
+        let mut grants = Vec::new();
+        for rule in &self.role_rules {
+            let (matched, role) = match rule {
+                RoleRule::Group { group, role } => (groups.iter().any(|g| g == group), role),
+                RoleRule::Claim { claim, value, role } => (
+                    lookup(claims.attributes(), claim)
+                        .is_some_and(|v| strings(v).iter().any(|s| s == value)),
+                    role,
+                ),
+            };
+            tracer.detail(|| {
+                let seen = match rule {
+                    RoleRule::Group { .. } => Value::from(groups.to_vec()),
+                    RoleRule::Claim { claim, .. } => lookup(claims.attributes(), claim)
+                        .cloned()
+                        .unwrap_or(Value::Null),
                 };
-                RoleGrant::new(role.clone(), RoleSource::Mapping(rule.id()))
-            })
-            .collect()
+                let verdict = if matched {
+                    Verdict::Granted
+                } else {
+                    Verdict::NotMatched
+                };
+                TraceStep::new(Stage::Roles, rule.id(), verdict)
+                    .seen(seen)
+                    .target(role.clone())
+            });
+            if matched {
+                grants.push(RoleGrant::new(role.clone(), RoleSource::Mapping(rule.id())));
+            }
+        }
+        grants
     }
 
     /// The grants of the default roles, for a new account.
@@ -449,18 +564,49 @@ impl AttributeMapping {
         user: &User,
         profile: &MappedProfile,
     ) -> (UserUpdate, Vec<&'static str>) {
+        self.changes_traced(user, profile, &mut Tracer::decisions())
+    }
+
+    /// [`changes`](Self::changes), recording (when explaining) what each field's policy
+    /// decided and which role was granted, revoked or kept.
+    pub(crate) fn changes_traced(
+        &self,
+        user: &User,
+        profile: &MappedProfile,
+        tracer: &mut Tracer,
+    ) -> (UserUpdate, Vec<&'static str>) {
         let mut update = UserUpdate::default();
         let mut changed = Vec::new();
 
         macro_rules! sync_text {
             ($field:expr, $name:ident) => {{
-                if let Some(value) = self.decide(user, $field, &user.$name, &profile.$name) {
+                let written = self.decide(user, $field, &user.$name, &profile.$name);
+                tracer.detail(|| {
+                    self.sync_step(
+                        user,
+                        $field,
+                        profile.$name.clone().map(Value::from),
+                        user.$name == profile.$name,
+                        written.is_some(),
+                    )
+                });
+                if let Some(value) = written {
                     update.$name = Some(value);
                     changed.push($field.as_str());
                 }
             }};
         }
-        if let Some(email) = self.decide(user, Field::Email, &user.email, &profile.email) {
+        let written = self.decide(user, Field::Email, &user.email, &profile.email);
+        tracer.detail(|| {
+            self.sync_step(
+                user,
+                Field::Email,
+                profile.email.clone().map(Value::from),
+                user.email == profile.email && user.email_verified == profile.email_verified,
+                written.is_some(),
+            )
+        });
+        if let Some(email) = written {
             update.email = Some(email);
             update.email_verified = Some(profile.email_verified);
             changed.push(Field::Email.as_str());
@@ -485,6 +631,17 @@ impl AttributeMapping {
             && self
                 .policy(Field::Groups)
                 .writes(user.groups.is_empty(), is_scim(user, Field::Groups));
+        tracer.detail(|| {
+            self.sync_step(
+                user,
+                Field::Groups,
+                profile
+                    .groups_asserted
+                    .then(|| Value::from(profile.groups.clone())),
+                user.groups == profile.groups,
+                apply_groups,
+            )
+        });
         if apply_groups {
             update.groups = Some(profile.groups.clone());
             changed.push(Field::Groups.as_str());
@@ -497,6 +654,21 @@ impl AttributeMapping {
             let write = current != mapped
                 && (!matches!(policy, SyncPolicy::IfEmpty) || mapped.is_some())
                 && policy.writes(current.is_none_or(Value::is_null), false);
+            tracer.detail(|| {
+                let verdict = if current == mapped {
+                    Verdict::Unchanged
+                } else if write {
+                    Verdict::Written
+                } else {
+                    Verdict::Preserved
+                };
+                let step = TraceStep::new(Stage::Sync, format!("sync:attribute:{name}"), verdict)
+                    .note(format!("policy {}", policy.as_str()));
+                match mapped {
+                    Some(value) => step.seen(value.clone()),
+                    None => step,
+                }
+            });
             if write {
                 match mapped {
                     Some(value) => attributes.insert(name.clone(), value.clone()),
@@ -536,11 +708,46 @@ impl AttributeMapping {
         );
         roles.extend(self.group_grants(groups));
         let roles = crate::user::normalize_roles(roles);
+        if tracer.is_detailed() {
+            trace_roles(&user.roles, &roles, tracer);
+        }
         if roles != user.roles {
             update.roles = Some(roles);
             changed.push("roles");
         }
         (update, changed)
+    }
+
+    /// What a field's sync decided, for a trace.
+    fn sync_step(
+        &self,
+        user: &User,
+        field: Field,
+        mapped: Option<Value>,
+        unchanged: bool,
+        written: bool,
+    ) -> TraceStep {
+        let policy = self.policy(field);
+        let rule = format!("sync:{}", field.as_str());
+        let Some(mapped) = mapped else {
+            return TraceStep::new(Stage::Sync, rule, Verdict::Absent)
+                .note("the sign-in does not carry it: left as it is");
+        };
+        let verdict = if unchanged {
+            Verdict::Unchanged
+        } else if written {
+            Verdict::Written
+        } else {
+            Verdict::Preserved
+        };
+        let note = if verdict == Verdict::Preserved && is_scim(user, field) {
+            format!("policy {}; SCIM set this field", policy.as_str())
+        } else {
+            format!("policy {}", policy.as_str())
+        };
+        TraceStep::new(Stage::Sync, rule, verdict)
+            .seen(mapped)
+            .note(note)
     }
 
     /// The value to write for a text field, if the policy says to write one.
@@ -589,6 +796,24 @@ impl AttributeMapping {
             .collect();
         roles.extend(self.group_grants(groups));
         crate::user::normalize_roles(roles)
+    }
+}
+
+/// Records which grants a sync adds (granted), drops (revoked) and keeps.
+fn trace_roles(before: &[RoleGrant], after: &[RoleGrant], tracer: &mut Tracer) {
+    let step = |grant: &RoleGrant, verdict| {
+        TraceStep::new(Stage::Roles, grant.source.to_string(), verdict).target(grant.role.clone())
+    };
+    for grant in after {
+        let verdict = if before.contains(grant) {
+            Verdict::Kept
+        } else {
+            Verdict::Granted
+        };
+        tracer.detail(|| step(grant, verdict));
+    }
+    for grant in before.iter().filter(|g| !after.contains(g)) {
+        tracer.detail(|| step(grant, Verdict::Revoked));
     }
 }
 

@@ -29,6 +29,7 @@
 //! request resolves it from the store. The cache's time-to-live is the backstop.
 
 mod account;
+mod explain;
 pub mod groups;
 pub mod mapping;
 pub mod policy;
@@ -43,6 +44,7 @@ use uuid::Uuid;
 
 pub use self::account::ProvisionedUser;
 pub(crate) use self::account::{Account, SignInMemo};
+pub use self::explain::{AccountAction, Explanation};
 pub use self::mapping::{AttributeMapping, Field, MappedProfile, SyncPolicy};
 pub use self::policy::DenyReason;
 use self::policy::{
@@ -52,6 +54,7 @@ use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::error::{Error, ErrorChain};
 use crate::sign_in::{SignIn, SignInSource};
 use crate::store::{DynStore, Resolved, StoreError, StoreEvent, Subscription};
+use crate::trace::{DecisionTrace, Stage, TraceStep, Tracer, Verdict};
 use crate::user::{Identity, IdentityKey, User, UserStatus};
 
 /// How long a client is asked to wait when the store is unreachable.
@@ -176,6 +179,8 @@ pub(crate) struct Admitted {
     /// Whether the issuer is trusted for roles in this sign-in: if not, the login neither
     /// grants nor revokes a role.
     roles_trusted: bool,
+    /// The admission steps that let it in, for the trace of a later refusal.
+    trace: DecisionTrace,
 }
 
 /// Tracks which users changed, so cached accounts read before a change are not served.
@@ -414,32 +419,37 @@ impl Provisioner {
     ) -> Result<ProvisionedUser, Error> {
         let admitted = match memo.admitted.get() {
             Some(admitted) => Arc::clone(admitted),
-            None => match self.admit(sign_in).await {
-                Ok(admitted) => Arc::clone(memo.admitted.get_or_init(|| admitted)),
-                Err(reason) => return Err(self.deny(sign_in, memo, None, reason).await),
-            },
+            None => {
+                let mut tracer = Tracer::decisions();
+                match self.admit(sign_in, &mut tracer).await {
+                    Ok(admitted) => Arc::clone(memo.admitted.get_or_init(|| admitted)),
+                    Err(reason) => {
+                        let denial = Denial::new(reason, tracer.finish());
+                        return Err(self.deny(sign_in, memo, denial).await);
+                    }
+                }
+            }
         };
         let account = self.account(&admitted, sign_in).await.map_err(Error::from);
         let account = match account {
             Ok(account) => account,
             Err(Error::Denied(reason)) => {
-                return Err(self.deny(sign_in, memo, None, reason).await);
+                let denial = Denial::after(&admitted, reason, None);
+                return Err(self.deny(sign_in, memo, denial).await);
             }
             Err(error) => return Err(error),
         };
-        match account.user.status {
+        let refusal = match account.user.status {
             UserStatus::Active => {
                 self.note_login(&account, &admitted, Instant::now());
                 memo.account.store(Some(Arc::clone(&account)));
-                Ok(ProvisionedUser::new(account, sign_in.clone()))
+                return Ok(ProvisionedUser::new(account, sign_in.clone()));
             }
-            UserStatus::PendingApproval => Err(self
-                .deny(sign_in, memo, Some(&account), DenyReason::PendingApproval)
-                .await),
-            UserStatus::Deactivated => Err(self
-                .deny(sign_in, memo, Some(&account), DenyReason::Deactivated)
-                .await),
-        }
+            UserStatus::PendingApproval => DenyReason::PendingApproval,
+            UserStatus::Deactivated => DenyReason::Deactivated,
+        };
+        let denial = Denial::after(&admitted, refusal, Some(&account.user));
+        Err(self.deny(sign_in, memo, denial).await)
     }
 
     /// Emits an event that comes with no write, through the store.
@@ -447,59 +457,121 @@ impl Provisioner {
         self.config.store.record_audit(event).await;
     }
 
-    /// Audits a refusal, once per credential however often it is retried.
-    async fn deny(
-        &self,
-        sign_in: &SignIn,
-        memo: &SignInMemo,
-        account: Option<&Account>,
-        reason: DenyReason,
-    ) -> Error {
+    /// Audits a refusal with its trace, once per credential however often it is retried.
+    async fn deny(&self, sign_in: &SignIn, memo: &SignInMemo, denial: Denial) -> Error {
+        let Denial {
+            reason,
+            user_id,
+            trace,
+        } = denial;
         if !memo.denial_audited.swap(true, Ordering::AcqRel) {
             crate::metrics::refusal(reason.code());
             let mut event = login_event(AuditKind::Denied, sign_in)
                 .identity(&sign_in.identity())
-                .reason(reason.code());
-            if let Some(account) = account {
-                event = event.user(account.user.id);
+                .reason(reason.code())
+                .trace(trace);
+            if let Some(user_id) = user_id {
+                event = event.user(user_id);
             }
             self.config.store.record_audit(event).await;
         }
         Error::Denied(reason)
     }
 
-    /// Maps and admits a sign-in. Writes nothing.
-    async fn admit(&self, sign_in: &SignIn) -> Result<Arc<Admitted>, DenyReason> {
-        let mut profile = self.config.mapping.map(sign_in);
+    /// Maps and admits a sign-in, recording each rule consulted. Writes nothing.
+    async fn admit(
+        &self,
+        sign_in: &SignIn,
+        tracer: &mut Tracer,
+    ) -> Result<Arc<Admitted>, DenyReason> {
+        let mut profile = self.config.mapping.map_traced(sign_in, tracer);
         let mut roles_trusted = true;
         let rules = self.issuer(sign_in.issuer());
         if let Some(resolver) = rules.and_then(|rules| rules.group_resolver.as_ref())
             && groups::is_overage(sign_in)
-            && let Some(resolved) = resolver.groups(sign_in).await
         {
-            // Known now: the groups, and what the group rules grant for them. Unresolved,
-            // they stay unknown (not asserted), and a login's sync leaves them as they were.
-            profile.groups.extend(resolved);
-            profile.groups.sort();
-            profile.groups.dedup();
-            profile.groups_asserted = true;
-            let mut roles = std::mem::take(&mut profile.roles);
-            roles.extend(self.config.mapping.group_grants(&profile.groups));
-            profile.roles = crate::user::normalize_roles(roles);
+            let step = |verdict| TraceStep::new(Stage::Groups, "group_overage", verdict);
+            if let Some(resolved) = resolver.groups(sign_in).await {
+                tracer.decision(step(Verdict::Resolved).seen(resolved.clone()));
+                // Known now: the groups, and what the group rules grant for them.
+                profile.groups.extend(resolved);
+                profile.groups.sort();
+                profile.groups.dedup();
+                profile.groups_asserted = true;
+                let mut roles = std::mem::take(&mut profile.roles);
+                roles.extend(self.config.mapping.group_grants(&profile.groups));
+                profile.roles = crate::user::normalize_roles(roles);
+            } else {
+                // Unresolved, they stay unknown (not asserted), and a login's sync leaves them
+                // as they were.
+                tracer.decision(
+                    step(Verdict::Unresolved)
+                        .note("groups unknown: the account's groups and roles are kept"),
+                );
+            }
         }
         if let Some(rules) = rules {
-            rules.admission.check(sign_in, &profile.groups)?;
+            rules.admission.check(sign_in, &profile.groups, tracer)?;
             roles_trusted = rules.role_trust.trusts(sign_in);
+            if let RoleTrust::When(path, expected) = &rules.role_trust {
+                let verdict = if roles_trusted {
+                    Verdict::Passed
+                } else {
+                    Verdict::Untrusted
+                };
+                let mut step = TraceStep::new(Stage::Roles, format!("role_trust:{path}"), verdict)
+                    .seen(sign_in.claim(path).cloned().unwrap_or_default());
+                if !roles_trusted {
+                    step = step.note(format!("requires {expected}: the mapping grants no role"));
+                }
+                tracer.decision(step);
+            } else if !roles_trusted {
+                tracer.decision(
+                    TraceStep::new(Stage::Roles, "role_trust", Verdict::Untrusted)
+                        .note("the issuer is not trusted for roles: the mapping grants none"),
+                );
+            }
         }
         if !roles_trusted {
             // Groups stay as asserted (they are data); they just earn no roles.
             profile.roles.clear();
         }
-        if self.config.mapping.is_strict() && profile.roles.is_empty() {
-            return Err(DenyReason::NoMatchingRole);
+        if self.config.mapping.is_strict() {
+            let matched = !profile.roles.is_empty();
+            let step = TraceStep::new(
+                Stage::Admission,
+                "strict_roles",
+                if matched {
+                    Verdict::Passed
+                } else {
+                    Verdict::Refused
+                },
+            );
+            tracer.decision(if matched {
+                step
+            } else {
+                step.note("no role rule matched")
+            });
+            if !matched {
+                return Err(DenyReason::NoMatchingRole);
+            }
         }
         if let Some(predicate) = &self.config.predicate {
-            predicate.check(sign_in.clone()).await?;
+            let checked = predicate.check(sign_in.clone()).await;
+            let step = TraceStep::new(
+                Stage::Admission,
+                "predicate",
+                if checked.is_ok() {
+                    Verdict::Passed
+                } else {
+                    Verdict::Refused
+                },
+            );
+            tracer.decision(match checked {
+                Ok(()) => step,
+                Err(reason) => step.target(reason.code()),
+            });
+            checked?;
         }
         let fingerprint = mapping::fingerprint(&profile);
         Ok(Arc::new(Admitted {
@@ -507,6 +579,7 @@ impl Provisioner {
             roles_trusted,
             profile,
             fingerprint,
+            trace: tracer.snapshot(),
         }))
     }
 
@@ -577,12 +650,14 @@ impl Provisioner {
         sign_in: &SignIn,
     ) -> Result<Resolved, Failure> {
         let store = &self.config.store;
-        if let Some(target) = self.claim_target(sign_in).await?
+        // Linking's steps explain, and decide nothing a refusal's trace needs.
+        let untraced = &mut Tracer::decisions();
+        if let Some(target) = self.claim_target(sign_in, untraced).await?
             && let Some(linked) = self.link(target, "external_id", admitted, sign_in).await?
         {
             return Ok(linked);
         }
-        if let Some(target) = self.email_target(admitted, sign_in).await?
+        if let Some(target) = self.email_target(admitted, sign_in, untraced).await?
             && let Some(linked) = self
                 .link(target, "verified_email", admitted, sign_in)
                 .await?
@@ -677,21 +752,38 @@ impl Provisioner {
 
     /// The account whose `external_id` is the value of the configured linking claim; with
     /// `by_claim_unused_only`, only while nobody has signed in to it yet.
-    async fn claim_target(&self, sign_in: &SignIn) -> Result<Option<Uuid>, Failure> {
+    async fn claim_target(
+        &self,
+        sign_in: &SignIn,
+        tracer: &mut Tracer,
+    ) -> Result<Option<Uuid>, Failure> {
         let Some(claim) = &self.config.linking.by_claim else {
             return Ok(None);
         };
+        let rule = || format!("link_by_claim:{claim}");
         let Some(value) = sign_in.claim_str(claim).filter(|v| !v.is_empty()) else {
+            tracer.detail(|| {
+                TraceStep::new(Stage::Linking, rule(), Verdict::Skipped)
+                    .note("the sign-in does not carry the claim")
+            });
             return Ok(None);
         };
+        let step = |verdict| TraceStep::new(Stage::Linking, rule(), verdict).seen(value);
         let store = &self.config.store;
         let Some(user) = store.find_by_external_id(value).await? else {
+            tracer.detail(|| step(Verdict::Skipped).note("no account has this external id"));
             return Ok(None);
         };
         if self.config.linking.by_claim_unused_only && !store.identities(user.id).await?.is_empty()
         {
+            tracer.detail(|| {
+                step(Verdict::Skipped)
+                    .target(user.id.to_string())
+                    .note("the account has been signed in to: only unused accounts are linked")
+            });
             return Ok(None);
         }
+        tracer.detail(|| step(Verdict::Taken).target(user.id.to_string()));
         Ok(Some(user.id))
     }
 
@@ -701,19 +793,33 @@ impl Provisioner {
         &self,
         admitted: &Admitted,
         sign_in: &SignIn,
+        tracer: &mut Tracer,
     ) -> Result<Option<Uuid>, Failure> {
-        if !self.config.linking.by_verified_email || !admitted.profile.email_verified {
+        if !self.config.linking.by_verified_email {
             return Ok(None);
         }
+        let step = |verdict| TraceStep::new(Stage::Linking, "link_by_verified_email", verdict);
+        if !admitted.profile.email_verified {
+            tracer.detail(|| step(Verdict::Skipped).note("no verified e-mail address"));
+            return Ok(None);
+        }
+        let domain = admitted
+            .profile
+            .email
+            .as_deref()
+            .and_then(EmailAddress::parse)
+            .map(|address| address.domain);
         let trusted = self.issuer(sign_in.issuer()).is_some_and(|rules| {
-            admitted
-                .profile
-                .email
+            domain
                 .as_deref()
-                .and_then(EmailAddress::parse)
-                .is_some_and(|address| rules.email_trust.covers(&address.domain))
+                .is_some_and(|domain| rules.email_trust.covers(domain))
         });
         if !trusted {
+            tracer.detail(|| {
+                step(Verdict::Skipped)
+                    .seen(domain.unwrap_or_default())
+                    .note("the issuer is not trusted for this e-mail domain")
+            });
             return Ok(None);
         }
         let store = &self.config.store;
@@ -726,6 +832,18 @@ impl Provisioner {
         {
             candidates.push(user);
         }
+        tracer.detail(|| {
+            let step = step(match candidates.len() {
+                1 => Verdict::Taken,
+                _ => Verdict::Skipped,
+            })
+            .seen(email);
+            match candidates.as_slice() {
+                [user] => step.target(user.id.to_string()),
+                [] => step.note("no account holds the address"),
+                _ => step.note("more than one account holds the address: none is linked"),
+            }
+        });
         Ok(match candidates.as_slice() {
             [user] => Some(user.id),
             _ => None,
@@ -835,6 +953,55 @@ impl Provisioner {
                 );
             }
         });
+    }
+}
+
+/// A refusal on its way to the audit: why, of which account, and the trace that decided it.
+struct Denial {
+    reason: DenyReason,
+    user_id: Option<Uuid>,
+    trace: DecisionTrace,
+}
+
+impl Denial {
+    /// A refusal by admission, whose trace ends in the refusing rule.
+    fn new(reason: DenyReason, trace: DecisionTrace) -> Self {
+        Self {
+            reason,
+            user_id: None,
+            trace,
+        }
+    }
+
+    /// A refusal after admission, by the account's state (or its absence): the admission
+    /// steps, then the one that refused.
+    fn after(admitted: &Admitted, reason: DenyReason, user: Option<&User>) -> Self {
+        let mut trace = admitted.trace.clone();
+        trace.steps.push(refusal_step(reason, user));
+        Self {
+            reason,
+            user_id: user.map(|user| user.id),
+            trace,
+        }
+    }
+}
+
+/// The step that refuses a sign-in admission let through.
+fn refusal_step(reason: DenyReason, user: Option<&User>) -> TraceStep {
+    let (rule, note) = match reason {
+        DenyReason::NotProvisioned => (
+            "create_accounts",
+            "no account, and this sign-in may not create one",
+        ),
+        DenyReason::Deleted => ("identity", "the identity's account was deleted"),
+        DenyReason::PendingApproval => ("status", "the account is waiting for approval"),
+        DenyReason::Deactivated => ("status", "the account is deactivated"),
+        _ => ("account", "refused"),
+    };
+    let step = TraceStep::new(Stage::Account, rule, Verdict::Refused).note(note);
+    match user {
+        Some(user) => step.target(user.id.to_string()).seen(user.status.as_str()),
+        None => step,
     }
 }
 

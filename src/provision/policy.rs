@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub use crate::error::DenyReason;
 use crate::sign_in::SignIn;
+use crate::trace::{Stage, TraceStep, Tracer, Verdict};
 use crate::user::User;
 
 /// An e-mail domain rule: `example.com` matches exactly that domain, `*.example.com` matches
@@ -122,28 +123,80 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// Checks a sign-in (and the groups mapped from it) against the rules.
-    pub(crate) fn check(&self, sign_in: &SignIn, groups: &[String]) -> Result<(), DenyReason> {
+    /// Checks a sign-in (and the groups mapped from it) against the rules, recording each
+    /// rule it consults.
+    pub(crate) fn check(
+        &self,
+        sign_in: &SignIn,
+        groups: &[String],
+        tracer: &mut Tracer,
+    ) -> Result<(), DenyReason> {
         if !self.allowed_domains.is_empty() {
+            let step = |verdict| TraceStep::new(Stage::Admission, "allowed_domains", verdict);
             if !sign_in.email_verified() {
+                let mut refused = step(Verdict::Refused).note("the address is not verified");
+                if let Some(domain) = sign_in.email().and_then(EmailAddress::parse) {
+                    refused = refused.seen(domain.domain);
+                }
+                tracer.decision(refused);
                 return Err(DenyReason::EmailNotVerified);
             }
-            let domain = sign_in
+            let Some(domain) = sign_in
                 .email()
                 .and_then(EmailAddress::parse)
                 .map(|address| address.domain)
-                .ok_or(DenyReason::DomainNotAllowed)?;
+            else {
+                tracer.decision(step(Verdict::Refused).note("no well-formed e-mail address"));
+                return Err(DenyReason::DomainNotAllowed);
+            };
             if !domain_matches(&self.allowed_domains, &domain) {
+                tracer.decision(
+                    step(Verdict::Refused)
+                        .seen(domain)
+                        .note("not an allowed domain"),
+                );
                 return Err(DenyReason::DomainNotAllowed);
             }
+            tracer.decision(step(Verdict::Passed).seen(domain));
         }
         for (claim, expected) in &self.required_claims {
-            if sign_in.claim(claim) != Some(expected) {
+            let seen = sign_in.claim(claim);
+            let held = seen == Some(expected);
+            let mut step = TraceStep::new(
+                Stage::Admission,
+                format!("required_claim:{claim}"),
+                if held {
+                    Verdict::Passed
+                } else {
+                    Verdict::Refused
+                },
+            )
+            .seen(seen.cloned().unwrap_or(Value::Null));
+            if !held {
+                step = step.note(format!("requires {expected}"));
+            }
+            tracer.decision(step);
+            if !held {
                 return Err(DenyReason::ClaimMismatch);
             }
         }
         for group in &self.required_groups {
-            if !groups.iter().any(|g| g == group) {
+            let held = groups.iter().any(|g| g == group);
+            let step = TraceStep::new(
+                Stage::Admission,
+                format!("required_group:{group}"),
+                if held {
+                    Verdict::Passed
+                } else {
+                    Verdict::Refused
+                },
+            );
+            tracer.decision(if held {
+                step
+            } else {
+                step.seen(groups.to_vec()).note("not a member")
+            });
+            if !held {
                 return Err(DenyReason::MissingGroup);
             }
         }

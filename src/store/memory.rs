@@ -163,6 +163,10 @@ impl fmt::Debug for MemoryStore {
 }
 
 impl UserStore for MemoryStore {
+    async fn is_identity_deleted(&self, key: &IdentityKey) -> Result<bool, StoreError> {
+        Ok(self.state().tombstones.contains(key))
+    }
+
     async fn find_by_identity(
         &self,
         key: &IdentityKey,

@@ -217,6 +217,22 @@ pub trait UserStore: fmt::Debug + Send + Sync + 'static {
         key: &IdentityKey,
     ) -> impl Future<Output = Result<Option<(User, Identity)>, StoreError>> + Send;
 
+    /// Whether `key` belonged to a user that was deleted: such an identity is never provisioned
+    /// again ([`create_user`](Self::create_user) answers [`StoreError::IdentityDeleted`]).
+    /// Reads only; [`explain`](crate::ProvisioningLayer::explain) asks it instead of trying
+    /// the write.
+    ///
+    /// The default answers `false`, for a store that keeps no record of deleted identities;
+    /// with it, an explanation may say an account would be created where the write would
+    /// refuse.
+    fn is_identity_deleted(
+        &self,
+        key: &IdentityKey,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = key;
+        std::future::ready(Ok(false))
+    }
+
     /// Creates `user` for a sign-in with the identity `key`, or returns the user `key` already
     /// belongs to. The sign-in is recorded as the user's and the identity's last login, with
     /// `fingerprint` as the identity's claims fingerprint.
@@ -579,6 +595,10 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         &'a self,
         key: &'a IdentityKey,
     ) -> BoxFuture<'a, Result<Option<(User, Identity)>, StoreError>>;
+    fn is_identity_deleted<'a>(
+        &'a self,
+        key: &'a IdentityKey,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn create_user<'a>(
         &'a self,
         user: NewUser,
@@ -598,6 +618,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         external_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
     fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>>;
+    fn get_user(&self, id: Uuid) -> BoxFuture<'_, Result<Option<User>, StoreError>>;
     fn find_by_verified_email<'a>(
         &'a self,
         email: &'a str,
@@ -661,6 +682,13 @@ impl<S: UserStore> DynStore for S {
         Box::pin(UserStore::find_by_identity(self, key))
     }
 
+    fn is_identity_deleted<'a>(
+        &'a self,
+        key: &'a IdentityKey,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(UserStore::is_identity_deleted(self, key))
+    }
+
     fn create_user<'a>(
         &'a self,
         user: NewUser,
@@ -692,6 +720,10 @@ impl<S: UserStore> DynStore for S {
         external_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<User>, StoreError>> {
         Box::pin(UserStore::find_by_external_id(self, external_id))
+    }
+
+    fn get_user(&self, id: Uuid) -> BoxFuture<'_, Result<Option<User>, StoreError>> {
+        Box::pin(UserStore::get_user(self, id))
     }
 
     fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>> {

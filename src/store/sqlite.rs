@@ -206,7 +206,7 @@ impl Dialect for SqliteDialect {
     type Reader = SqlitePool;
     type Tx = WriteTx;
 
-    /// 55 parameters each: far below SQLite's limit of 32,766.
+    /// 56 parameters each: far below SQLite's limit of 32,766.
     const MAX_BATCH: usize = 32;
 
     fn queries() -> &'static Queries {
@@ -299,7 +299,7 @@ impl Dialect for SqliteDialect {
 /// (if the user went in), and a row of the flags [`Created::from_flags`] reads; then `COMMIT`.
 /// Nothing in it fails on a conflict, so one creation's conflict never costs the others theirs.
 ///
-/// Parameters are positional (sqlx numbers `?` across the whole script), 55 per creation,
+/// Parameters are positional (sqlx numbers `?` across the whole script), 56 per creation,
 /// bound by [`SqliteDialect::write_creations`] in this order.
 fn creation_script(count: usize) -> Arc<str> {
     const CREATION: &str = "\
@@ -314,7 +314,7 @@ fn creation_script(count: usize) -> Arc<str> {
         updated_at, last_login_at) SELECT ?, ?, ?, ?, ?, ?, ? \
         WHERE EXISTS (SELECT 1 FROM jit_users WHERE id = ?);
         INSERT INTO jit_audit_events (at, kind, actor, issuer, subject, user_id, reason, fields, \
-        source) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? \
+        source, trace) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
         WHERE ? AND EXISTS (SELECT 1 FROM jit_users WHERE id = ?);
         SELECT \
         EXISTS (SELECT 1 FROM jit_identities WHERE issuer = ? AND subject = ? AND user_id = ?) \

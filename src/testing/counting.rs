@@ -62,6 +62,9 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         self.inner.find_by_identity(key).await
     }
+    async fn is_identity_deleted(&self, key: &IdentityKey) -> Result<bool, StoreError> {
+        self.inner.is_identity_deleted(key).await
+    }
     async fn create_user(
         &self,
         user: NewUser,

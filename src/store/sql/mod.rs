@@ -159,6 +159,17 @@ impl<D: Dialect> SqlCore<D> {
         self.db.find_in(&mut self.db.dialect.reader(), key).await
     }
 
+    pub(crate) async fn is_identity_deleted(&self, key: &IdentityKey) -> Result<bool, StoreError> {
+        let tombstone = self
+            .db
+            .dialect
+            .reader()
+            .fetch_optional(queries::TOMBSTONED, key_params(key))
+            .await
+            .map_err(self.db.error())?;
+        Ok(tombstone.is_some())
+    }
+
     pub(crate) async fn create_user(
         &self,
         user: NewUser,
@@ -1001,6 +1012,13 @@ macro_rules! sql_store {
                 $crate::store::StoreError,
             > {
                 self.core.find_by_identity(key).await
+            }
+
+            async fn is_identity_deleted(
+                &self,
+                key: &$crate::user::IdentityKey,
+            ) -> Result<bool, $crate::store::StoreError> {
+                self.core.is_identity_deleted(key).await
             }
 
             async fn create_user(

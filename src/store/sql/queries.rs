@@ -147,9 +147,11 @@ pub(crate) const DELETE_GROUP: &str = "DELETE FROM jit_groups WHERE id = $1";
 
 /// The columns of an audit record, in the order [`super::rows::audit_params`] binds them.
 pub(crate) const INSERT_AUDIT: &str = "INSERT INTO jit_audit_events (at, kind, actor, issuer, \
-    subject, user_id, reason, fields, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    subject, user_id, reason, fields, source, trace) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
-const AUDIT_COLUMNS: &str = "at, kind, actor, issuer, subject, user_id, reason, fields, source";
+const AUDIT_COLUMNS: &str =
+    "at, kind, actor, issuer, subject, user_id, reason, fields, source, trace";
 
 pub(crate) fn audit_events(of_user: bool) -> &'static str {
     use std::sync::LazyLock;

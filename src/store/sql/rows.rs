@@ -145,6 +145,7 @@ pub(crate) fn audit_event(row: &impl SqlRow) -> Result<AuditEvent, StoreError> {
     event.reason = row.text("reason")?;
     event.fields = row.json("fields")?;
     event.source = row.text("source")?;
+    event.trace = row.json("trace")?;
     Ok(event)
 }
 
@@ -206,6 +207,7 @@ pub(crate) fn audit_params(event: &AuditEvent) -> Vec<Param> {
         Param::opt_text(event.reason.as_deref()),
         Param::json(&event.fields),
         Param::opt_text(event.source.as_deref()),
+        Param::json(&event.trace),
     ]
 }
 
