@@ -56,7 +56,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::header;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower_jit_provisioning::approval::Approvals;
 use tower_jit_provisioning::login::{BrowserLogin, OAuth2Provider};
 use tower_jit_provisioning::provision::groups::MicrosoftGraph;
@@ -584,31 +584,61 @@ fn metrics_router() -> Result<Router, String> {
     Ok(Router::new().route("/metrics", get(render)))
 }
 
-async fn me(user: ProvisionedUser) -> Json<Value> {
+/// `GET /me`: the account, as JSON. Serialized straight from the account, with no JSON tree
+/// built in between: this answers every authenticated request of a client.
+async fn me(user: ProvisionedUser) -> Response {
+    #[derive(serde::Serialize)]
+    struct Identity<'a> {
+        issuer: &'a str,
+        subject: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Me<'a> {
+        id: uuid::Uuid,
+        email: &'a Option<String>,
+        email_verified: bool,
+        user_name: &'a Option<String>,
+        display_name: &'a Option<String>,
+        given_name: &'a Option<String>,
+        family_name: &'a Option<String>,
+        picture: &'a Option<String>,
+        locale: &'a Option<String>,
+        roles: Vec<&'a str>,
+        groups: &'a [String],
+        attributes: &'a serde_json::Map<String, Value>,
+        status: tower_jit_provisioning::UserStatus,
+        external_id: &'a Option<String>,
+        created_at: chrono::DateTime<chrono::Utc>,
+        updated_at: chrono::DateTime<chrono::Utc>,
+        last_login_at: Option<chrono::DateTime<chrono::Utc>>,
+        identity: Identity<'a>,
+    }
     let u = user.user();
-    Json(json!({
-        "id": u.id,
-        "email": u.email,
-        "email_verified": u.email_verified,
-        "user_name": u.user_name,
-        "display_name": u.display_name,
-        "given_name": u.given_name,
-        "family_name": u.family_name,
-        "picture": u.picture,
-        "locale": u.locale,
-        "roles": u.role_names(),
-        "groups": u.groups,
-        "attributes": u.attributes,
-        "status": u.status,
-        "external_id": u.external_id,
-        "created_at": u.created_at,
-        "updated_at": u.updated_at,
-        "last_login_at": u.last_login_at,
-        "identity": {
-            "issuer": user.identity().key.issuer(),
-            "subject": user.identity().key.subject(),
+    let key = &user.identity().key;
+    Json(Me {
+        id: u.id,
+        email: &u.email,
+        email_verified: u.email_verified,
+        user_name: &u.user_name,
+        display_name: &u.display_name,
+        given_name: &u.given_name,
+        family_name: &u.family_name,
+        picture: &u.picture,
+        locale: &u.locale,
+        roles: u.role_names(),
+        groups: &u.groups,
+        attributes: &u.attributes,
+        status: u.status,
+        external_id: &u.external_id,
+        created_at: u.created_at,
+        updated_at: u.updated_at,
+        last_login_at: u.last_login_at,
+        identity: Identity {
+            issuer: key.issuer(),
+            subject: key.subject(),
         },
-    }))
+    })
+    .into_response()
 }
 
 /// `GET /`: who is signed in, or a way to sign in.

@@ -26,7 +26,7 @@ use crate::error::{DefaultErrorHandler, Error, ErrorHandler};
 use crate::provision::{Explanation, ProvisionedUser, Provisioner, SignInMemo};
 use crate::sign_in::{DynAuthenticator, SignIn, SignInSource};
 use crate::token::extract::{self, TokenSource};
-use crate::token::verify::TokenVerifier;
+use crate::token::verify::{Miss, TokenVerifier};
 
 /// What every clone of the layer and its services shares.
 pub(crate) struct Shared {
@@ -334,8 +334,9 @@ where
 
 impl Shared {
     /// Lets the request through if its token is in the verified-token cache and (with a
-    /// store) its user in the user cache, current and active. `false` leaves the request
-    /// untouched for [`authenticate`], which decides every other case.
+    /// store) its user in the user cache, current and active. `false` leaves the request for
+    /// [`authenticate`], which decides every other case (with, after a token-cache miss, the
+    /// miss noted in its extensions).
     fn authenticate_cached<B>(&self, request: &mut Request<B>) -> bool {
         let Some(token) = extract::candidate(
             &self.token_source,
@@ -349,8 +350,13 @@ impl Shared {
             return false;
         };
         let now = std::time::Instant::now();
-        let Some(verified) = self.tokens.cached(token, now) else {
-            return false;
+        let verified = match self.tokens.cached(token, now) {
+            Ok(verified) => verified,
+            Err(miss) => {
+                // The verification that follows starts from this miss, not a second lookup.
+                request.extensions_mut().insert(miss);
+                return false;
+            }
         };
         let sign_in = verified.claims.sign_in();
         let user = match &self.provisioner {
@@ -497,6 +503,11 @@ async fn decide<B>(
     mut request: Request<B>,
     source: &mut &'static str,
 ) -> Result<Request<B>, Error> {
+    // The fast path's token-cache miss, if it had one; never left for the inner service.
+    let miss = request
+        .extensions_mut()
+        .remove::<Miss>()
+        .unwrap_or_default();
     let token = extract::extract(
         &shared.token_source,
         request.headers(),
@@ -507,7 +518,7 @@ async fn decide<B>(
     if let Some(token) = token {
         *source = SignInSource::BearerToken.as_str();
         let token = token.to_owned();
-        let verified = match shared.tokens.verify(&token).await {
+        let verified = match shared.tokens.verify_after(&token, miss).await {
             Ok(verified) => verified,
             Err(error) => {
                 log_refusal(&error);

@@ -541,9 +541,13 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
     /// The token, if it was verified already and is still acceptable: unexpired, and signed by
     /// a key still in its issuer's key set (a key the issuer withdrew stops its tokens at the
     /// next request). Synchronous, and only a hash and a lookup.
-    pub(crate) fn cached(&self, token: &str, now: Instant) -> Option<Arc<VerifiedToken<M>>> {
-        let cache = self.cache.as_ref()?;
-        self.lookup(cache, &sha256(token), now)
+    pub(crate) fn cached(&self, token: &str, now: Instant) -> Result<Arc<VerifiedToken<M>>, Miss> {
+        let Some(cache) = self.cache.as_ref() else {
+            return Err(Miss(None));
+        };
+        let digest = sha256(token);
+        self.lookup(cache, &digest, now)
+            .ok_or_else(|| Miss(Some((token.into(), digest))))
     }
 
     fn lookup(
@@ -625,6 +629,16 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
     /// Verifies `token`, or finds it verified already: a JWT by its signature, an opaque token
     /// at the issuers that introspect.
     pub(crate) async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken<M>>, Error> {
+        self.verify_after(token, Miss(None)).await
+    }
+
+    /// [`verify`](Self::verify), told that [`cached`](Self::cached) just missed this token:
+    /// its digest is not computed, nor the cache asked, a second time.
+    pub(crate) async fn verify_after(
+        &self,
+        token: &str,
+        miss: Miss,
+    ) -> Result<Arc<VerifiedToken<M>>, Error> {
         if let Some(introspected) = &self.introspected
             && !is_jwt_shaped(token)
         {
@@ -633,11 +647,17 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         let Some(cache) = &self.cache else {
             return Ok(Arc::new(self.verify_uncached(token).await?));
         };
-        let digest = sha256(token);
-        if let Some(hit) = self.lookup(cache, &digest, Instant::now()) {
-            crate::metrics::token_cache(true);
-            return Ok(hit);
-        }
+        let digest = match miss.digest_of(token) {
+            Some(digest) => digest,
+            None => {
+                let digest = sha256(token);
+                if let Some(hit) = self.lookup(cache, &digest, Instant::now()) {
+                    crate::metrics::token_cache(true);
+                    return Ok(hit);
+                }
+                digest
+            }
+        };
         crate::metrics::token_cache(false);
         let verified = Arc::new(self.verify_uncached(token).await?);
         cache.insert(digest, Arc::clone(&verified));
@@ -822,6 +842,22 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
     }
 }
 
+/// What [`TokenVerifier::cached`] learnt when it missed: the token and its digest, so the
+/// verification that follows need not compute or look it up again. Empty without a cache.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Miss(Option<(Box<str>, [u8; 32])>);
+
+impl Miss {
+    /// The digest of `token`, if this miss was for that very token: the digest is the cache
+    /// key, so a digest of any other token must never key this one's verification.
+    fn digest_of(&self, token: &str) -> Option<[u8; 32]> {
+        match &self.0 {
+            Some((missed, digest)) if **missed == *token => Some(*digest),
+            _ => None,
+        }
+    }
+}
+
 fn sha256(token: &str) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
     let mut out = [0u8; 32];
@@ -831,6 +867,15 @@ fn sha256(token: &str) -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_miss_vouches_only_for_its_own_token() {
+        let miss = super::Miss(Some(("token-a".into(), super::sha256("token-a"))));
+        assert_eq!(miss.digest_of("token-a"), Some(super::sha256("token-a")));
+        assert_eq!(miss.digest_of("token-b"), None);
+        assert_eq!(miss.digest_of("token-a "), None);
+        assert_eq!(super::Miss::default().digest_of("token-a"), None);
+    }
+
     use super::*;
 
     fn rules(max_token_age: Option<Duration>, parties: Option<Vec<String>>) -> IssuerRules {
