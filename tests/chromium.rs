@@ -179,16 +179,23 @@ async fn a_person_signs_in_and_out_with_a_real_browser() {
             .click()
             .await
             .unwrap();
-        assert_eq!(
-            browser
-                .find(Locator::Css("h1"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-            "Signed out"
-        );
+        // The click starts a navigation: the old page's heading may be found, then go stale,
+        // before the new page is there. Read until the new page answers.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let heading = loop {
+            let text = match browser.find(Locator::Css("h1")).await {
+                Ok(h1) => h1.text().await.ok(),
+                Err(_) => None,
+            };
+            match text {
+                Some(text) if text == "Signed out" => break text,
+                seen if std::time::Instant::now() > deadline => {
+                    panic!("no signed-out page after 10 s; last heading: {seen:?}")
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        };
+        assert_eq!(heading, "Signed out");
         browser.goto(&format!("{base}/me")).await.unwrap();
         let body = browser
             .find(Locator::Css("body"))
