@@ -11,6 +11,8 @@
 //! - `me_hot`: its `GET /me`, each connection with a token seen before, its user cached;
 //! - `me_new_token`: its `GET /me`, every request a distinct pre-signed token of one cached user,
 //!   on a fresh server each round, so no token is ever seen twice;
+//! - `me_session`: its `GET /me` by session cookie, each connection a person signed in through
+//!   the browser flow (`/login`, the issuer, `/callback`), account and session cached;
 //! - `authorizer`: a plain axum server behind `jwt-authorizer`, which verifies every token
 //!   (RS256, the same key set), answering the same shape of JSON from the claims, sent the same
 //!   distinct tokens.
@@ -177,6 +179,62 @@ async fn serve_rsa_keys(idp: &TestIssuer) -> String {
     url
 }
 
+/// Signs `who` in through the reference server's browser flow and returns the session cookie
+/// (`name=value`).
+async fn sign_in(server: &Server, who: &str) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie_of = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next())
+            .find(|pair| pair.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {name} cookie"))
+    };
+    let location = |response: &reqwest::Response| {
+        response.headers()[reqwest::header::LOCATION]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let base = format!("http://{}", server.addr);
+    let login = client
+        .get(format!("{base}/login?login_hint={who}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        login.status().is_redirection(),
+        "/login: {}",
+        login.status()
+    );
+    let flow = cookie_of(&login, "jit_flow");
+    let at_issuer = client.get(location(&login)).send().await.unwrap();
+    assert!(
+        at_issuer.status().is_redirection(),
+        "the issuer: {}",
+        at_issuer.status()
+    );
+    let callback = client
+        .get(location(&at_issuer))
+        .header(reqwest::header::COOKIE, flow)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        callback.status().is_redirection(),
+        "/callback: {}",
+        callback.status()
+    );
+    cookie_of(&callback, "jit_session")
+}
+
 /// A server process, killed when dropped.
 struct Server {
     child: Child,
@@ -234,6 +292,8 @@ impl Server {
             .env("JIT_AUDIENCES", TestIssuer::AUDIENCE)
             .env("JIT_ALLOW_HTTP_ISSUERS", "1")
             .env("JIT_LISTEN", "127.0.0.1:0")
+            .env("JIT_OIDC_CLIENT_ID", TestIssuer::CLIENT_ID)
+            .env("JIT_OIDC_CLIENT_SECRET", TestIssuer::CLIENT_SECRET)
             .env(
                 "JIT_DATABASE_URL",
                 format!("sqlite://{}", dir.path().join("jit.db").display()),
@@ -266,6 +326,8 @@ enum Credentials {
     None,
     /// One token per connection, the same for every request on it.
     PerConnection(Arc<Vec<String>>),
+    /// One session cookie per connection.
+    Cookies(Arc<Vec<String>>),
     /// Each request takes the next token of the pool; the run ends when it is used up.
     Pool(Arc<Vec<String>>, Arc<AtomicUsize>),
 }
@@ -344,6 +406,11 @@ async fn drive(options: Options) {
             .unwrap()
     };
     let warm = token(&idp, "cold", 0);
+    let mut cookies = Vec::new();
+    for i in 0..options.connections {
+        cookies.push(sign_in(&reference, &format!("session-{i}")).await);
+    }
+    let cookies = Arc::new(cookies);
     // Warm-up: connections, users provisioned and cached, key sets fetched.
     let warmup = Duration::from_millis(500);
     for (name, path, credentials, server) in [
@@ -352,6 +419,12 @@ async fn drive(options: Options) {
             "reference",
             "/me",
             Credentials::PerConnection(Arc::clone(&hot_tokens)),
+            &reference,
+        ),
+        (
+            "reference",
+            "/me",
+            Credentials::Cookies(Arc::clone(&cookies)),
             &reference,
         ),
         (
@@ -368,8 +441,14 @@ async fn drive(options: Options) {
         );
     }
 
-    const VARIANTS: [&str; 4] = ["healthz", "me_hot", "me_new_token", "authorizer"];
-    let mut samples: Vec<[Sample; 4]> = Vec::new();
+    const VARIANTS: [&str; 5] = [
+        "healthz",
+        "me_hot",
+        "me_session",
+        "me_new_token",
+        "authorizer",
+    ];
+    let mut samples: Vec<[Sample; 5]> = Vec::new();
     println!(
         "{} rounds; {} keep-alive connections; {} s per timed variant, {} distinct tokens per \
          new-token variant",
@@ -396,7 +475,7 @@ async fn drive(options: Options) {
             warmed.failures, 0,
             "warm-up of the fresh server answered non-2xx"
         );
-        let mut row = [Sample::default(); 4];
+        let mut row = [Sample::default(); 5];
         for k in 0..VARIANTS.len() {
             let index = (round + k) % VARIANTS.len();
             if options
@@ -421,6 +500,10 @@ async fn drive(options: Options) {
                 "me_hot" => {
                     let tokens = Credentials::PerConnection(Arc::clone(&hot_tokens));
                     load(&reference, "/me", tokens, options.connections, seconds).await
+                }
+                "me_session" => {
+                    let sessions = Credentials::Cookies(Arc::clone(&cookies));
+                    load(&reference, "/me", sessions, options.connections, seconds).await
                 }
                 "me_new_token" => {
                     load(&fresh, "/me", pool(), options.connections, Duration::MAX).await
@@ -472,7 +555,7 @@ async fn drive(options: Options) {
             median(samples.iter().map(|r| r[index].cpu_us()).collect()),
         );
     }
-    let per_round = |f: &dyn Fn(&[Sample; 4]) -> f64| median(samples.iter().map(f).collect());
+    let per_round = |f: &dyn Fn(&[Sample; 5]) -> f64| median(samples.iter().map(f).collect());
     println!("ratios within a round (median over rounds):");
     println!(
         "  me_hot adds {:.2} µs server CPU/request over healthz (target ≤ 3.0), and serves {:.3}× \
@@ -481,10 +564,14 @@ async fn drive(options: Options) {
         per_round(&|r| r[1].rps() / r[0].rps()),
     );
     println!(
+        "  me_session costs {:+.2} µs server CPU/request against me_hot (target ≤ +0.5)",
+        per_round(&|r| r[2].cpu_us() - r[1].cpu_us()),
+    );
+    println!(
         "  me_new_token costs {:.3}× authorizer's server CPU/request (target ≤ 0.9), and serves \
          {:.3}× its req/s",
-        per_round(&|r| r[2].cpu_us() / r[3].cpu_us()),
-        per_round(&|r| r[2].rps() / r[3].rps()),
+        per_round(&|r| r[3].cpu_us() / r[4].cpu_us()),
+        per_round(&|r| r[3].rps() / r[4].rps()),
     );
     let failures: u64 = samples.iter().flatten().map(|s| s.failures).sum();
     assert_eq!(
@@ -528,7 +615,7 @@ async fn load(
                         break;
                     }
                     let authorization = match &credentials {
-                        Credentials::None => None,
+                        Credentials::None | Credentials::Cookies(_) => None,
                         Credentials::PerConnection(tokens) => {
                             Some(format!("Bearer {}", tokens[connection % tokens.len()]))
                         }
@@ -543,6 +630,10 @@ async fn load(
                         http::Request::get(path).header(http::header::HOST, "127.0.0.1");
                     if let Some(authorization) = authorization {
                         request = request.header(http::header::AUTHORIZATION, authorization);
+                    }
+                    if let Credentials::Cookies(cookies) = &credentials {
+                        request = request
+                            .header(http::header::COOKIE, &cookies[connection % cookies.len()]);
                     }
                     let request = request.body(Empty::<Bytes>::new()).unwrap();
                     let response = sender.send_request(request).await.unwrap();
