@@ -1095,7 +1095,7 @@ mod admin {
     use axum::{Json, Router};
     use bytes::Bytes;
     use http::{StatusCode, header};
-    use serde_json::{Map, Value, json};
+    use serde_json::{Value, json};
     use tower_jit_provisioning::approval::{ApprovalError, Approvals};
     use tower_jit_provisioning::{Error, ProvisioningLayer, UserStore};
 
@@ -1194,15 +1194,10 @@ mod admin {
         };
         match explained {
             Ok(explanation) => {
-                let mut answer = serde_json::to_value(&explanation)
-                    .ok()
-                    .and_then(|v| match v {
-                        Value::Object(map) => Some(map),
-                        _ => None,
-                    })
-                    .unwrap_or_else(Map::new);
-                answer.insert("text".into(), Value::from(explanation.to_string()));
-                Json(Value::Object(answer)).into_response()
+                // An explanation serializes as an object: `text` joins its members.
+                let mut answer = serde_json::to_value(&explanation).unwrap_or_default();
+                answer["text"] = Value::from(explanation.to_string());
+                Json(answer).into_response()
             }
             // The reason only: nothing of a token that failed verification is echoed.
             Err(Error::InvalidToken(reason)) => (

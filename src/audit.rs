@@ -215,9 +215,7 @@ impl AuditEvent {
         self.fields = fields.into_iter().map(Into::into).collect();
         self
     }
-}
 
-impl AuditEvent {
     /// Attaches the trace of the decision.
     #[must_use]
     pub fn trace(mut self, trace: DecisionTrace) -> Self {

@@ -107,6 +107,11 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// `Passed` for an admission rule that held, `Refused` for one that did not.
+    pub(crate) fn held(held: bool) -> Self {
+        if held { Self::Passed } else { Self::Refused }
+    }
+
     /// The snake-case name used in serialized traces.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -321,13 +326,6 @@ impl Tracer {
 
     pub(crate) fn is_detailed(&self) -> bool {
         self.detailed
-    }
-
-    /// The steps so far, as a trace.
-    pub(crate) fn snapshot(&self) -> DecisionTrace {
-        DecisionTrace {
-            steps: self.steps.clone(),
-        }
     }
 
     pub(crate) fn finish(self) -> DecisionTrace {

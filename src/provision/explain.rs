@@ -7,9 +7,10 @@
 use chrono::Utc;
 use serde::Serialize;
 
-use super::{Failure, Provisioner, refusal_step};
+use super::{Failure, Provisioner, refusal_of, refusal_step};
 use crate::error::{DenyReason, Error};
 use crate::sign_in::SignIn;
+use crate::store::StoreError;
 use crate::trace::{DecisionTrace, Stage, TraceStep, Tracer, Verdict};
 use crate::user::{Identity, User, UserStatus};
 
@@ -89,6 +90,11 @@ impl std::fmt::Display for Explanation {
     }
 }
 
+/// A store read that failed, answered as a sign-in would be.
+fn store_failed(error: StoreError) -> Error {
+    Error::from(Failure::from(error))
+}
+
 /// An explanation being built.
 struct Draft {
     tracer: Tracer,
@@ -134,7 +140,7 @@ impl Provisioner {
         let found = store
             .find_by_identity(&admitted.key)
             .await
-            .map_err(|e| Error::from(Failure::from(e)))?;
+            .map_err(store_failed)?;
         let (mut user, identity) = match found {
             Some((user, identity)) => {
                 draft.tracer.decision(
@@ -150,34 +156,27 @@ impl Provisioner {
                 Err(reason) => return Ok(draft.refuse(reason)),
             },
         };
-        if draft.action == Some(AccountAction::Created) {
-            let pending = user.status == UserStatus::PendingApproval;
-            draft.account = Some(user);
-            return Ok(if pending {
-                draft.refuse(DenyReason::PendingApproval)
-            } else {
-                draft.finish(None)
-            });
-        }
-        let now = Utc::now();
+        // A new account is active or pending: nothing to reactivate, and built from this very
+        // profile, nothing to sync.
+        let created = draft.action == Some(AccountAction::Created);
         if user.status == UserStatus::Deactivated && self.config.reactivate_on_login {
             draft.tracer.decision(
                 TraceStep::new(Stage::Account, "reactivate_on_login", Verdict::Reactivated)
                     .target(user.id.to_string()),
             );
-            user.apply(crate::user::UserUpdate::status(UserStatus::Active), now);
+            user.apply(
+                crate::user::UserUpdate::status(UserStatus::Active),
+                Utc::now(),
+            );
             draft.changes.push("status".into());
         }
-        let refusal = match user.status {
-            UserStatus::Active => None,
-            UserStatus::PendingApproval => Some(DenyReason::PendingApproval),
-            UserStatus::Deactivated => Some(DenyReason::Deactivated),
-        };
-        if let Some(reason) = refusal {
+        if let Some(reason) = refusal_of(user.status) {
             draft.account = Some(user);
             return Ok(draft.refuse(reason));
         }
-        self.explain_sync(&mut user, identity.as_ref(), &admitted, &mut draft);
+        if !created {
+            self.explain_sync(&mut user, identity.as_ref(), &admitted, &mut draft);
+        }
         draft.account = Some(user);
         Ok(draft.finish(None))
     }
@@ -190,12 +189,11 @@ impl Provisioner {
         admitted: &super::Admitted,
         draft: &mut Draft,
     ) -> Result<Result<User, DenyReason>, Error> {
-        let failed = |e| Error::from(Failure::from(e));
         let store = &self.config.store;
         if store
             .is_identity_deleted(&admitted.key)
             .await
-            .map_err(failed)?
+            .map_err(store_failed)?
         {
             return Ok(Err(DenyReason::Deleted));
         }
@@ -217,7 +215,7 @@ impl Provisioner {
             let linked_here = store
                 .identities(target)
                 .await
-                .map_err(failed)?
+                .map_err(store_failed)?
                 .iter()
                 .any(|identity: &Identity| identity.key.issuer() == sign_in.issuer());
             if linked_here {
@@ -228,7 +226,7 @@ impl Provisioner {
                 );
                 continue;
             }
-            if let Some(user) = store.get_user(target).await.map_err(failed)? {
+            if let Some(user) = store.get_user(target).await.map_err(store_failed)? {
                 draft.action = Some(AccountAction::Linked);
                 return Ok(Ok(user));
             }
@@ -252,12 +250,8 @@ impl Provisioner {
         } else {
             UserStatus::Active
         };
-        let mut new_user = self.config.mapping.new_user(&admitted.profile, status);
-        if !admitted.roles_trusted {
-            new_user
-                .roles
-                .retain(|grant| !matches!(grant.source, crate::user::RoleSource::Mapping(_)));
-        }
+        // Untrusted roles were cleared from the profile by admission, as for a real sign-in.
+        let new_user = self.config.mapping.new_user(&admitted.profile, status);
         for grant in &new_user.roles {
             tracer.detail(|| {
                 TraceStep::new(Stage::Roles, grant.source.to_string(), Verdict::Granted)
@@ -289,14 +283,10 @@ impl Provisioner {
             );
             return;
         }
-        let (mut update, mut fields) =
+        let (update, fields) =
             self.config
                 .mapping
-                .changes_traced(user, &admitted.profile, tracer);
-        if !admitted.roles_trusted {
-            update.roles = None;
-            fields.retain(|f| *f != "roles");
-        }
+                .changes(user, &admitted.profile, admitted.roles_trusted, tracer);
         if !update.is_empty() {
             user.apply(update, Utc::now());
         }

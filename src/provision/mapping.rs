@@ -558,21 +558,14 @@ impl AttributeMapping {
     }
 
     /// What a login with `profile` changes on `user`, by each field's policy, and the names of
-    /// the fields it changes.
+    /// the fields it changes, recording (when explaining) what each policy decided and which
+    /// role was granted, revoked or kept. A login whose roles are not trusted
+    /// (`roles_trusted: false`) neither grants nor revokes one.
     pub(crate) fn changes(
         &self,
         user: &User,
         profile: &MappedProfile,
-    ) -> (UserUpdate, Vec<&'static str>) {
-        self.changes_traced(user, profile, &mut Tracer::decisions())
-    }
-
-    /// [`changes`](Self::changes), recording (when explaining) what each field's policy
-    /// decided and which role was granted, revoked or kept.
-    pub(crate) fn changes_traced(
-        &self,
-        user: &User,
-        profile: &MappedProfile,
+        roles_trusted: bool,
         tracer: &mut Tracer,
     ) -> (UserUpdate, Vec<&'static str>) {
         let mut update = UserUpdate::default();
@@ -689,6 +682,9 @@ impl AttributeMapping {
             changed.push("attributes");
         }
 
+        if !roles_trusted {
+            return (update, changed);
+        }
         // Mapping grants are replaced by what the rules justify now; every other grant stays.
         // Group rules follow the groups the user holds after this sync, which are SCIM's when
         // SCIM manages them, so either path to a group grants the same roles.
@@ -956,7 +952,7 @@ mod tests {
         user.roles.push(RoleGrant::new("x", RoleSource::Scim));
 
         let second = mapping.map(&claims(json!({"name": "B", "locale": "fr", "groups": []})));
-        let (update, fields) = mapping.changes(&user, &second);
+        let (update, fields) = mapping.changes(&user, &second, true, &mut Tracer::decisions());
         assert_eq!(update.display_name, None, "never");
         assert_eq!(update.locale, None, "if empty: it is not");
         assert_eq!(fields, ["groups", "roles"]);
@@ -970,7 +966,7 @@ mod tests {
         );
 
         user.locale = None;
-        let (update, _) = mapping.changes(&user, &second);
+        let (update, _) = mapping.changes(&user, &second, true, &mut Tracer::decisions());
         assert_eq!(
             update.locale,
             Some(Some("fr".into())),

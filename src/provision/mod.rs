@@ -179,7 +179,8 @@ pub(crate) struct Admitted {
     /// Whether the issuer is trusted for roles in this sign-in: if not, the login neither
     /// grants nor revokes a role.
     roles_trusted: bool,
-    /// The admission steps that let it in, for the trace of a later refusal.
+    /// The admission steps that let it in, for the trace of a later refusal (empty when
+    /// explaining, whose tracer holds them).
     trace: DecisionTrace,
 }
 
@@ -422,7 +423,10 @@ impl Provisioner {
             None => {
                 let mut tracer = Tracer::decisions();
                 match self.admit(sign_in, &mut tracer).await {
-                    Ok(admitted) => Arc::clone(memo.admitted.get_or_init(|| admitted)),
+                    Ok(mut admitted) => {
+                        admitted.trace = tracer.finish();
+                        Arc::clone(memo.admitted.get_or_init(|| Arc::new(admitted)))
+                    }
                     Err(reason) => {
                         let denial = Denial::new(reason, tracer.finish());
                         return Err(self.deny(sign_in, memo, denial).await);
@@ -439,17 +443,13 @@ impl Provisioner {
             }
             Err(error) => return Err(error),
         };
-        let refusal = match account.user.status {
-            UserStatus::Active => {
-                self.note_login(&account, &admitted, Instant::now());
-                memo.account.store(Some(Arc::clone(&account)));
-                return Ok(ProvisionedUser::new(account, sign_in.clone()));
-            }
-            UserStatus::PendingApproval => DenyReason::PendingApproval,
-            UserStatus::Deactivated => DenyReason::Deactivated,
-        };
-        let denial = Denial::after(&admitted, refusal, Some(&account.user));
-        Err(self.deny(sign_in, memo, denial).await)
+        if let Some(refusal) = refusal_of(account.user.status) {
+            let denial = Denial::after(&admitted, refusal, Some(&account.user));
+            return Err(self.deny(sign_in, memo, denial).await);
+        }
+        self.note_login(&account, &admitted, Instant::now());
+        memo.account.store(Some(Arc::clone(&account)));
+        Ok(ProvisionedUser::new(account, sign_in.clone()))
     }
 
     /// Emits an event that comes with no write, through the store.
@@ -479,11 +479,7 @@ impl Provisioner {
     }
 
     /// Maps and admits a sign-in, recording each rule consulted. Writes nothing.
-    async fn admit(
-        &self,
-        sign_in: &SignIn,
-        tracer: &mut Tracer,
-    ) -> Result<Arc<Admitted>, DenyReason> {
+    async fn admit(&self, sign_in: &SignIn, tracer: &mut Tracer) -> Result<Admitted, DenyReason> {
         let mut profile = self.config.mapping.map_traced(sign_in, tracer);
         let mut roles_trusted = true;
         let rules = self.issuer(sign_in.issuer());
@@ -538,15 +534,7 @@ impl Provisioner {
         }
         if self.config.mapping.is_strict() {
             let matched = !profile.roles.is_empty();
-            let step = TraceStep::new(
-                Stage::Admission,
-                "strict_roles",
-                if matched {
-                    Verdict::Passed
-                } else {
-                    Verdict::Refused
-                },
-            );
+            let step = TraceStep::new(Stage::Admission, "strict_roles", Verdict::held(matched));
             tracer.decision(if matched {
                 step
             } else {
@@ -561,11 +549,7 @@ impl Provisioner {
             let step = TraceStep::new(
                 Stage::Admission,
                 "predicate",
-                if checked.is_ok() {
-                    Verdict::Passed
-                } else {
-                    Verdict::Refused
-                },
+                Verdict::held(checked.is_ok()),
             );
             tracer.decision(match checked {
                 Ok(()) => step,
@@ -574,13 +558,14 @@ impl Provisioner {
             checked?;
         }
         let fingerprint = mapping::fingerprint(&profile);
-        Ok(Arc::new(Admitted {
+        Ok(Admitted {
             key: sign_in.identity(),
             roles_trusted,
             profile,
             fingerprint,
-            trace: tracer.snapshot(),
-        }))
+            // The caller keeps the steps it wants: a sign-in keeps them for a later refusal.
+            trace: DecisionTrace::default(),
+        })
     }
 
     /// The cached account if it is current and synced with the sign-in; else a resolution.
@@ -879,11 +864,12 @@ impl Provisioner {
         }
         let mut keep_user_name = false;
         for _ in 0..CONFLICT_RETRIES {
-            let (mut update, mut fields) = self.config.mapping.changes(&user, &admitted.profile);
-            if !admitted.roles_trusted {
-                update.roles = None;
-                fields.retain(|f| *f != "roles");
-            }
+            let (mut update, mut fields) = self.config.mapping.changes(
+                &user,
+                &admitted.profile,
+                admitted.roles_trusted,
+                &mut Tracer::decisions(),
+            );
             if keep_user_name {
                 update.user_name = None;
                 fields.retain(|f| *f != "user_name");
@@ -983,6 +969,15 @@ impl Denial {
             user_id: user.map(|user| user.id),
             trace,
         }
+    }
+}
+
+/// Why an account in `status` may not be signed in to, if it may not.
+fn refusal_of(status: UserStatus) -> Option<DenyReason> {
+    match status {
+        UserStatus::Active => None,
+        UserStatus::PendingApproval => Some(DenyReason::PendingApproval),
+        UserStatus::Deactivated => Some(DenyReason::Deactivated),
     }
 }
 

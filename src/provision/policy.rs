@@ -133,19 +133,19 @@ impl Admission {
     ) -> Result<(), DenyReason> {
         if !self.allowed_domains.is_empty() {
             let step = |verdict| TraceStep::new(Stage::Admission, "allowed_domains", verdict);
+            let domain = sign_in
+                .email()
+                .and_then(EmailAddress::parse)
+                .map(|address| address.domain);
             if !sign_in.email_verified() {
                 let mut refused = step(Verdict::Refused).note("the address is not verified");
-                if let Some(domain) = sign_in.email().and_then(EmailAddress::parse) {
-                    refused = refused.seen(domain.domain);
+                if let Some(domain) = domain {
+                    refused = refused.seen(domain);
                 }
                 tracer.decision(refused);
                 return Err(DenyReason::EmailNotVerified);
             }
-            let Some(domain) = sign_in
-                .email()
-                .and_then(EmailAddress::parse)
-                .map(|address| address.domain)
-            else {
+            let Some(domain) = domain else {
                 tracer.decision(step(Verdict::Refused).note("no well-formed e-mail address"));
                 return Err(DenyReason::DomainNotAllowed);
             };
@@ -165,11 +165,7 @@ impl Admission {
             let mut step = TraceStep::new(
                 Stage::Admission,
                 format!("required_claim:{claim}"),
-                if held {
-                    Verdict::Passed
-                } else {
-                    Verdict::Refused
-                },
+                Verdict::held(held),
             )
             .seen(seen.cloned().unwrap_or(Value::Null));
             if !held {
@@ -185,11 +181,7 @@ impl Admission {
             let step = TraceStep::new(
                 Stage::Admission,
                 format!("required_group:{group}"),
-                if held {
-                    Verdict::Passed
-                } else {
-                    Verdict::Refused
-                },
+                Verdict::held(held),
             );
             tracer.decision(if held {
                 step
