@@ -844,8 +844,19 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
 
 /// What [`TokenVerifier::cached`] learnt when it missed: the token and its digest, so the
 /// verification that follows need not compute or look it up again. Empty without a cache.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Miss(Option<(Box<str>, [u8; 32])>);
+
+/// The token is left out: a credential never reaches a debug print.
+impl std::fmt::Debug for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Miss(<token>)"
+        } else {
+            "Miss(None)"
+        })
+    }
+}
 
 impl Miss {
     /// The digest of `token`, if this miss was for that very token: the digest is the cache
@@ -874,6 +885,7 @@ mod tests {
         assert_eq!(miss.digest_of("token-b"), None);
         assert_eq!(miss.digest_of("token-a "), None);
         assert_eq!(super::Miss::default().digest_of("token-a"), None);
+        assert!(!format!("{miss:?}").contains("token-a"));
     }
 
     use super::*;
