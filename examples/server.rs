@@ -35,6 +35,14 @@
 //! | `JIT_GITHUB_URL`, `JIT_GITHUB_API_URL` | GitHub Enterprise Server or a test double (plain http only on loopback with `JIT_ALLOW_HTTP_ISSUERS=1`) | `https://github.com`, `https://api.github.com` (`<JIT_GITHUB_URL>/api/v3` for another `JIT_GITHUB_URL`) |
 //! | `JIT_GITHUB_SCOPES` | the scopes to ask GitHub for, space- or comma-separated | `read:user user:email read:org` |
 //! | `JIT_GITHUB_ACCEPT_TOKENS` | `1`: GitHub access tokens are also accepted as bearer tokens, resolved through GitHub's API (cached 60 s) | off |
+//! | `JIT_SAML_IDP_METADATA` | SAML sign-in at these IdPs: their metadata, comma-separated, each a file path or a URL (fetched at start to learn the entity ids, then kept fresh by its `cacheDuration`; plain http only on loopback with `JIT_ALLOW_HTTP_ISSUERS=1`). Adds `GET /saml/metadata`, `GET /saml/login[?idp=ENTITYID][&return_to=PATH]`, `POST /saml/acs` | off |
+//! | `JIT_SAML_SP_ENTITY_ID` | the SP's entity id | `JIT_PUBLIC_URL` + `/saml/metadata` |
+//! | `JIT_SAML_SP_KEY`, `JIT_SAML_SP_CERT` | PEM files of the SP's RSA key and certificate: AuthnRequests are signed and the metadata lists the certificate | unsigned requests |
+//! | `JIT_SAML_SUBJECT_ATTRIBUTE` | the identity is this attribute (its `Name`, e.g. `http://schemas.microsoft.com/identity/claims/objectidentifier`) instead of the persistent NameID | the persistent NameID |
+//! | `JIT_SAML_TRUST_EMAIL` | `1`: the IdPs' e-mail addresses count as verified | off |
+//! | `JIT_SAML_REQUIRE_SIGNED_ASSERTION` | `1`: the assertion itself must be signed, not only the Response | off |
+//! | `JIT_SAML_ALLOW_IDP_INITIATED` | `1`: responses that answer no request of this server are accepted | off |
+//! | `JIT_SAML_ALLOW_SHA1` | `1`: RSA-SHA1 signatures and SHA-1 digests are accepted | off |
 //! | `JIT_INTROSPECTION_CACHE_SECS` | the longest an introspection answer is trusted (never past the token's `exp`): how long a revoked token may still work | `60` |
 //!
 //! Routes: `GET /` a page: signed out, a link to sign in; signed in, who you are, your roles
@@ -58,7 +66,7 @@ use axum::{Json, Router};
 use http::header;
 use serde_json::Value;
 use tower_jit_provisioning::approval::Approvals;
-use tower_jit_provisioning::login::{BrowserLogin, OAuth2Provider};
+use tower_jit_provisioning::login::{BrowserLogin, OAuth2Provider, SamlLogin};
 use tower_jit_provisioning::provision::groups::MicrosoftGraph;
 use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::{TestGitHub, TestIssuer};
@@ -119,6 +127,84 @@ struct Settings {
     introspection: Option<(String, String)>,
     introspection_cache: Duration,
     github: Option<GitHubSettings>,
+    saml: Option<SamlSettings>,
+}
+
+/// SAML sign-in, from `JIT_SAML_*`.
+struct SamlSettings {
+    /// File paths and URLs.
+    metadata: Vec<String>,
+    entity_id: Option<String>,
+    /// The SP key and certificate, PEM.
+    sp_key: Option<(String, String)>,
+    subject_attribute: Option<String>,
+    trust_email: bool,
+    require_signed_assertion: bool,
+    allow_idp_initiated: bool,
+    allow_sha1: bool,
+}
+
+/// `JIT_SAML_*`: `None` when `JIT_SAML_IDP_METADATA` is not set.
+fn saml_settings() -> Result<Option<SamlSettings>, BadSetting> {
+    let metadata = list("JIT_SAML_IDP_METADATA");
+    if metadata.is_empty() {
+        return Ok(None);
+    }
+    let read = |variable: &'static str, path: String| {
+        std::fs::read_to_string(&path)
+            .map_err(|e| bad(variable, format!("cannot read {path}: {e}")))
+    };
+    let sp_key = match (var("JIT_SAML_SP_KEY"), var("JIT_SAML_SP_CERT")) {
+        (None, None) => None,
+        (Some(key), Some(cert)) => Some((
+            read("JIT_SAML_SP_KEY", key)?,
+            read("JIT_SAML_SP_CERT", cert)?,
+        )),
+        (Some(_), None) => return Err(bad("JIT_SAML_SP_CERT", "required with JIT_SAML_SP_KEY")),
+        (None, Some(_)) => return Err(bad("JIT_SAML_SP_KEY", "required with JIT_SAML_SP_CERT")),
+    };
+    Ok(Some(SamlSettings {
+        metadata,
+        entity_id: var("JIT_SAML_SP_ENTITY_ID"),
+        sp_key,
+        subject_attribute: var("JIT_SAML_SUBJECT_ATTRIBUTE"),
+        trust_email: flag("JIT_SAML_TRUST_EMAIL")?,
+        require_signed_assertion: flag("JIT_SAML_REQUIRE_SIGNED_ASSERTION")?,
+        allow_idp_initiated: flag("JIT_SAML_ALLOW_IDP_INITIATED")?,
+        allow_sha1: flag("JIT_SAML_ALLOW_SHA1")?,
+    }))
+}
+
+/// SAML sign-in as `JIT_SAML_*` describe it: metadata URLs are fetched now, to learn which
+/// IdPs they describe.
+async fn saml_login(settings: &Settings, saml: &SamlSettings) -> Result<SamlLogin, String> {
+    let mut login = SamlLogin::new()
+        .allow_http_endpoints(settings.allow_http)
+        .trust_email(saml.trust_email)
+        .require_signed_assertion(saml.require_signed_assertion)
+        .allow_idp_initiated(saml.allow_idp_initiated)
+        .allow_sha1(saml.allow_sha1)
+        .policy(policy(settings));
+    if let Some(entity_id) = &saml.entity_id {
+        login = login.entity_id(entity_id);
+    }
+    if let Some((key, cert)) = &saml.sp_key {
+        login = login.sp_key_pem(key, cert);
+    }
+    if let Some(attribute) = &saml.subject_attribute {
+        login = login.subject_attribute(attribute);
+    }
+    for source in &saml.metadata {
+        login = if source.starts_with("https://") || source.starts_with("http://") {
+            login
+                .idp_metadata_from_url(source)
+                .await
+                .map_err(|e| format!("JIT_SAML_IDP_METADATA: {e}"))?
+        } else {
+            login.idp_metadata_file(source)
+        };
+    }
+    Ok(login)
 }
 
 /// GitHub sign-in, from `JIT_GITHUB_*`.
@@ -434,6 +520,7 @@ fn settings() -> Result<Settings, BadSetting> {
         introspection,
         introspection_cache,
         github,
+        saml: saml_settings()?,
     })
 }
 
@@ -457,6 +544,7 @@ fn variable_of(error: &ConfigError) -> &'static str {
         {
             "JIT_INTROSPECTION_*"
         }
+        ConfigError::Saml(_) => "JIT_SAML_*",
         ConfigError::InvalidSetting { setting, .. } if setting.contains("oauth2_provider") => {
             "JIT_GITHUB_* (or JIT_ALLOW_HTTP_ISSUERS)"
         }
@@ -983,7 +1071,10 @@ async fn run() -> Result<(), String> {
         ),
         (None, None) => None,
     };
-    let browser = browser || github.is_some();
+    let browser = browser || github.is_some() || settings.saml.is_some();
+    if let Some(saml) = &settings.saml {
+        builder = builder.saml(saml_login(&settings, saml).await?);
+    }
     if let Some(github) = github {
         builder = builder.oauth2_provider(github);
         links.push(SignInLink {
@@ -1007,6 +1098,26 @@ async fn run() -> Result<(), String> {
     }
 
     let admin = doors.admin.map(|admin| admin(layer.clone()));
+    // SAML: one way in per IdP, known once the layer read their metadata.
+    let saml_idps = layer.saml_idps();
+    for (n, entity_id) in saml_idps.iter().enumerate() {
+        links.push(SignInLink {
+            id: if n == 0 {
+                "login-saml"
+            } else {
+                "login-saml-idp"
+            },
+            label: if saml_idps.len() == 1 {
+                "Sign in with SAML".to_owned()
+            } else {
+                format!("Sign in with SAML at {entity_id}")
+            },
+            href: format!(
+                "/saml/login?idp={}",
+                url::form_urlencoded::byte_serialize(entity_id.as_bytes()).collect::<String>()
+            ),
+        });
+    }
     let links = Arc::new(links);
     let signed_in = if browser {
         Router::new().merge(layer.login_router())

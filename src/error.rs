@@ -528,6 +528,10 @@ pub enum ConfigError {
         /// Why it cannot work.
         reason: &'static str,
     },
+    /// SAML sign-in cannot work as configured: unreadable IdP metadata, an IdP without a
+    /// signing key, an unusable SP key, …; the text says which and what to fix.
+    #[error("saml: {0}")]
+    Saml(String),
     /// The HTTP client for discovery and key sets could not be built (TLS roots, …).
     #[error("HTTP client for the identity providers could not be built")]
     HttpClient(#[source] Box<dyn std::error::Error + Send + Sync>),

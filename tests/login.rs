@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 use common::browser::{Browser, Page};
+use common::stores::{Backend, Db};
 use common::{LogCapture, PgDatabase, user_json};
 use serde_json::Value;
 use tower_jit_provisioning::login::BrowserLogin;
 use tower_jit_provisioning::testing::{ClientAuth, SignInFault, TestIssuer};
 use tower_jit_provisioning::{
-    Actor, AttributeMapping, AuditEvent, AuditKind, Issuer, PostgresStore, ProvisionedUser,
-    ProvisioningLayer, SqliteStore, UserStore,
+    AttributeMapping, AuditKind, Issuer, ProvisionedUser, ProvisioningLayer, UserStore,
 };
 
 /// One application server: the layer with browser login, its routes, `/me` and `/maybe`.
@@ -158,57 +158,7 @@ fn with_query(url: &str, name: &str, value: &str) -> String {
     parsed.to_string()
 }
 
-/// Where a test's accounts and sessions live: every scenario runs on SQLite and on PostgreSQL.
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres(&'static str),
-}
-
-/// One test database and a migrated store on it.
-enum Db {
-    Sqlite(SqliteStore, tempfile::TempDir),
-    Postgres(PostgresStore, PgDatabase),
-}
-
-/// Runs `$body` with `$store` bound to the database's store, whichever backend it is.
-macro_rules! with_store {
-    ($db:expr, $store:ident => $body:expr) => {
-        match $db {
-            Db::Sqlite($store, _) => $body,
-            Db::Postgres($store, _) => $body,
-        }
-    };
-}
-
 impl Db {
-    async fn open(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => {
-                let (store, dir) = common::sqlite_store().await;
-                Self::Sqlite(store, dir)
-            }
-            Backend::Postgres(test) => {
-                let db = PgDatabase::create(test).await;
-                Self::Postgres(db.store().await, db)
-            }
-        }
-    }
-
-    /// The same database through a new store, as a restarted server opens it.
-    async fn reopened(self) -> Self {
-        match self {
-            Self::Sqlite(_, dir) => {
-                let store = SqliteStore::connect(&common::sqlite_url(&dir))
-                    .await
-                    .unwrap();
-                store.migrate().await.unwrap();
-                Self::Sqlite(store, dir)
-            }
-            Self::Postgres(_, db) => Self::Postgres(db.store().await, db),
-        }
-    }
-
     async fn app(&self, idp: &TestIssuer) -> App {
         self.app_with(idp, None, |login| login).await
     }
@@ -220,70 +170,10 @@ impl Db {
     async fn app_for(&self, issuers: Vec<Issuer>, settings: Settings) -> App {
         with_store!(self, store => App::launch(issuers, store.clone(), None, settings).await)
     }
-
-    async fn users(&self) -> Vec<tower_jit_provisioning::User> {
-        with_store!(self, store => store.list_users(None, 100).await.unwrap())
-    }
-
-    async fn audit(&self) -> Vec<tower_jit_provisioning::AuditEvent> {
-        with_store!(self, store => store.audit_events(None).await.unwrap())
-    }
-
-    async fn deactivate(&self, id: uuid::Uuid) {
-        with_store!(self, store => store.deactivate(id).await.unwrap());
-    }
-
-    async fn reactivate(&self, id: uuid::Uuid) {
-        with_store!(self, store => store.reactivate(id).await.unwrap());
-    }
-
-    async fn delete(&self, id: uuid::Uuid) {
-        let event = AuditEvent::new(AuditKind::Deleted, Actor::Application);
-        with_store!(self, store => store.delete_user(id, event).await.unwrap());
-    }
-
-    /// What the store keeps of each session's id.
-    async fn session_hashes(&self) -> Vec<String> {
-        let sql = "SELECT id_hash FROM jit_sessions";
-        match self {
-            Self::Sqlite(store, _) => sqlx::query_scalar(sql).fetch_all(store.pool()).await,
-            Self::Postgres(store, _) => sqlx::query_scalar(sql).fetch_all(store.pool()).await,
-        }
-        .unwrap()
-    }
-}
-
-/// Runs each named scenario twice: on SQLite, and on PostgreSQL where the test machine has it.
-macro_rules! on_every_store {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[cfg_attr(
-                    not(jit_test_postgres),
-                    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
-                )]
-                async fn $scenario() {
-                    super::$scenario(super::Backend::Postgres(concat!(
-                        "login::",
-                        stringify!($scenario)
-                    )))
-                    .await;
-                }
-            )*
-        }
-    };
 }
 
 on_every_store!(
+    "login";
     a_first_browser_sign_in_creates_the_account_and_a_session,
     tampered_foreign_or_reused_state_and_reused_codes_sign_nobody_in,
     a_planted_session_id_never_becomes_a_signed_in_one,

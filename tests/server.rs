@@ -1520,3 +1520,129 @@ async fn the_admin_api_explains_decisions_and_writes_nothing() {
     assert_eq!(me.json()["roles"], json!(["admin", "member"]));
     assert_eq!(rows().await[0], 1);
 }
+
+/// The SAML sign-in of the person the IdP signs in, as a browser goes through it: the IdP's
+/// page posts the response cross-site (no cookies), and the server finishes on its own page.
+async fn saml_sign_in(server: &Running, browser: &Browser) -> Page {
+    let start = browser.get(&format!("{}/saml/login", server.base)).await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let idp_page = reqwest::get(start.location.unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "name=\"SAMLResponse\" value=\"";
+    let from = idp_page.find(marker).unwrap() + marker.len();
+    let encoded = &idp_page[from..from + idp_page[from..].find('"').unwrap()];
+    let posted = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/saml/acs", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "SAMLResponse={}",
+            url::form_urlencoded::byte_serialize(encoded.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 303);
+    let finish = posted.headers()["location"].to_str().unwrap().to_owned();
+    browser.get(&format!("{}{finish}", server.base)).await
+}
+
+// Multi-threaded: the server fetches the IdP's metadata while `start` blocks this thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saml_sign_in_from_the_environment() {
+    use tower_jit_provisioning::testing::{SamlUser, TestSamlIdp};
+    let idp = TestSamlIdp::start().await;
+    idp.sign_in_as(
+        SamlUser::persistent("saml-ada")
+            .attribute("urn:oid:0.9.2342.19200300.100.1.3", ["ada@example.com"])
+            .attribute("urn:oid:2.5.4.42", ["Ada"])
+            .attribute("isMemberOf", ["engineers"]),
+    );
+    let dirs = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    // By metadata URL, the e-mail trusted.
+    let metadata_url = idp.metadata_url();
+    let server = start(
+        &[
+            ("JIT_SAML_IDP_METADATA", metadata_url.as_str()),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+            ("JIT_SAML_TRUST_EMAIL", "1"),
+            ("JIT_GROUP_ROLES", "engineers=engineer"),
+        ],
+        &dirs[0],
+    );
+    let browser = Browser::new();
+    let home = browser.get(&format!("{}/", server.base)).await;
+    assert!(home.body.contains("id=\"login-saml\""), "{}", home.body);
+    let metadata = browser.get(&format!("{}/saml/metadata", server.base)).await;
+    assert!(
+        metadata
+            .body
+            .contains(&format!("entityID=\"{}/saml/metadata\"", server.base)),
+        "{}",
+        metadata.body
+    );
+    let done = saml_sign_in(&server, &browser).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let me = browser.get(&format!("{}/me", server.base)).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    let me: serde_json::Value = serde_json::from_str(&me.body).unwrap();
+    assert_eq!(me["identity"]["issuer"], idp.entity_id());
+    assert_eq!(me["identity"]["subject"], "saml-ada");
+    assert_eq!(me["email"], "ada@example.com");
+    assert_eq!(me["email_verified"], true);
+    assert_eq!(me["given_name"], "Ada");
+    assert_eq!(me["roles"], json!(["engineer"]));
+    let huge = "A".repeat(1024 * 1024 + 8);
+    let refused = reqwest::Client::new()
+        .post(format!("{}/saml/acs", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("SAMLResponse={huge}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 413);
+    drop(server);
+
+    // By file, the e-mail not trusted: `email_verified` is false.
+    let file = dirs[1].path().join("idp.xml");
+    std::fs::write(&file, idp.metadata()).unwrap();
+    let server = start(
+        &[
+            ("JIT_SAML_IDP_METADATA", file.to_str().unwrap()),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ],
+        &dirs[1],
+    );
+    let browser = Browser::new();
+    assert_eq!(saml_sign_in(&server, &browser).await.status, 303);
+    let me: serde_json::Value =
+        serde_json::from_str(&browser.get(&format!("{}/me", server.base)).await.body).unwrap();
+    assert_eq!(me["email_verified"], false);
+
+    for (env, variable) in [
+        (
+            vec![("JIT_SAML_IDP_METADATA", "/nonexistent/idp.xml")],
+            "JIT_SAML_",
+        ),
+        (
+            vec![
+                ("JIT_SAML_IDP_METADATA", file.to_str().unwrap()),
+                ("JIT_SAML_SP_KEY", "/nonexistent/key.pem"),
+            ],
+            "JIT_SAML_SP_CERT",
+        ),
+        (
+            vec![("JIT_SAML_IDP_METADATA", "http://idp.example.com/metadata")],
+            "JIT_SAML_IDP_METADATA",
+        ),
+    ] {
+        let stderr = refuses(&env);
+        assert!(stderr.contains(variable), "{env:?}: {stderr}");
+    }
+}

@@ -51,6 +51,8 @@ pub struct ProvisioningLayerBuilder<H = DefaultErrorHandler> {
     browser_login: Option<crate::login::BrowserLogin>,
     #[cfg(feature = "login")]
     providers: Vec<crate::login::OAuth2Provider>,
+    #[cfg(feature = "saml")]
+    saml: Option<crate::login::SamlLogin>,
     authenticators: Authenticators,
     policies: Vec<(String, IssuerPolicy)>,
     optional: bool,
@@ -134,6 +136,8 @@ impl ProvisioningLayerBuilder {
             browser_login: None,
             #[cfg(feature = "login")]
             providers: Vec::new(),
+            #[cfg(feature = "saml")]
+            saml: None,
             authenticators: Authenticators::default(),
             policies: Vec::new(),
             optional: false,
@@ -182,6 +186,17 @@ impl<H> ProvisioningLayerBuilder<H> {
     #[cfg_attr(docsrs, doc(cfg(feature = "login")))]
     pub fn oauth2_provider(mut self, provider: crate::login::OAuth2Provider) -> Self {
         self.providers.push(provider);
+        self
+    }
+
+    /// Lets people sign in at SAML 2.0 identity providers (feature `saml`): SP metadata at
+    /// `/saml/metadata`, sign-in at `/saml/login`, the assertion consumer service at
+    /// `/saml/acs`, all in [`ProvisioningLayer::login_router`]. Needs
+    /// [`browser_login`](Self::browser_login), whose public URL, flows and sessions it shares.
+    #[cfg(feature = "saml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]
+    pub fn saml(mut self, saml: crate::login::SamlLogin) -> Self {
+        self.saml = Some(saml);
         self
     }
 
@@ -360,6 +375,8 @@ impl<H> ProvisioningLayerBuilder<H> {
             browser_login: self.browser_login,
             #[cfg(feature = "login")]
             providers: self.providers,
+            #[cfg(feature = "saml")]
+            saml: self.saml,
             authenticators: self.authenticators,
             policies: self.policies,
             optional: self.optional,
@@ -378,8 +395,10 @@ impl<H> ProvisioningLayerBuilder<H> {
     ///
     /// A [`ConfigError`] naming the first setting that cannot work.
     pub fn build(self) -> Result<ProvisioningLayer<H>, ConfigError> {
-        #[cfg(feature = "login")]
+        #[cfg(all(feature = "login", not(feature = "saml")))]
         let has_providers = !self.providers.is_empty();
+        #[cfg(feature = "saml")]
+        let has_providers = !self.providers.is_empty() || self.saml.is_some();
         #[cfg(not(feature = "login"))]
         let has_providers = false;
         if self.issuers.is_empty()
@@ -478,6 +497,10 @@ impl<H> ProvisioningLayerBuilder<H> {
         let settings = self.provisioning;
         #[cfg(feature = "login")]
         let browser_providers = providers.iter().any(|p| p.settings.bearer_cache.is_none());
+        #[cfg(feature = "saml")]
+        let has_saml = self.saml.is_some();
+        #[cfg(all(feature = "login", not(feature = "saml")))]
+        let has_saml = false;
         #[cfg(feature = "login")]
         let login = match (self.browser_login, &settings.store) {
             (None, _) if browser_providers => {
@@ -494,15 +517,43 @@ impl<H> ProvisioningLayerBuilder<H> {
                 });
             }
             (Some(_), Some(_))
-                if providers.is_empty() && !issuers.iter().any(|i| i.rules.browser.is_some()) =>
+                if providers.is_empty()
+                    && !issuers.iter().any(|i| i.rules.browser.is_some())
+                    && !has_saml =>
             {
                 return Err(ConfigError::InvalidSetting {
                     setting: "browser_login".to_owned(),
-                    reason: "no issuer has a browser client and no OAuth2 provider is set: add \
-                             `Issuer::browser_client` or `oauth2_provider`",
+                    reason: "no issuer has a browser client, no OAuth2 provider and no SAML IdP \
+                             is set: add `Issuer::browser_client`, `oauth2_provider` or `saml`",
                 });
             }
             (Some(login), Some(store)) => Some(login.validate(Arc::clone(store), providers)?),
+        };
+        #[cfg(feature = "saml")]
+        let login = match (login, &self.saml) {
+            (Some(mut login), Some(saml)) => {
+                let validated = saml.validate(login.base(), &client)?;
+                for entity_id in validated.entity_ids() {
+                    if issuer_provisioning.iter().any(|(i, _)| **i == *entity_id) {
+                        return Err(ConfigError::DuplicateIssuer {
+                            issuer: entity_id.to_owned(),
+                        });
+                    }
+                    issuer_provisioning.push((
+                        Arc::from(entity_id),
+                        saml.issuer_policy().validate(entity_id)?,
+                    ));
+                }
+                login.saml = Some(validated);
+                Some(login)
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "saml".to_owned(),
+                    reason: "SAML sign-in shares the browser sign-in's sessions: add `browser_login`",
+                });
+            }
+            (login, None) => login,
         };
         let provisioner = match settings.store {
             None => None,

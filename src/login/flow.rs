@@ -110,6 +110,18 @@ fn is_token(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Where a sign-in started with these query `params` goes when it is done: its `return_to`,
+/// when that is a path on this site, else `home`; `None` for a `return_to` that could leave it.
+pub(crate) fn return_to(
+    params: &std::collections::HashMap<String, String>,
+    home: String,
+) -> Option<String> {
+    match params.get("return_to") {
+        Some(path) => safe_return_to(path),
+        None => Some(home),
+    }
+}
+
 /// `path` if it is a path on this same site, safe to redirect to after a sign-in; `None` for
 /// anything that could leave it: other hosts (`//host`, `/\host`), schemes (`https:`,
 /// `javascript:`), backslashes, control characters, and the same again percent-encoded, once

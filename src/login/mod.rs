@@ -50,11 +50,15 @@
 //! # }
 //! ```
 
+mod complete;
 pub(crate) mod flow;
 pub(crate) mod oidc;
+mod pages;
 mod provider;
 pub(crate) mod provider_flow;
 mod routes;
+#[cfg(feature = "saml")]
+pub(crate) mod saml;
 pub(crate) mod session;
 
 use std::sync::Arc;
@@ -66,6 +70,8 @@ use crate::error::ConfigError;
 use crate::store::DynStore;
 
 pub use self::provider::{GITHUB_SCOPES, OAuth2Provider, ProfileClaims};
+#[cfg(feature = "saml")]
+pub use self::saml::SamlLogin;
 pub(crate) use self::session::Sessions;
 
 /// Browser sign-in settings: where the application is, and how long sessions last. Given to
@@ -162,6 +168,8 @@ impl BrowserLogin {
         );
         Ok(Login {
             redirect_uri: format!("{base}/callback"),
+            #[cfg(feature = "saml")]
+            saml: None,
             origin: url.origin().ascii_serialization(),
             secure,
             sessions,
@@ -181,6 +189,19 @@ pub(crate) struct Login {
     pub(crate) store: Arc<dyn DynStore>,
     /// OAuth2-only providers people sign in at, in configuration order.
     pub(crate) providers: Vec<Arc<provider_flow::Provider>>,
+    /// SAML sign-in, when configured.
+    #[cfg(feature = "saml")]
+    pub(crate) saml: Option<saml::Saml>,
+}
+
+impl Login {
+    /// The public URL without a trailing slash.
+    #[cfg(feature = "saml")]
+    pub(crate) fn base(&self) -> &str {
+        self.redirect_uri
+            .strip_suffix("/callback")
+            .unwrap_or(&self.redirect_uri)
+    }
 }
 
 impl std::fmt::Debug for Login {

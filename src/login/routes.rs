@@ -12,21 +12,21 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
-use http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, ORIGIN, REFERRER_POLICY,
-    RETRY_AFTER, SET_COOKIE,
-};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, ORIGIN, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Value, json};
 
 use super::Login;
+use super::complete;
 use super::flow::{self, FlowRefused};
 use super::oidc::{self, CallbackError, FlowData};
+use super::pages::{
+    again_page, elsewhere_page, home, page, redirect, refused, store_page, unreachable_page,
+};
 use super::provider_flow::{Provider, ProviderFlowData};
 use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::error::Error;
 use crate::layer::{ProvisioningLayer, Shared};
-use crate::provision::SignInMemo;
 use crate::session::{SessionHash, SessionSelector};
 use crate::sign_in::{SignIn, SignInSource};
 use crate::token::verify::IssuerVerifier;
@@ -66,12 +66,23 @@ impl<H> ProvisioningLayer<H> {
         if self.shared().login.is_none() {
             return Router::new();
         }
-        Router::new()
+        let router = Router::new()
             .route("/login", get(login))
             .route("/callback", get(callback))
             .route("/logout", post(logout))
-            .route("/backchannel-logout", post(backchannel_logout))
-            .with_state(Arc::clone(self.shared()))
+            .route("/backchannel-logout", post(backchannel_logout));
+        #[cfg(feature = "saml")]
+        let router = if self
+            .shared()
+            .login
+            .as_ref()
+            .is_some_and(|l| l.saml.is_some())
+        {
+            super::saml::routes(router)
+        } else {
+            router
+        };
+        router.with_state(Arc::clone(self.shared()))
     }
 }
 
@@ -91,17 +102,6 @@ fn browser_issuers(shared: &Shared) -> impl Iterator<Item = &IssuerVerifier> {
         .issuers()
         .iter()
         .filter(|issuer| issuer.rules.browser.is_some())
-}
-
-/// The path a finished sign-in or sign-out goes to by default: the public URL's own.
-fn home(login: &Login) -> String {
-    let path = login
-        .redirect_uri
-        .strip_suffix("/callback")
-        .and_then(|base| url::Url::parse(base).ok())
-        .map(|url| url.path().trim_end_matches('/').to_owned())
-        .unwrap_or_default();
-    format!("{path}/")
 }
 
 /// Where `/login` sends the browser: an issuer by its exact URL, a provider by its id, or by
@@ -146,18 +146,8 @@ async fn login(
             "There is no sign-in at that identity provider here.",
         );
     };
-    let return_to = match params.get("return_to") {
-        Some(path) => match flow::safe_return_to(path) {
-            Some(path) => path,
-            None => {
-                return page(
-                    StatusCode::BAD_REQUEST,
-                    "Sign-in refused",
-                    "After signing in you can only be sent to a page of this site.",
-                );
-            }
-        },
-        None => home(login),
+    let Some(return_to) = flow::return_to(&params, home(login)) else {
+        return elsewhere_page();
     };
     let login_hint = params
         .get("login_hint")
@@ -285,38 +275,7 @@ async fn callback(
         Ok(finished) => finished,
         Err(page) => return page,
     };
-    let Some(provisioner) = &shared.provisioner else {
-        return store_page();
-    };
-    let user = match provisioner
-        .provision(&sign_in, &SignInMemo::default())
-        .await
-    {
-        Ok(user) => user,
-        Err(Error::Denied(reason)) => {
-            return page(StatusCode::FORBIDDEN, "Access denied", reason.description());
-        }
-        Err(_) => return store_page(),
-    };
-    // A new session id at every sign-in, and the one this browser had, if any, ended: a
-    // session id planted before the sign-in never becomes a signed-in one.
-    let Ok(_) = login.sessions.end(&headers).await else {
-        return store_page();
-    };
-    match login
-        .sessions
-        .start(user.id(), &sign_in, sid, Utc::now())
-        .await
-    {
-        Ok(cookie) => {
-            let mut response = redirect(&return_to, &[cookie]);
-            response
-                .headers_mut()
-                .insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-            response
-        }
-        Err(_) => store_page(),
-    }
+    complete::sign_in(&shared, login, &headers, &sign_in, sid, &return_to).await
 }
 
 /// The ID token of an OpenID Connect flow, verified.
@@ -393,14 +352,6 @@ fn callback_page(error: &CallbackError) -> Response {
             "The identity provider's answer could not be verified.",
         ),
     }
-}
-
-fn again_page() -> Response {
-    page(
-        StatusCode::BAD_REQUEST,
-        "Sign-in failed",
-        "Please sign in again.",
-    )
 }
 
 /// Whether a request comes from this site's own pages: its `Origin` is exactly the public
@@ -505,31 +456,6 @@ async fn backchannel_logout(State(shared): State<Arc<Shared>>, body: Bytes) -> R
     response
 }
 
-/// One debug line per refused sign-in step: the step and a fixed code, nothing the client sent.
-fn refused(step: &'static str, code: &str) {
-    tracing::debug!(
-        target: "tower_jit_provisioning::login",
-        step,
-        code,
-        "sign-in step refused"
-    );
-}
-
-fn redirect(location: &str, cookies: &[String]) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(location) {
-        headers.insert(LOCATION, location);
-    }
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    for cookie in cookies {
-        if let Ok(cookie) = HeaderValue::from_str(cookie) {
-            headers.append(SET_COOKIE, cookie);
-        }
-    }
-    response
-}
-
 fn backchannel_error(status: StatusCode, error: &'static str) -> Response {
     let mut response = (status, json!({ "error": error }).to_string()).into_response();
     let headers = response.headers_mut();
@@ -538,58 +464,5 @@ fn backchannel_error(status: StatusCode, error: &'static str) -> Response {
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
     }
-    response
-}
-
-fn unreachable_page() -> Response {
-    let mut response = page(
-        StatusCode::BAD_GATEWAY,
-        "Sign-in unavailable",
-        "The identity provider cannot be reached. Please try again shortly.",
-    );
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-    response
-}
-
-fn store_page() -> Response {
-    let mut response = page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Sign-in unavailable",
-        "Please try again shortly.",
-    );
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-    response
-}
-
-/// A plain page of fixed text.
-fn page(status: StatusCode, title: &str, message: &str) -> Response {
-    let escape = |text: &str| {
-        text.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
-         </head><body><h1>{title}</h1><p>{message}</p><p><a href=\"/\">Back</a></p></body></html>",
-        title = escape(title),
-        message = escape(message),
-    );
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'"),
-    );
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
 }

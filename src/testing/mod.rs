@@ -53,6 +53,8 @@ mod github;
 mod graph;
 mod introspection;
 mod persist;
+#[cfg(feature = "saml")]
+mod saml;
 mod signin;
 
 pub use self::counting::CountingStore;
@@ -60,6 +62,8 @@ pub use self::counting::CountingStore;
 pub use self::github::{GitHubEmail, GitHubUser, TestGitHub};
 pub use self::graph::TestGraph;
 pub use self::persist::TestIssuerBuilder;
+#[cfg(feature = "saml")]
+pub use self::saml::{ReceivedRequest, SamlResponse, SamlUser, TestSamlIdp, Xsw};
 pub use self::signin::{ClientAuth, SignInFault, TestUser};
 
 use crate::builder::Issuer;

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod reference;
+pub mod stores;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -1,0 +1,373 @@
+//! The verifier against the SAML test IdP: what a real IdP signs is accepted, and every way of
+//! bending a response that peers have been broken by is refused, each with its own reason.
+
+use std::sync::Arc;
+
+use chrono::{TimeDelta, Utc};
+
+use super::metadata::parse_idp_metadata;
+use super::verify::{
+    Expectations, Refusal, TrustedIdp, VerifiedAssertion, decode, verify_response,
+};
+use crate::testing::{SamlResponse, SamlUser, TestSamlIdp, Xsw};
+
+const SP: &str = "https://app.example/saml/metadata";
+const ACS: &str = "https://app.example/saml/acs";
+const REQUEST: &str = "_req-1";
+
+fn trusted(idp: &TestSamlIdp) -> Vec<Arc<TrustedIdp>> {
+    parse_idp_metadata(&idp.metadata(), true, Utc::now())
+        .unwrap()
+        .into_iter()
+        .map(|m| Arc::new(TrustedIdp::new(m).unwrap()))
+        .collect()
+}
+
+fn expected() -> Expectations<'static> {
+    Expectations {
+        sp_entity_id: SP,
+        acs_url: ACS,
+        now: Utc::now(),
+        leeway: TimeDelta::seconds(60),
+        require_signed_assertion: false,
+        allow_sha1: false,
+        allow_unsolicited: false,
+    }
+}
+
+fn alice() -> SamlUser {
+    SamlUser::persistent("saml-alice").attribute("mail", ["alice@example.com"])
+}
+
+/// A response of `idp` about alice, answering the request.
+fn answer(idp: &TestSamlIdp) -> SamlResponse<'_> {
+    idp.response(&alice(), SP, ACS).in_response_to(REQUEST)
+}
+
+fn check(idp: &TestSamlIdp, xml: &str) -> Result<VerifiedAssertion, Refusal> {
+    verify_response(xml, &trusted(idp), &expected())
+}
+
+#[tokio::test]
+async fn a_signed_assertion_is_read_whole() {
+    let idp = TestSamlIdp::start().await;
+    let xml = answer(&idp).xml();
+    let verified = check(&idp, &xml).unwrap();
+    assert_eq!(verified.idp, idp.entity_id());
+    let name_id = verified.name_id.unwrap();
+    assert_eq!(name_id.value, "saml-alice");
+    assert_eq!(name_id.format.as_deref(), Some(super::verify::PERSISTENT));
+    assert_eq!(verified.in_response_to.as_deref(), Some(REQUEST));
+    assert!(verified.session_index.is_some());
+    assert_eq!(verified.attributes[0].name, "mail");
+    assert_eq!(verified.attributes[0].values, ["alice@example.com"]);
+    assert!(verified.valid_until > Utc::now());
+    // The form field as posted, with the line breaks some IdPs add, decodes to the same.
+    let posted = answer(&idp).encoded();
+    let wrapped: String = posted
+        .as_bytes()
+        .chunks(64)
+        .map(|c| format!("{}\r\n", std::str::from_utf8(c).unwrap()))
+        .collect();
+    assert!(check(&idp, &decode(&wrapped).unwrap()).is_ok());
+}
+
+#[tokio::test]
+async fn either_signature_covers_the_assertion_unless_the_assertion_must_carry_it() {
+    let idp = TestSamlIdp::start().await;
+    let response_only = answer(&idp).signed(false, true).xml();
+    assert!(check(&idp, &response_only).is_ok());
+    let both = answer(&idp).signed(true, true).xml();
+    assert!(check(&idp, &both).is_ok());
+    let strict = Expectations {
+        require_signed_assertion: true,
+        ..expected()
+    };
+    assert_eq!(
+        verify_response(&response_only, &trusted(&idp), &strict).err(),
+        Some(Refusal::Unsigned)
+    );
+    assert!(verify_response(&both, &trusted(&idp), &strict).is_ok());
+}
+
+#[tokio::test]
+async fn unsigned_forged_and_tampered_responses_are_refused() {
+    let idp = TestSamlIdp::start().await;
+    let unsigned = answer(&idp).signed(false, false).xml();
+    assert_eq!(check(&idp, &unsigned).err(), Some(Refusal::Unsigned));
+
+    // Signed by another key that claims to be this IdP (and embeds its own certificate in
+    // KeyInfo, which is never read).
+    let impostor = TestSamlIdp::start().await;
+    let forged = impostor
+        .response(&alice(), SP, ACS)
+        .issuer(idp.entity_id())
+        .in_response_to(REQUEST)
+        .xml();
+    assert_eq!(check(&idp, &forged).err(), Some(Refusal::BadSignature));
+
+    let signed = answer(&idp).xml();
+    let tampered = signed.replace(">saml-alice<", ">saml-mallory<");
+    assert_ne!(tampered, signed);
+    assert_eq!(check(&idp, &tampered).err(), Some(Refusal::BadSignature));
+
+    // A broken signature on the Response is not outvoted by a good one on the Assertion.
+    let both = answer(&idp).signed(true, true).xml();
+    let broken = both.replacen("IssueInstant=\"", "IssueInstant=\"1", 1);
+    assert_eq!(check(&idp, &broken).err(), Some(Refusal::BadSignature));
+
+    let other = TestSamlIdp::start().await;
+    let unknown = other
+        .response(&alice(), SP, ACS)
+        .in_response_to(REQUEST)
+        .xml();
+    assert_eq!(check(&idp, &unknown).err(), Some(Refusal::UnknownIdp));
+}
+
+#[tokio::test]
+async fn every_condition_of_the_assertion_is_checked() {
+    let idp = TestSamlIdp::start().await;
+    let now = Utc::now();
+    let base = || answer(&idp);
+    let cases = [
+        (
+            base().valid(now - TimeDelta::minutes(10), now - TimeDelta::minutes(2)),
+            Refusal::Expired,
+        ),
+        (
+            base().valid(now + TimeDelta::minutes(5), now + TimeDelta::minutes(10)),
+            Refusal::NotYetValid,
+        ),
+        (
+            base().audience("https://other.example/sp"),
+            Refusal::WrongAudience,
+        ),
+        (
+            base().destination(Some("https://other.example/acs".into())),
+            Refusal::WrongDestination,
+        ),
+        (
+            base().recipient("https://other.example/acs"),
+            Refusal::WrongRecipient,
+        ),
+        (
+            base().status("urn:oasis:names:tc:SAML:2.0:status:Responder"),
+            Refusal::Status,
+        ),
+    ];
+    for (response, refusal) in cases {
+        assert_eq!(
+            check(&idp, &response.xml()).err(),
+            Some(refusal),
+            "{refusal:?}"
+        );
+    }
+    // Within the leeway, time is on the IdP's side.
+    let slightly_early = base().valid(now + TimeDelta::seconds(30), now + TimeDelta::minutes(5));
+    assert!(check(&idp, &slightly_early.xml()).is_ok());
+}
+
+#[tokio::test]
+async fn an_unsolicited_response_is_refused_unless_allowed() {
+    let idp = TestSamlIdp::start().await;
+    let unsolicited = idp.response(&alice(), SP, ACS).xml();
+    assert_eq!(check(&idp, &unsolicited).err(), Some(Refusal::Unsolicited));
+    let allowing = Expectations {
+        allow_unsolicited: true,
+        ..expected()
+    };
+    let verified = verify_response(&unsolicited, &trusted(&idp), &allowing).unwrap();
+    assert_eq!(verified.in_response_to, None);
+}
+
+#[tokio::test]
+async fn sha1_is_refused_before_any_cryptography() {
+    let idp = TestSamlIdp::start().await;
+    let template = answer(&idp).sha1().template();
+    assert_eq!(check(&idp, &template).err(), Some(Refusal::Algorithm));
+}
+
+/// aws-lc cannot sign with RSA-SHA1, so the real signature is `xmlsec1`'s.
+#[tokio::test]
+#[cfg_attr(
+    not(jit_test_xmlsec1),
+    ignore = "needs xmlsec1: set JIT_TEST_XMLSEC1 (bash .ci/run installs it and does)"
+)]
+async fn a_real_sha1_signature_is_refused_unless_allowed() {
+    let idp = TestSamlIdp::start().await;
+    let template = answer(&idp).sha1().template();
+    let sha1 = Xmlsec1::new().sign(&template, &idp.private_key_pem());
+    assert_eq!(check(&idp, &sha1).err(), Some(Refusal::Algorithm));
+    let allowing = Expectations {
+        allow_sha1: true,
+        ..expected()
+    };
+    assert!(verify_response(&sha1, &trusted(&idp), &allowing).is_ok());
+}
+
+/// The `xmlsec1` command-line tool, where it is installed.
+struct Xmlsec1 {
+    program: String,
+    dir: tempfile::TempDir,
+}
+
+impl Xmlsec1 {
+    fn new() -> Self {
+        let program = std::env::var("JIT_TEST_XMLSEC1").unwrap_or_else(|_| "xmlsec1".to_owned());
+        let found = std::process::Command::new(&program)
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success());
+        assert!(found, "xmlsec1 does not run: {program}");
+        Self {
+            program,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn sign(&self, template: &str, key_pem: &str) -> String {
+        let key = self.write("key.pem", key_pem);
+        let file = self.write("template.xml", template);
+        let out = std::process::Command::new(&self.program)
+            .args(["--sign", "--privkey-pem"])
+            .arg(&key)
+            .args([
+                "--id-attr:ID",
+                "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Whether the signature inside element `node` (`namespace:Local`) verifies with the
+    /// certificate `cert_pem`.
+    fn verifies(&self, xml: &str, node: &str, cert_pem: &str) -> bool {
+        let cert = self.write("cert.pem", cert_pem);
+        let file = self.write("response.xml", xml);
+        let local = node.rsplit(':').next().unwrap();
+        std::process::Command::new(&self.program)
+            .args(["--verify", "--pubkey-cert-pem"])
+            .arg(&cert)
+            .args(["--id-attr:ID", node, "--node-xpath"])
+            .arg(format!(
+                "//*[local-name()='{local}']/*[local-name()='Signature']"
+            ))
+            .arg(&file)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+#[tokio::test]
+async fn signature_wrapping_permutations_are_all_refused() {
+    let idp = TestSamlIdp::start().await;
+    for xsw in Xsw::ALL {
+        let signed = answer(&idp)
+            .signed(!xsw.wraps_response(), xsw.wraps_response())
+            .xml();
+        assert!(
+            check(&idp, &signed).is_ok(),
+            "{xsw:?}: the original is good"
+        );
+        let wrapped = xsw.apply(&signed, "saml-mallory");
+        assert!(wrapped.contains("saml-mallory"), "{xsw:?}");
+        let refused = check(&idp, &wrapped);
+        assert!(refused.is_err(), "{xsw:?} accepted: {refused:?}");
+    }
+}
+
+#[tokio::test]
+async fn comments_and_markup_inside_values_are_refused() {
+    let idp = TestSamlIdp::start().await;
+    let user = SamlUser::persistent("alice@example.com.evil.example");
+    let signed = idp.response(&user, SP, ACS).in_response_to(REQUEST).xml();
+    // Exclusive c14n drops comments, so the signature still holds (CVE-2017-11427).
+    let commented = signed.replace(
+        ">alice@example.com.evil.example<",
+        ">alice@example.com<!---->.evil.example<",
+    );
+    assert_eq!(check(&idp, &commented).err(), Some(Refusal::MixedContent));
+}
+
+#[tokio::test]
+async fn declarations_entities_and_a_second_assertion_are_refused() {
+    let idp = TestSamlIdp::start().await;
+    let signed = answer(&idp).xml();
+    for hostile in [
+        format!("<!DOCTYPE r [<!ENTITY e \"x\">]>{signed}"),
+        format!(
+            "<?xml version=\"1.0\"?><!DOCTYPE samlp:Response SYSTEM \"http://127.0.0.1:9/x\">{signed}"
+        ),
+        signed.replacen("<samlp:Status>", "<?pi x?><samlp:Status>", 1),
+    ] {
+        assert_eq!(check(&idp, &hostile).err(), Some(Refusal::ForbiddenMarkup));
+    }
+    let assertion_start = signed.find("<saml:Assertion").unwrap();
+    let assertion_end = signed.find("</saml:Assertion>").unwrap() + "</saml:Assertion>".len();
+    let assertion = &signed[assertion_start..assertion_end];
+    let twice = signed.replacen(
+        assertion,
+        &format!("{assertion}{}", assertion.replace(" ID=\"", " ID=\"x")),
+        1,
+    );
+    assert_eq!(check(&idp, &twice).err(), Some(Refusal::AssertionCount));
+    assert_eq!(
+        decode(&"A".repeat(super::verify::MAX_RESPONSE_BYTES + 4)).err(),
+        Some(Refusal::TooLarge)
+    );
+}
+
+/// Where `xmlsec1` is installed, its verdict on the signatures is the verifier's: what it
+/// finds valid the verifier accepts (unless the structure is wrapped, which `xmlsec1` does not
+/// look at), and what it finds broken the verifier refuses.
+#[tokio::test]
+#[cfg_attr(
+    not(jit_test_xmlsec1),
+    ignore = "needs xmlsec1: set JIT_TEST_XMLSEC1 (bash .ci/run installs it and does)"
+)]
+async fn signature_verdicts_agree_with_xmlsec1() {
+    let xmlsec = Xmlsec1::new();
+    let idp = TestSamlIdp::start().await;
+    let cert = idp.certificate_pem();
+    let assertion = "urn:oasis:names:tc:SAML:2.0:assertion:Assertion";
+    let response = "urn:oasis:names:tc:SAML:2.0:protocol:Response";
+    let good = answer(&idp).xml();
+    assert!(xmlsec.verifies(&good, assertion, &cert));
+    assert!(check(&idp, &good).is_ok());
+    let good_response = answer(&idp).signed(false, true).xml();
+    assert!(xmlsec.verifies(&good_response, response, &cert));
+    assert!(check(&idp, &good_response).is_ok());
+    let tampered = good.replace(">saml-alice<", ">saml-mallory<");
+    assert!(!xmlsec.verifies(&tampered, assertion, &cert));
+    assert!(check(&idp, &tampered).is_err());
+    let impostor = TestSamlIdp::start().await;
+    let forged = impostor
+        .response(&alice(), SP, ACS)
+        .issuer(idp.entity_id())
+        .in_response_to(REQUEST)
+        .xml();
+    assert!(!xmlsec.verifies(&forged, assertion, &cert));
+    assert!(check(&idp, &forged).is_err());
+    // Wrapping keeps the signature itself intact: xmlsec1 still says valid, and only the
+    // verifier's structural rules refuse it.
+    for xsw in [Xsw::Xsw3, Xsw::Xsw4, Xsw::Xsw7] {
+        let wrapped = xsw.apply(&good, "saml-mallory");
+        assert!(xmlsec.verifies(&wrapped, assertion, &cert), "{xsw:?}");
+        assert!(check(&idp, &wrapped).is_err(), "{xsw:?}");
+    }
+}
