@@ -89,3 +89,91 @@ fn sample_user() -> Value {
         "meta": {"created": "2026-01-01T00:00:00Z", "version": "W/\"3\""}
     })
 }
+
+/// The IdP the `saml_response` target trusts: its certificate's key signed
+/// `fuzz/seeds/saml_response/signed.xml`.
+#[cfg(feature = "saml")]
+const FUZZ_IDP_METADATA: &str = concat!(
+    "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" ",
+    "xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"https://idp.fuzz.test/saml\">",
+    "<md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">",
+    "<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>",
+    "MIIDEzCCAfugAwIBAgIUeq8/QJdqLih/6QCG6uJ8O/o5zIswDQYJKoZIhvcNAQELBQAwGDEWMBQGA1UEAwwNZnV6ei1pZHAudGVzdDAgFw0yNjEyMDcwOTU0MTBaGA8yMTI2MTExMzA5NTQxMFowGDEWMBQGA1UEAwwNZnV6ei1pZHAudGVzdDCCASIwDQYJKoZIhvcNAQEBBQADggEPADCCAQoCggEBAMSXtQFb/y/W1dN4ObX9OECKrHhJcsl0TIWR6UC3ZP7CBkdCk/aIwDruDBh7vFFw0wh/IKbnCgFzQ8CRtd0RwX1eePGTo0cDIsf2iaSTxXswguyCZzOyUZ09F5JeLToXiiXeDh+25ePTzCLZPE4IabJ2VmIs/U0QzqLLZKr3cteEZ7Tm9hMq5A/qAOOsFOrRfPbKbjyLdWEtmIOWsl5SpmIFV+eVSBrKDYGwBAiN+cfhE1GM+ON5hIvQ3G4VceIJ4Kr+CArK7JUAbboTDyVvn8RhBCZchWIT75aybbY/qIIOzYhJG0UwLDTSDi5JyTtdMYFGQqeS4fIReQkFIVp3JucCAwEAAaNTMFEwHQYDVR0OBBYEFN8bOMwFJF5cDM+RgfB/EyqJlATsMB8GA1UdIwQYMBaAFN8bOMwFJF5cDM+RgfB/EyqJlATsMA8GA1UdEwEB/wQFMAMBAf8wDQYJKoZIhvcNAQELBQADggEBAHNgBX6MIZCVCHD091FgFjoM+NQJvMf0Macox5SoDEv2PHn8hZ4vHDuAzI7G3pUDsCw4gLTEDRT/+NV4w4g9rWHkzr/NuC675yafstnPjtNFlMnU8gJbWoa3zqVJhQG/sJ/Wf3sVXnt8Pzov+oxQ74u1MadxYD2xjEAqchzvBZ5C/cN7Itc/P1sgV+XYRm6TMNDrhgGtx9M/nAZ6k9kpHRih0niQhMOIgRWtlaD9OcJCkqS/+rZviD2QyyuVbbgq5lU2epJsK4TproXWJSIRF2WTVm/PzlcuoR4Ulcdvlsd7+BIAgpdlTLjZeddnKElvlu7b7+Q+9935ZB2XlQGDy4E=",
+    "</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>",
+    "<md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" ",
+    "Location=\"https://idp.fuzz.test/sso\"/></md:IDPSSODescriptor></md:EntityDescriptor>"
+);
+
+/// A posted `SAMLResponse` as the assertion consumer service reads it: decoded, verified
+/// against a fixed IdP at a fixed time (markup refusals, shape, signature plan, cryptography,
+/// signed bytes, conditions), and what verifies turned into a sign-in.
+#[cfg(feature = "saml")]
+pub fn saml_response(input: &str) {
+    use std::sync::{Arc, OnceLock};
+
+    use crate::login::saml::metadata::parse_idp_metadata;
+    use crate::login::saml::verify::{Expectations, TrustedIdp, decode, verify_response};
+
+    static IDPS: OnceLock<Vec<Arc<TrustedIdp>>> = OnceLock::new();
+    let idps = IDPS.get_or_init(|| {
+        parse_idp_metadata(FUZZ_IDP_METADATA, false, chrono::DateTime::UNIX_EPOCH)
+            .expect("the fuzz IdP's metadata")
+            .into_iter()
+            .filter_map(TrustedIdp::new)
+            .map(Arc::new)
+            .collect()
+    });
+    let expected = Expectations {
+        sp_entity_id: "https://sp.fuzz.test/saml/metadata",
+        acs_url: "https://sp.fuzz.test/saml/acs",
+        now: chrono::DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
+            .expect("a fixed time")
+            .to_utc(),
+        leeway: chrono::TimeDelta::seconds(60),
+        require_signed_assertion: false,
+        allow_sha1: false,
+        allow_unsolicited: true,
+    };
+    let _ = decode(input);
+    if let Ok(verified) = verify_response(input, idps, &expected) {
+        let _ = crate::login::saml::sign_in_of(&verified, None, false);
+    }
+}
+
+#[cfg(all(test, feature = "saml"))]
+mod tests {
+    /// The seed passes every check, so the fuzzer starts from a response that goes all the way.
+    #[test]
+    fn the_saml_seed_verifies() {
+        use std::sync::Arc;
+
+        use crate::login::saml::metadata::parse_idp_metadata;
+        use crate::login::saml::verify::{Expectations, TrustedIdp, verify_response};
+
+        let seed = include_str!("../fuzz/seeds/saml_response/signed.xml");
+        let idps: Vec<_> = parse_idp_metadata(
+            super::FUZZ_IDP_METADATA,
+            false,
+            chrono::DateTime::UNIX_EPOCH,
+        )
+        .unwrap()
+        .into_iter()
+        .filter_map(TrustedIdp::new)
+        .map(Arc::new)
+        .collect();
+        let expected = Expectations {
+            sp_entity_id: "https://sp.fuzz.test/saml/metadata",
+            acs_url: "https://sp.fuzz.test/saml/acs",
+            now: chrono::DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
+                .unwrap()
+                .to_utc(),
+            leeway: chrono::TimeDelta::seconds(60),
+            require_signed_assertion: false,
+            allow_sha1: false,
+            allow_unsolicited: false,
+        };
+        let verified = verify_response(seed, &idps, &expected).unwrap();
+        assert_eq!(verified.name_id.unwrap().value, "fuzz-alice");
+        super::saml_response(seed);
+    }
+}

@@ -86,6 +86,17 @@ impl Drop for Driver {
     }
 }
 
+/// The text of the first element `locator` finds.
+async fn text_at(browser: &Client, locator: Locator<'_>) -> String {
+    browser
+        .find(locator)
+        .await
+        .unwrap_or_else(|e| panic!("{locator:?}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn text_of(browser: &Client, id: &str) -> String {
     browser
         .find(Locator::Id(id))
@@ -160,13 +171,7 @@ async fn a_person_signs_in_and_out_with_a_real_browser() {
         }
         // The JSON of `/me`, in the same browser.
         browser.goto(&format!("{base}/me")).await.unwrap();
-        let body = browser
-            .find(Locator::Css("body"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = text_at(&browser, Locator::Css("body")).await;
         let me: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(me["identity"]["subject"], "alice");
 
@@ -197,16 +202,90 @@ async fn a_person_signs_in_and_out_with_a_real_browser() {
         };
         assert_eq!(heading, "Signed out");
         browser.goto(&format!("{base}/me")).await.unwrap();
-        let body = browser
-            .find(Locator::Css("body"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = text_at(&browser, Locator::Css("body")).await;
         assert!(body.contains("sign-in required"), "{body}");
     };
     // Close the session whatever happened, so no Chromium outlives the test.
+    let outcome = tokio::spawn(result).await;
+    let _ = session.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+/// SAML in a real browser: the IdP (on `localhost`, another site than the application on
+/// `127.0.0.1`) posts the response with its page's script, cross-site, so the browser leaves the
+/// `SameSite=Lax` binding cookie out of that POST; the sign-in still finishes, on the
+/// application's own redirect, in this browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jit_test_chromium),
+    ignore = "needs Chromium: install chromium and chromium-driver, set JIT_TEST_CHROMEDRIVER \
+              (bash .ci/run does)"
+)]
+async fn a_person_signs_in_through_saml_with_a_real_browser() {
+    use tower_jit_provisioning::testing::{SamlUser, TestSamlIdp};
+    let idp = TestSamlIdp::start_as("localhost").await;
+    idp.sign_in_as(
+        SamlUser::persistent("saml-grace")
+            .attribute(
+                "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+                ["grace@example.com"],
+            )
+            .attribute(
+                "http://schemas.microsoft.com/identity/claims/displayname",
+                ["Grace Hopper"],
+            ),
+    );
+    let db = tempfile::tempdir().unwrap();
+    let metadata = idp.metadata_url();
+    let server = start(
+        &[
+            ("JIT_SAML_IDP_METADATA", metadata.as_str()),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ],
+        &db,
+    );
+    let driver = Driver::start().await;
+    let session = driver.browser().await;
+    let browser = session.clone();
+    let base = server.base.clone();
+    let entity_id = idp.entity_id();
+    let result = async move {
+        browser.goto(&format!("{base}/")).await.unwrap();
+        browser
+            .find(Locator::Id("login-saml"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        // To the IdP, its page's POST back, the application's finishing redirect, home.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let name = loop {
+            let here = browser.current_url().await.unwrap();
+            if here.as_str() == format!("{base}/")
+                && let Ok(name) = browser.find(Locator::Id("name")).await
+                && let Ok(text) = name.text().await
+            {
+                break text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not signed in after 15 s; at {here}: {}",
+                browser.source().await.unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(name, "Grace Hopper");
+        assert_eq!(text_of(&browser, "email").await, "grace@example.com");
+        browser.goto(&format!("{base}/me")).await.unwrap();
+        let body = text_at(&browser, Locator::Css("body")).await;
+        let me: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(me["identity"]["issuer"], entity_id);
+        assert_eq!(me["identity"]["subject"], "saml-grace");
+        assert_eq!(me["email_verified"], false);
+    };
     let outcome = tokio::spawn(result).await;
     let _ = session.close().await;
     if let Err(panic) = outcome {

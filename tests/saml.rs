@@ -29,10 +29,12 @@ impl Drop for App {
     }
 }
 
-type Settings = fn(SamlLogin) -> SamlLogin;
-
 impl App {
-    async fn start<S: UserStore + Clone>(idp: &TestSamlIdp, store: S, settings: Settings) -> Self {
+    async fn start<S: UserStore + Clone>(
+        idp: &TestSamlIdp,
+        store: S,
+        settings: impl FnOnce(SamlLogin) -> SamlLogin,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .unwrap();
@@ -170,7 +172,11 @@ impl Db {
         self.app_with(idp, |saml| saml).await
     }
 
-    async fn app_with(&self, idp: &TestSamlIdp, settings: Settings) -> App {
+    async fn app_with(
+        &self,
+        idp: &TestSamlIdp,
+        settings: impl FnOnce(SamlLogin) -> SamlLogin,
+    ) -> App {
         with_store!(self, store => App::start(idp, store.clone(), settings).await)
     }
 }
@@ -439,8 +445,178 @@ async fn the_sp_metadata_and_the_request_say_what_the_idp_needs(backend: Backend
     assert_eq!(db.session_hashes().await.len(), 1);
 }
 
+/// Signs `user` in with `browser` by a response with the IdP session `session_index`.
+async fn sign_in_with_session(
+    app: &App,
+    idp: &TestSamlIdp,
+    browser: &Browser,
+    user: &SamlUser,
+    session_index: &str,
+) {
+    let request = app.start_sign_in(browser, idp).await;
+    let encoded = idp
+        .response(user, &app.sp(), &app.acs())
+        .in_response_to(request)
+        .session_index(session_index)
+        .encoded();
+    let done = app.deliver(browser, &encoded).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(app.me(browser).await.status, 200);
+}
+
+/// The LogoutResponse an SP's redirect carries: its XML, inflated.
+fn logout_response(location: &str) -> String {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let encoded = url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "SAMLResponse")
+        .unwrap()
+        .1
+        .into_owned();
+    let compressed = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let mut xml = String::new();
+    flate2::read::DeflateDecoder::new(&compressed[..])
+        .read_to_string(&mut xml)
+        .unwrap();
+    xml
+}
+
+async fn single_logout_ends_the_sessions_it_names_and_nothing_unsigned(backend: Backend) {
+    let db = Db::open(backend).await;
+    let idp = TestSamlIdp::start().await;
+    // The SP signs its answers with a key of its own (another test IdP's will do).
+    let sp_key = TestSamlIdp::start().await;
+    let (key, cert) = (sp_key.private_key_pem(), sp_key.certificate_pem());
+    let app = db
+        .app_with(&idp, move |saml| saml.sp_key_pem(key, cert))
+        .await;
+    let slo = app.url("/saml/slo");
+    let alice = alice();
+    let (first, second) = (Browser::new(), Browser::new());
+    sign_in_with_session(&app, &idp, &first, &alice, "_s-alice-1").await;
+    sign_in_with_session(&app, &idp, &second, &alice, "_s-alice-2").await;
+    // With a key, the SP signs its AuthnRequests.
+    assert!(idp.requests().iter().all(|r| r.signed));
+
+    // Unsigned, by either binding: nothing ends.
+    let unsigned = idp
+        .logout_request("saml-alice", Some("_s-alice-1"), &slo)
+        .unsigned();
+    assert_eq!(
+        Browser::new().get(&unsigned.redirect_url()).await.status,
+        400
+    );
+    let posted = post_form(&slo, "SAMLRequest", &unsigned.post_value()).await;
+    assert_eq!(posted.status, 400);
+    // The IdP's request with another key's signature, or with its signed query changed:
+    // nothing ends.
+    let genuine = idp
+        .logout_request("saml-alice", Some("_s-alice-1"), &slo)
+        .relay_state("r")
+        .redirect_url();
+    let impostor = TestSamlIdp::start().await;
+    let other = impostor
+        .logout_request("saml-alice", Some("_s-alice-1"), &slo)
+        .relay_state("r")
+        .redirect_url();
+    let signature_of = |url: &str| url[url.find("&Signature=").unwrap()..].to_owned();
+    let forged = genuine.replace(&signature_of(&genuine), &signature_of(&other));
+    assert_ne!(forged, genuine);
+    assert_eq!(Browser::new().get(&forged).await.status, 400);
+    let tampered = genuine.replace("RelayState=r&", "RelayState=x&");
+    assert_ne!(tampered, genuine);
+    assert_eq!(Browser::new().get(&tampered).await.status, 400);
+    assert_eq!(app.me(&first).await.status, 200);
+    assert_eq!(app.me(&second).await.status, 200);
+
+    // Signed, by HTTP-Redirect, for one IdP session: that session ends, the other holds.
+    let logout = idp
+        .logout_request("saml-alice", Some("_s-alice-1"), &slo)
+        .relay_state("back-to-idp");
+    let answered = Browser::new().get(&logout.redirect_url()).await;
+    assert_eq!(answered.status, 303, "{}", answered.body);
+    let location = answered.location.unwrap();
+    assert!(location.starts_with(&format!("{}/slo?SAMLResponse=", idp_base(&idp))));
+    assert!(
+        location.contains("&RelayState=back-to-idp&SigAlg="),
+        "{location}"
+    );
+    assert!(location.contains("&Signature="), "{location}");
+    let response = logout_response(&location);
+    assert!(
+        response.contains(&format!("InResponseTo=\"{}\"", logout.id())),
+        "{response}"
+    );
+    assert!(
+        response.contains("urn:oasis:names:tc:SAML:2.0:status:Success"),
+        "{response}"
+    );
+    assert_eq!(app.me(&first).await.status, 401);
+    assert_eq!(app.me(&second).await.status, 200);
+    // The same request again is refused.
+    assert_eq!(Browser::new().get(&logout.redirect_url()).await.status, 400);
+
+    // Signed, by HTTP-POST, for every session of the person.
+    let everything = idp.logout_request("saml-alice", None, &slo);
+    let posted = post_form(&slo, "SAMLRequest", &everything.post_value()).await;
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    assert_eq!(app.me(&second).await.status, 401);
+    let logged_out = db
+        .audit()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == tower_jit_provisioning::AuditKind::LoggedOut)
+        .count();
+    assert_eq!(logged_out, 2);
+}
+
+async fn single_logout_at_one_server_ends_the_session_on_another(backend: Backend) {
+    let db = Db::open(backend).await;
+    let idp = TestSamlIdp::start().await;
+    let (one, two) = (db.app(&idp).await, db.app(&idp).await);
+    let browser = Browser::new();
+    sign_in_with_session(&one, &idp, &browser, &alice(), "_s-shared").await;
+    let logout = idp.logout_request("saml-alice", Some("_s-shared"), &two.url("/saml/slo"));
+    assert_eq!(Browser::new().get(&logout.redirect_url()).await.status, 303);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        if one.me(&browser).await.status == 401 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session still works after 1 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn url_encoded(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// A form POST of one field, without cookies.
+async fn post_form(url: &str, name: &str, value: &str) -> Page {
+    let plain = Browser::new();
+    plain
+        .send(
+            plain
+                .client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("{name}={}", url_encoded(value))),
+        )
+        .await
+}
+
 on_every_store!(
     "saml";
+    single_logout_ends_the_sessions_it_names_and_nothing_unsigned,
+    single_logout_at_one_server_ends_the_session_on_another,
     a_first_saml_sign_in_creates_one_account_and_the_next_reuses_it,
     forged_wrapped_and_out_of_bounds_responses_are_refused_and_write_nothing,
     a_response_finishes_only_in_the_browser_that_asked_for_it,

@@ -191,7 +191,8 @@ impl<H> ProvisioningLayerBuilder<H> {
 
     /// Lets people sign in at SAML 2.0 identity providers (feature `saml`): SP metadata at
     /// `/saml/metadata`, sign-in at `/saml/login`, the assertion consumer service at
-    /// `/saml/acs`, all in [`ProvisioningLayer::login_router`]. Needs
+    /// `/saml/acs`, Single Logout at `/saml/slo`, all in
+    /// [`ProvisioningLayer::login_router`]. Needs
     /// [`browser_login`](Self::browser_login), whose public URL, flows and sessions it shares.
     #[cfg(feature = "saml")]
     #[cfg_attr(docsrs, doc(cfg(feature = "saml")))]

@@ -86,6 +86,8 @@ struct IdpState {
     entity_id: String,
     base: String,
     signer: DsigContext,
+    /// The same key, for the HTTP-Redirect binding's signatures.
+    query_signer: aws_lc_rs::signature::RsaKeyPair,
     certificate_der: Vec<u8>,
     certificate_pem: String,
     private_key_pem: String,
@@ -118,11 +120,22 @@ impl TestSamlIdp {
     ///
     /// If no loopback port can be bound or no key can be made.
     pub async fn start() -> Self {
+        Self::start_as("127.0.0.1").await
+    }
+
+    /// Starts the IdP as [`start`](Self::start) does, its URLs (entity id, metadata, SSO)
+    /// under `host` instead of `127.0.0.1`: `localhost`, so that a browser sees the IdP and an
+    /// application on `127.0.0.1` as two sites, and its POST to the application as cross-site.
+    ///
+    /// # Panics
+    ///
+    /// If no loopback port can be bound or no key can be made.
+    pub async fn start_as(host: &str) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("a free loopback port for the SAML test IdP");
         let addr = listener.local_addr().expect("a bound address");
-        let base = format!("http://{addr}");
+        let base = format!("http://{host}:{}", addr.port());
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
             .expect("an RSA key for the SAML test IdP");
         let certificate = rcgen::CertificateParams::new(vec!["saml-idp.test".to_owned()])
@@ -134,10 +147,13 @@ impl TestSamlIdp {
             bergshamra::keys::loader::load_pem_auto(key.serialize_pem().as_bytes(), None)
                 .expect("the IdP key loads"),
         );
+        let query_signer = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&key.serialize_der())
+            .expect("the IdP key as PKCS#8");
         let state = Arc::new(IdpState {
             entity_id: format!("{base}/saml"),
             base,
             signer: DsigContext::new(keys),
+            query_signer,
             certificate_der: certificate.der().to_vec(),
             certificate_pem: certificate.pem(),
             private_key_pem: key.serialize_pem(),
@@ -166,14 +182,19 @@ impl TestSamlIdp {
         }
     }
 
-    /// The IdP's entity id: `http://127.0.0.1:<port>/saml`.
+    /// The IdP's entity id: `http://127.0.0.1:<port>/saml` (or the host it was started as).
     pub fn entity_id(&self) -> String {
         self.state.entity_id.clone()
     }
 
     /// Where its metadata is served: `http://127.0.0.1:<port>/metadata`.
     pub fn metadata_url(&self) -> String {
-        format!("http://{}/metadata", self.addr)
+        format!("{}/metadata", self.state.base)
+    }
+
+    /// The loopback address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Its metadata document: entity id, signing certificate, SSO and SLO by HTTP-Redirect.
@@ -199,6 +220,26 @@ impl TestSamlIdp {
     /// The AuthnRequests `/sso` received, oldest first.
     pub fn requests(&self) -> Vec<ReceivedRequest> {
         lock(&self.state.requests).clone()
+    }
+
+    /// A LogoutRequest signing out `name_id` (persistent) at the SP whose Single Logout
+    /// service is `sp_slo_url`: of the IdP session `session_index`, or of all of them.
+    pub fn logout_request(
+        &self,
+        name_id: &str,
+        session_index: Option<&str>,
+        sp_slo_url: &str,
+    ) -> SamlLogout<'_> {
+        SamlLogout {
+            idp: &self.state,
+            name_id: name_id.to_owned(),
+            session_index: session_index.map(str::to_owned),
+            destination: sp_slo_url.to_owned(),
+            id: format!("_l{}", super::random_hex(16)),
+            issued_at: Utc::now(),
+            signed: true,
+            relay_state: None,
+        }
     }
 
     /// A response for `user`, to an SP at `sp_entity_id` with its ACS at `acs_url`, valid
@@ -353,6 +394,12 @@ impl SamlResponse<'_> {
         self
     }
 
+    /// The `SessionIndex` of the authentication statement (a random one by default).
+    pub fn session_index(mut self, index: impl Into<String>) -> Self {
+        self.session_index = Some(index.into());
+        self
+    }
+
     /// Another assertion `ID` (to replay one).
     pub fn assertion_id(mut self, id: impl Into<String>) -> Self {
         self.assertion_id = id.into();
@@ -488,34 +535,159 @@ impl SamlResponse<'_> {
     }
 
     fn signature_template(&self, id: &str) -> String {
-        let (method, digest) = if self.sha1 {
-            (
-                "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
-                "http://www.w3.org/2000/09/xmldsig#sha1",
-            )
-        } else {
-            (
-                "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
-                "http://www.w3.org/2001/04/xmlenc#sha256",
-            )
-        };
-        format!(
-            "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
-             <ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
-             <ds:SignatureMethod Algorithm=\"{method}\"/><ds:Reference URI=\"#{id}\">\
-             <ds:Transforms><ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>\
-             <ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/></ds:Transforms>\
-             <ds:DigestMethod Algorithm=\"{digest}\"/><ds:DigestValue></ds:DigestValue>\
-             </ds:Reference></ds:SignedInfo><ds:SignatureValue></ds:SignatureValue>\
-             <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate>\
-             </ds:X509Data></ds:KeyInfo></ds:Signature>",
-            id = html_escape(id),
-            cert = STANDARD.encode(&self.idp.certificate_der),
-        )
+        signature_template(self.idp, id, self.sha1)
     }
 
     fn sign(&self, template: &str) -> String {
         bergshamra::sign(&self.idp.signer, template).expect("the test IdP signs its template")
+    }
+}
+
+/// An enveloped signature template over the element `id`, with the IdP's certificate.
+fn signature_template(idp: &IdpState, id: &str, sha1: bool) -> String {
+    let (method, digest) = if sha1 {
+        (
+            "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
+            "http://www.w3.org/2000/09/xmldsig#sha1",
+        )
+    } else {
+        (
+            "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+            "http://www.w3.org/2001/04/xmlenc#sha256",
+        )
+    };
+    format!(
+        "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
+         <ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
+         <ds:SignatureMethod Algorithm=\"{method}\"/><ds:Reference URI=\"#{id}\">\
+         <ds:Transforms><ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>\
+         <ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/></ds:Transforms>\
+         <ds:DigestMethod Algorithm=\"{digest}\"/><ds:DigestValue></ds:DigestValue>\
+         </ds:Reference></ds:SignedInfo><ds:SignatureValue></ds:SignatureValue>\
+         <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate>\
+         </ds:X509Data></ds:KeyInfo></ds:Signature>",
+        id = html_escape(id),
+        cert = STANDARD.encode(&idp.certificate_der),
+    )
+}
+
+/// A LogoutRequest the test IdP sends, by either binding.
+#[derive(Debug)]
+#[must_use]
+pub struct SamlLogout<'a> {
+    idp: &'a IdpState,
+    name_id: String,
+    session_index: Option<String>,
+    destination: String,
+    id: String,
+    issued_at: DateTime<Utc>,
+    signed: bool,
+    relay_state: Option<String>,
+}
+
+impl SamlLogout<'_> {
+    /// Sent without a signature.
+    pub fn unsigned(mut self) -> Self {
+        self.signed = false;
+        self
+    }
+
+    /// With a `RelayState`, which the SP's answer carries back.
+    pub fn relay_state(mut self, relay_state: impl Into<String>) -> Self {
+        self.relay_state = Some(relay_state.into());
+        self
+    }
+
+    /// Issued at another time.
+    pub fn issued_at(mut self, at: DateTime<Utc>) -> Self {
+        self.issued_at = at;
+        self
+    }
+
+    /// The request's `ID`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn xml(&self, signature: &str) -> String {
+        let index = self
+            .session_index
+            .as_deref()
+            .map(|s| {
+                format!(
+                    "<samlp:SessionIndex>{}</samlp:SessionIndex>",
+                    html_escape(s)
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "<samlp:LogoutRequest xmlns:samlp=\"{PROTOCOL}\" xmlns:saml=\"{ASSERTION}\" \
+             ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{at}\" Destination=\"{destination}\">\
+             <saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:NameID \
+             Format=\"urn:oasis:names:tc:SAML:2.0:nameid-format:persistent\">{name_id}</saml:NameID>\
+             {index}</samlp:LogoutRequest>",
+            id = html_escape(&self.id),
+            at = self.issued_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            destination = html_escape(&self.destination),
+            issuer = html_escape(&self.idp.entity_id),
+            name_id = html_escape(&self.name_id),
+        )
+    }
+
+    /// The SP's Single Logout URL carrying the request by the HTTP-Redirect binding, its
+    /// query signed with RSA-SHA256 (unless [`unsigned`](Self::unsigned)).
+    ///
+    /// # Panics
+    ///
+    /// If compressing or signing fails (they do not).
+    pub fn redirect_url(&self) -> String {
+        use std::io::Write as _;
+        let mut deflated =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        deflated
+            .write_all(self.xml("").as_bytes())
+            .expect("compressing in memory");
+        let encoded = STANDARD.encode(deflated.finish().expect("compressing in memory"));
+        let enc = |value: &str| {
+            url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+        };
+        let mut query = format!("SAMLRequest={}", enc(&encoded));
+        if let Some(relay_state) = &self.relay_state {
+            query.push_str(&format!("&RelayState={}", enc(relay_state)));
+        }
+        if self.signed {
+            query.push_str(&format!(
+                "&SigAlg={}",
+                enc("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256")
+            ));
+            let key = &self.idp.query_signer;
+            let mut signature = vec![0; key.public_modulus_len()];
+            key.sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                query.as_bytes(),
+                &mut signature,
+            )
+            .expect("the IdP signs");
+            query.push_str(&format!("&Signature={}", enc(&STANDARD.encode(signature))));
+        }
+        format!("{}?{query}", self.destination)
+    }
+
+    /// The `SAMLRequest` form value of the HTTP-POST binding: the request with an enveloped
+    /// XML signature (unless [`unsigned`](Self::unsigned)), base64.
+    ///
+    /// # Panics
+    ///
+    /// If signing fails (it does not).
+    pub fn post_value(&self) -> String {
+        let xml = if self.signed {
+            let template = self.xml(&signature_template(self.idp, &self.id, false));
+            bergshamra::sign(&self.idp.signer, &template).expect("the test IdP signs")
+        } else {
+            self.xml("")
+        };
+        STANDARD.encode(xml)
     }
 }
 
@@ -763,6 +935,8 @@ async fn respond(
             .body(Full::from(state.metadata()))
             .expect("static response"),
         ("GET", "/sso") => sso(&state, &query),
+        // Where SPs send their LogoutResponses: acknowledged, nothing more.
+        ("GET", "/slo") => text(200, "signed out\n"),
         _ => text(404, "not found\n"),
     };
     Ok(response)

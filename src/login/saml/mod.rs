@@ -2,20 +2,24 @@
 //! sessions.
 //!
 //! Stage: a sign-in source (browsers). `metadata` reads IdP metadata and writes the SP's;
-//! `request` makes AuthnRequests; `verify` turns a posted response into the one assertion its
-//! IdP signed; `attributes` turns that into a [`SignIn`](crate::SignIn); `routes` are the
-//! HTTP endpoints. Nothing here knows the provisioning pipeline.
+//! `idps` keeps the trusted IdPs (and fetches metadata URLs); `request` makes AuthnRequests
+//! and LogoutResponses; `verify` turns a posted response into the one assertion its IdP
+//! signed; `attributes` turns that into a [`SignIn`](crate::SignIn); `logout` verifies an
+//! IdP's LogoutRequest; `routes` are the HTTP endpoints. Nothing here knows the provisioning
+//! pipeline.
 //!
 //! ```text
 //! GET  /saml/login ─► flow kept (its key is the AuthnRequest ID) ─► 303 to the IdP
 //! POST /saml/acs ───► verified ─► assertion id spent ─► parked under a one-use key
 //!                    ─► 303 to GET /saml/acs?finish=KEY (same site: the flow's cookie is sent)
 //! GET  /saml/acs ───► parked taken ─► flow taken, bound to this browser ─► session ─► 303
+//! GET|POST /saml/slo ► LogoutRequest verified, once ─► sessions ended ─► LogoutResponse
 //! ```
 
 mod attributes;
 pub(crate) mod dom;
 mod idps;
+mod logout;
 pub(crate) mod metadata;
 mod request;
 mod routes;
@@ -32,6 +36,7 @@ use chrono::{TimeDelta, Utc};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub(crate) use self::attributes::sign_in as sign_in_of;
 use self::idps::Idps;
 use self::metadata::parse_idp_metadata;
 pub(crate) use self::routes::routes;

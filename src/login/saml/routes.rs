@@ -1,5 +1,5 @@
 //! The SAML endpoints: `GET /saml/metadata`, `GET /saml/login`, `POST /saml/acs` and its
-//! same-site finish, `GET /saml/acs?finish=…`.
+//! same-site finish, `GET /saml/acs?finish=…`, and Single Logout at `GET|POST /saml/slo`.
 //!
 //! The IdP posts the response cross-site, so the browser leaves out the `SameSite=Lax` cookie
 //! that binds the sign-in to it. The response is therefore verified and its assertion id spent
@@ -17,15 +17,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, TimeDelta, Utc};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::Saml;
 use super::attributes::{self, NoIdentity};
+use super::logout::{Binding, LogoutExpectations, verify_logout_request};
 use super::metadata::{SpDescription, sp_metadata};
-use super::request::AuthnRequest;
+use super::request::{AuthnRequest, LogoutResponse};
 use super::verify::{self, Expectations, MAX_RESPONSE_BYTES, Refusal};
+use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::layer::Shared;
 use crate::login::Login;
 use crate::login::complete;
@@ -33,7 +35,7 @@ use crate::login::flow::{self, FlowRefused};
 use crate::login::pages::{
     again_page, elsewhere_page, home, page, redirect, refused, store_page, unreachable_page,
 };
-use crate::session::{LoginFlow, SessionHash};
+use crate::session::{LoginFlow, SessionHash, SessionSelector};
 use crate::sign_in::{SignIn, SignInSource};
 
 /// The flow kind of a sign-in started at `/saml/login`.
@@ -56,6 +58,7 @@ pub(crate) fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
                 // with its own page; beyond this, axum's 413.
                 .layer(DefaultBodyLimit::max(MAX_RESPONSE_BYTES + 16 * 1024)),
         )
+        .route("/saml/slo", get(slo_redirect).post(slo_post))
 }
 
 fn parts(shared: &Shared) -> (&Login, &Saml) {
@@ -345,6 +348,163 @@ async fn finish(
         &return_to,
     )
     .await
+}
+
+/// `GET /saml/slo`: a LogoutRequest by the HTTP-Redirect binding.
+async fn slo_redirect(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
+    single_logout(
+        &shared,
+        &Binding::Redirect {
+            query: uri.query().unwrap_or(""),
+        },
+    )
+    .await
+}
+
+/// `POST /saml/slo`: a LogoutRequest by the HTTP-POST binding.
+async fn slo_post(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let mut requests = url::form_urlencoded::parse(&body)
+        .filter(|(name, _)| name == "SAMLRequest")
+        .map(|(_, value)| value);
+    let (Some(request), None) = (requests.next(), requests.next()) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-out failed",
+            "This is not a SAML logout request.",
+        );
+    };
+    let relay_state = url::form_urlencoded::parse(&body)
+        .find(|(name, _)| name == "RelayState")
+        .map(|(_, value)| value.into_owned());
+    let page = single_logout(
+        &shared,
+        &Binding::Post {
+            saml_request: &request,
+        },
+    )
+    .await;
+    match relay_state {
+        Some(relay_state) => with_relay_state(page, &relay_state),
+        None => page,
+    }
+}
+
+/// The LogoutResponse redirect of a POSTed request, with its `RelayState` added (it came in
+/// the form, not in the request the verifier read).
+fn with_relay_state(response: Response, relay_state: &str) -> Response {
+    let Some(location) = response
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .filter(|l| !l.contains("RelayState="))
+    else {
+        return response;
+    };
+    let mut location = location.to_owned();
+    location.push_str("&RelayState=");
+    location.extend(url::form_urlencoded::byte_serialize(relay_state.as_bytes()));
+    redirect(&location, &[])
+}
+
+/// Ends the sessions a verified LogoutRequest names, on every server, and answers the IdP.
+async fn single_logout(shared: &Shared, binding: &Binding<'_>) -> Response {
+    let (login, saml) = parts(shared);
+    let idps = saml.idps.current().await;
+    let now = Utc::now();
+    let request = match verify_logout_request(
+        binding,
+        &idps,
+        &LogoutExpectations {
+            slo_url: &saml.slo_url,
+            now,
+            leeway: saml.leeway,
+            allow_sha1: saml.allow_sha1,
+        },
+    ) {
+        Ok(request) => request,
+        Err(refusal) => {
+            refused("saml_slo", refusal.code());
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Sign-out failed",
+                "The sign-out request could not be verified.",
+            );
+        }
+    };
+    let issuer = request.idp.metadata.entity_id.clone();
+    let once = SessionHash::of(format!("{issuer}\n{}", request.id).as_bytes());
+    match login
+        .store
+        .consume_once("saml_logout", once, request.remember_until)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            refused("saml_slo", "replayed");
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Sign-out failed",
+                "This sign-out request was already used.",
+            );
+        }
+        Err(_) => return store_page(),
+    }
+    // SAML core §3.7.1: SessionIndex names sessions at the IdP; without one, every session of
+    // the NameID. The NameID is the identity's subject only when no attribute is.
+    let name_is_subject = saml.subject_attribute.is_none()
+        && request.name_id.format.as_deref() == Some(super::verify::PERSISTENT);
+    let selectors: Vec<SessionSelector> = if !request.session_indexes.is_empty() {
+        request
+            .session_indexes
+            .iter()
+            .map(|sid| SessionSelector::IssuerSession {
+                issuer: issuer.clone(),
+                sid: sid.clone(),
+            })
+            .collect()
+    } else if name_is_subject {
+        vec![SessionSelector::Subject {
+            issuer: issuer.clone(),
+            subject: request.name_id.value.clone(),
+        }]
+    } else {
+        Vec::new()
+    };
+    let complete = !selectors.is_empty();
+    let mut ended = 0;
+    for which in selectors {
+        match login.store.end_sessions(which).await {
+            Ok(count) => ended += count,
+            Err(_) => return store_page(),
+        }
+    }
+    let mut event = AuditEvent::new(AuditKind::LoggedOut, Actor::Login)
+        .source(SignInSource::Saml.as_str())
+        .reason("saml_logout");
+    event.issuer = Some(issuer);
+    event.subject = name_is_subject.then(|| request.name_id.value.clone());
+    event.fields = vec![format!("sessions:{ended}")];
+    login.store.record_audit(event).await;
+    let Some(destination) = &request.idp.metadata.slo_redirect else {
+        return page(
+            StatusCode::OK,
+            "Signed out",
+            "You are signed out of this site.",
+        );
+    };
+    let id = request_id(&flow::new_key());
+    let response = LogoutResponse {
+        id: &id,
+        in_response_to: &request.id,
+        sp_entity_id: &saml.entity_id,
+        destination,
+        success: complete,
+        issued_at: now,
+    };
+    match response.redirect_url(request.relay_state.as_deref(), saml.signing_key.as_ref()) {
+        Some(url) => redirect(&url, &[]),
+        None => store_page(),
+    }
 }
 
 fn expired_page() -> Response {

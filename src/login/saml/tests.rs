@@ -371,3 +371,49 @@ async fn signature_verdicts_agree_with_xmlsec1() {
         assert!(check(&idp, &wrapped).is_err(), "{xsw:?}");
     }
 }
+
+/// The HTTP-Redirect binding's signature over an AuthnRequest verifies with the SP's public
+/// key, over exactly `SAMLRequest=…&SigAlg=…` as sent.
+#[tokio::test]
+async fn a_signed_authn_request_verifies_over_its_encoded_query() {
+    use aws_lc_rs::signature::{
+        KeyPair as _, RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedPublicKey,
+    };
+    use base64::Engine as _;
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject as _;
+
+    let keys = TestSamlIdp::start().await;
+    let PrivateKeyDer::Pkcs8(der) =
+        PrivateKeyDer::from_pem_slice(keys.private_key_pem().as_bytes()).unwrap()
+    else {
+        panic!("PKCS#8");
+    };
+    let key = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
+    let url = super::request::AuthnRequest {
+        id: "_abc",
+        sp_entity_id: SP,
+        acs_url: ACS,
+        destination: "https://idp.example/sso?tenant=1",
+        persistent_name_id: true,
+        issued_at: Utc::now(),
+    }
+    .redirect_url(Some(&key))
+    .unwrap();
+    let query = url
+        .strip_prefix("https://idp.example/sso?tenant=1&")
+        .unwrap();
+    let (signed, signature) = query.split_once("&Signature=").unwrap();
+    assert!(signed.starts_with("SAMLRequest=") && signed.contains("&SigAlg="));
+    let signature: String = url::form_urlencoded::parse(format!("s={signature}").as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned();
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(signature)
+        .unwrap();
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key.public_key().as_ref())
+        .verify(signed.as_bytes(), &signature)
+        .unwrap();
+}

@@ -38,6 +38,8 @@ const BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
 pub(crate) struct TrustedIdp {
     pub(crate) metadata: IdpMetadata,
     signatures: DsigContext,
+    /// The same keys as `SubjectPublicKeyInfo`, for the HTTP-Redirect binding's signatures.
+    public_keys: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TrustedIdp {
@@ -53,8 +55,12 @@ impl TrustedIdp {
     /// key that can verify.
     pub(crate) fn new(metadata: IdpMetadata) -> Option<Self> {
         let mut keys = KeysManager::new();
+        let mut public_keys = Vec::new();
         for der in &metadata.signing_certificates {
             if let Ok(key) = bergshamra::keys::loader::load_x509_cert_der(der) {
+                if let Some(spki) = key.data.to_spki_der() {
+                    public_keys.push(spki);
+                }
                 keys.add_key(key);
             }
         }
@@ -67,6 +73,7 @@ impl TrustedIdp {
         Some(Self {
             metadata,
             signatures,
+            public_keys,
         })
     }
 }
@@ -339,6 +346,76 @@ pub(crate) fn verify_response(
             _ => Ok(verified),
         }
     })
+}
+
+/// Verifies a message signed as a whole by `idp` (a LogoutRequest by HTTP-POST): exactly one
+/// signature, the root's child, covering the root by the rules responses follow; returns the
+/// signed bytes, the only ones to read.
+pub(crate) fn verify_signed_message(
+    doc: &Document<'_>,
+    root: NodeId,
+    idp: &TrustedIdp,
+    allow_sha1: bool,
+) -> Result<String, Refusal> {
+    let signatures = dom::all(doc, DSIG, "Signature");
+    let [signature] = signatures[..] else {
+        return Err(if signatures.is_empty() {
+            Refusal::Unsigned
+        } else {
+            Refusal::SignatureShape
+        });
+    };
+    if doc.parent(signature) != Some(root) {
+        return Err(Refusal::SignatureShape);
+    }
+    let plan = signed_info(doc, signature, root, allow_sha1)?;
+    let results = bergshamra::dsig::verify::verify_all_document(&idp.signatures, doc)
+        .map_err(|_| Refusal::BadSignature)?;
+    match &results[..] {
+        [
+            VerifyResult::Valid {
+                signature_node,
+                references,
+                ..
+            },
+        ] if *signature_node == signature
+            && references.len() == 1
+            && references[0].digest_verified
+            && references[0].resolved_node == Some(root) => {}
+        _ => return Err(Refusal::BadSignature),
+    }
+    signed_bytes(doc, &plan)
+}
+
+/// Verifies an HTTP-Redirect binding signature (SAML bindings §3.4.4.1): `signature` over the
+/// query's `signed` octets by one of `idp`'s keys, with the algorithm `sig_alg` names.
+pub(crate) fn verify_redirect_signature(
+    idp: &TrustedIdp,
+    signed: &[u8],
+    sig_alg: &str,
+    signature: &[u8],
+    allow_sha1: bool,
+) -> Result<(), Refusal> {
+    use aws_lc_rs::signature as sig;
+    let algorithm: &'static dyn sig::VerificationAlgorithm = match sig_alg {
+        algorithm::RSA_SHA256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        algorithm::RSA_SHA384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        algorithm::RSA_SHA512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        algorithm::ECDSA_SHA256 => &sig::ECDSA_P256_SHA256_ASN1,
+        algorithm::ECDSA_SHA384 => &sig::ECDSA_P384_SHA384_ASN1,
+        algorithm::ECDSA_SHA512 => &sig::ECDSA_P521_SHA512_ASN1,
+        algorithm::RSA_SHA1 if allow_sha1 => &sig::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+        _ => return Err(Refusal::Algorithm),
+    };
+    idp.public_keys
+        .iter()
+        .any(|key| {
+            sig::UnparsedPublicKey::new(algorithm, key)
+                .verify(signed, signature)
+                .is_ok()
+        })
+        .then_some(())
+        .ok_or(Refusal::BadSignature)
 }
 
 /// A signature as its `SignedInfo` describes it, checked before any cryptography.
