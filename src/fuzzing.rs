@@ -135,7 +135,7 @@ pub fn saml_response(input: &str) {
         allow_unsolicited: true,
     };
     let _ = decode(input);
-    if let Ok(verified) = verify_response(input, idps, &expected) {
+    if let Ok(verified) = verify_response(input, idps, &expected, None) {
         let _ = crate::login::saml::sign_in_of(&verified, None, false);
     }
 }
@@ -172,7 +172,7 @@ mod tests {
             allow_sha1: false,
             allow_unsolicited: false,
         };
-        let verified = verify_response(seed, &idps, &expected).unwrap();
+        let verified = verify_response(seed, &idps, &expected, None).unwrap();
         assert_eq!(verified.name_id.unwrap().value, "fuzz-alice");
         super::saml_response(seed);
     }

@@ -362,7 +362,10 @@ async fn an_assertion_is_accepted_once_across_restarts(backend: Backend) {
     // Replayed at once, with a fresh flow in the same browser.
     let _ = app.start_sign_in(&browser, &idp).await;
     assert_eq!(app.post_response(&encoded).await.status, 400);
-    drop(app);
+    // At a second server on the same database, running beside the first.
+    let second = db.app(&idp).await;
+    assert_eq!(second.post_response(&encoded).await.status, 400);
+    drop((app, second));
     // And after a restart, on a new server over the same database.
     let db = db.reopened().await;
     let app = db.app(&idp).await;
@@ -574,6 +577,73 @@ async fn single_logout_ends_the_sessions_it_names_and_nothing_unsigned(backend: 
     assert_eq!(logged_out, 2);
 }
 
+async fn an_encrypted_assertion_signs_in_with_the_sp_key_and_is_refused_without_it(
+    backend: Backend,
+) {
+    use tower_jit_provisioning::testing::SamlCipher;
+    let db = Db::open(backend).await;
+    let idp = TestSamlIdp::start().await;
+    let sp_key = TestSamlIdp::start().await;
+    let cert = sp_key.certificate_pem();
+    {
+        // Without an SP key, an encrypted assertion cannot be read: refused, nothing written.
+        let app = db.app(&idp).await;
+        let browser = Browser::new();
+        let request = app.start_sign_in(&browser, &idp).await;
+        let encoded = idp
+            .response(&alice(), &app.sp(), &app.acs())
+            .in_response_to(request)
+            .encrypt_for(cert.clone(), SamlCipher::Aes256Gcm)
+            .encoded();
+        assert_eq!(app.deliver(&browser, &encoded).await.status, 400);
+        assert_eq!(db.written().await, (0, 0, 0));
+    }
+    let (key, cert_for_app) = (sp_key.private_key_pem(), cert.clone());
+    let app = db
+        .app_with(&idp, move |saml| saml.sp_key_pem(key, cert_for_app))
+        .await;
+    // The SP metadata offers the certificate for encryption.
+    let metadata = reqwest::get(app.url("/saml/metadata"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metadata.contains("use=\"encryption\""), "{metadata}");
+    let browser = Browser::new();
+    let request = app.start_sign_in(&browser, &idp).await;
+    let encoded = idp
+        .response(&alice(), &app.sp(), &app.acs())
+        .in_response_to(request)
+        .encrypt_for(cert, SamlCipher::Aes256Cbc)
+        .encoded();
+    let done = app.deliver(&browser, &encoded).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let me: Value = serde_json::from_str(&app.me(&browser).await.body).unwrap();
+    assert_eq!(me["subject"], "saml-alice");
+    assert_eq!(me["email"], "alice@example.com");
+}
+
+async fn idp_initiated_sign_in_works_only_when_turned_on(backend: Backend) {
+    let db = Db::open(backend).await;
+    let idp = TestSamlIdp::start().await;
+    {
+        let app = db.app(&idp).await;
+        let unsolicited = idp.response(&alice(), &app.sp(), &app.acs()).encoded();
+        assert_eq!(app.deliver(&Browser::new(), &unsolicited).await.status, 400);
+        assert_eq!(db.written().await, (0, 0, 0));
+    }
+    let app = db
+        .app_with(&idp, |saml| saml.allow_idp_initiated(true))
+        .await;
+    let browser = Browser::new();
+    let unsolicited = idp.response(&alice(), &app.sp(), &app.acs()).encoded();
+    let done = app.deliver(&browser, &unsolicited).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.location.as_deref(), Some("/"));
+    assert_eq!(app.me(&browser).await.status, 200);
+}
+
 async fn single_logout_at_one_server_ends_the_session_on_another(backend: Backend) {
     let db = Db::open(backend).await;
     let idp = TestSamlIdp::start().await;
@@ -616,6 +686,8 @@ async fn post_form(url: &str, name: &str, value: &str) -> Page {
 on_every_store!(
     "saml";
     single_logout_ends_the_sessions_it_names_and_nothing_unsigned,
+    an_encrypted_assertion_signs_in_with_the_sp_key_and_is_refused_without_it,
+    idp_initiated_sign_in_works_only_when_turned_on,
     single_logout_at_one_server_ends_the_session_on_another,
     a_first_saml_sign_in_creates_one_account_and_the_next_reuses_it,
     forged_wrapped_and_out_of_bounds_responses_are_refused_and_write_nothing,

@@ -63,7 +63,9 @@ pub use self::github::{GitHubEmail, GitHubUser, TestGitHub};
 pub use self::graph::TestGraph;
 pub use self::persist::TestIssuerBuilder;
 #[cfg(feature = "saml")]
-pub use self::saml::{ReceivedRequest, SamlLogout, SamlResponse, SamlUser, TestSamlIdp, Xsw};
+pub use self::saml::{
+    ReceivedRequest, SamlCipher, SamlLogout, SamlResponse, SamlUser, TestSamlIdp, Xsw,
+};
 pub use self::signin::{ClientAuth, SignInFault, TestUser};
 
 use crate::builder::Issuer;

@@ -75,6 +75,40 @@ impl SamlUser {
     }
 }
 
+/// How the test IdP encrypts an assertion for an SP (RSA-OAEP key transport to the SP's
+/// certificate, then the content cipher).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SamlCipher {
+    /// AES-256-GCM content, RSA-OAEP (MGF1 with SHA-1) key transport: what Entra ID and most
+    /// current IdPs send.
+    Aes256Gcm,
+    /// AES-128-CBC content, XML Encryption 1.1 RSA-OAEP key transport.
+    Aes128Cbc,
+    /// AES-256-CBC content, RSA-OAEP (MGF1 with SHA-1) key transport: older ADFS and
+    /// Shibboleth defaults.
+    Aes256Cbc,
+}
+
+impl SamlCipher {
+    fn uris(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Aes256Gcm => (
+                "http://www.w3.org/2009/xmlenc11#aes256-gcm",
+                "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
+            ),
+            Self::Aes128Cbc => (
+                "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+                "http://www.w3.org/2009/xmlenc11#rsa-oaep",
+            ),
+            Self::Aes256Cbc => (
+                "http://www.w3.org/2001/04/xmlenc#aes256-cbc",
+                "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
+            ),
+        }
+    }
+}
+
 /// A running SAML test IdP. Dropping it stops the server.
 pub struct TestSamlIdp {
     state: Arc<IdpState>,
@@ -319,6 +353,8 @@ pub struct SamlResponse<'a> {
     sign_assertion: bool,
     sign_response: bool,
     sha1: bool,
+    /// The SP certificate (PEM) and cipher the assertion is encrypted with, if it is.
+    encrypt: Option<(String, SamlCipher)>,
 }
 
 impl SamlResponse<'_> {
@@ -347,6 +383,7 @@ impl SamlResponse<'_> {
             sign_assertion: true,
             sign_response: false,
             sha1: false,
+            encrypt: None,
         }
     }
 
@@ -410,6 +447,17 @@ impl SamlResponse<'_> {
     pub fn signed(mut self, assertion: bool, response: bool) -> Self {
         self.sign_assertion = assertion;
         self.sign_response = response;
+        self
+    }
+
+    /// The assertion (signed first, if it is) encrypted for the SP whose certificate is
+    /// `sp_certificate_pem`, as an `EncryptedAssertion`.
+    pub fn encrypt_for(
+        mut self,
+        sp_certificate_pem: impl Into<String>,
+        cipher: SamlCipher,
+    ) -> Self {
+        self.encrypt = Some((sp_certificate_pem.into(), cipher));
         self
     }
 
@@ -502,6 +550,10 @@ impl SamlResponse<'_> {
         } else {
             assertion
         };
+        let assertion = match &self.encrypt {
+            Some((certificate, cipher)) => encrypted(&assertion, certificate, *cipher),
+            None => assertion,
+        };
         let destination = self
             .destination
             .as_deref()
@@ -540,6 +592,33 @@ impl SamlResponse<'_> {
 
     fn sign(&self, template: &str) -> String {
         bergshamra::sign(&self.idp.signer, template).expect("the test IdP signs its template")
+    }
+}
+
+/// `assertion` as an `EncryptedAssertion` for the holder of `certificate_pem`.
+fn encrypted(assertion: &str, certificate_pem: &str, cipher: SamlCipher) -> String {
+    let (content, transport) = cipher.uris();
+    let template = format!(
+        "<saml:EncryptedAssertion xmlns:saml=\"{ASSERTION}\"><xenc:EncryptedData \
+         xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\" \
+         Type=\"http://www.w3.org/2001/04/xmlenc#Element\"><xenc:EncryptionMethod \
+         Algorithm=\"{content}\"/><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">\
+         <xenc:EncryptedKey><xenc:EncryptionMethod Algorithm=\"{transport}\"/><xenc:CipherData>\
+         <xenc:CipherValue></xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>\
+         <xenc:CipherData><xenc:CipherValue></xenc:CipherValue></xenc:CipherData>\
+         </xenc:EncryptedData></saml:EncryptedAssertion>"
+    );
+    let mut keys = KeysManager::new();
+    keys.add_key(
+        bergshamra::keys::loader::load_x509_cert_pem(certificate_pem.as_bytes())
+            .expect("the SP certificate, PEM"),
+    );
+    let context = bergshamra::EncContext::new(keys);
+    let done = bergshamra::encrypt(&context, &template, assertion.as_bytes())
+        .expect("the test IdP encrypts for the SP");
+    match done.strip_prefix("<?xml") {
+        Some(rest) => rest[rest.find("?>").map_or(0, |end| end + 2)..].to_owned(),
+        None => done,
     }
 }
 

@@ -36,6 +36,7 @@ use chrono::{TimeDelta, Utc};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+#[cfg(feature = "__fuzzing")]
 pub(crate) use self::attributes::sign_in as sign_in_of;
 use self::idps::Idps;
 use self::metadata::parse_idp_metadata;
@@ -186,8 +187,10 @@ impl SamlLogin {
         self
     }
 
-    /// The SP's RSA key and certificate, PEM: AuthnRequests are signed with it and the SP
-    /// metadata lists the certificate. Without it requests go unsigned.
+    /// The SP's RSA key and certificate, PEM: AuthnRequests and LogoutResponses are signed
+    /// with it, encrypted assertions (RSA-OAEP key transport, AES-GCM or AES-CBC content) are
+    /// decrypted with it, and the SP metadata lists the certificate for both. Without it
+    /// requests go unsigned and encrypted assertions are refused.
     pub fn sp_key_pem(
         mut self,
         key_pem: impl Into<String>,
@@ -323,8 +326,8 @@ impl SamlLogin {
                 })?);
             }
         }
-        let (signing_key, certificate) = match &self.sp_key {
-            None => (None, None),
+        let (signing_key, certificate, decryptor) = match &self.sp_key {
+            None => (None, None, None),
             Some((key_pem, cert_pem)) => {
                 let key = match PrivateKeyDer::from_pem_slice(key_pem.as_bytes()) {
                     Ok(PrivateKeyDer::Pkcs8(der)) => {
@@ -338,7 +341,15 @@ impl SamlLogin {
                 .ok_or_else(|| bad("the SP key is not an RSA private key in PEM".into()))?;
                 let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
                     .map_err(|_| bad("the SP certificate is not a PEM certificate".into()))?;
-                (Some(key), Some(cert.to_vec()))
+                let mut keys = bergshamra::KeysManager::new();
+                keys.add_key(
+                    bergshamra::keys::loader::load_pem_auto(key_pem.as_bytes(), None)
+                        .map_err(|_| bad("the SP key cannot decrypt assertions".into()))?,
+                );
+                let mut decryptor = bergshamra::EncContext::new(keys);
+                // Ciphertext only from the message itself, never fetched from a reference.
+                decryptor.disable_cipher_reference = true;
+                (Some(key), Some(cert.to_vec()), Some(decryptor))
             }
         };
         let leeway = self.leeway.unwrap_or(Duration::from_secs(60));
@@ -362,6 +373,7 @@ impl SamlLogin {
             idps,
             signing_key,
             certificate,
+            decryptor,
             subject_attribute: self.subject_attribute.clone(),
             trust_email: self.trust_email,
             require_signed_assertion: self.require_signed_assertion,
@@ -399,6 +411,8 @@ pub(crate) struct Saml {
     pub(crate) idps: Idps,
     signing_key: Option<RsaKeyPair>,
     certificate: Option<Vec<u8>>,
+    /// The SP key, for encrypted assertions.
+    decryptor: Option<bergshamra::EncContext>,
     subject_attribute: Option<String>,
     trust_email: bool,
     require_signed_assertion: bool,

@@ -217,6 +217,7 @@ async fn acs(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
                 allow_sha1: saml.allow_sha1,
                 allow_unsolicited: saml.allow_idp_initiated,
             },
+            saml.decryptor.as_ref(),
         )
     });
     let assertion = match verified {

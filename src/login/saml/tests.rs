@@ -45,7 +45,7 @@ fn answer(idp: &TestSamlIdp) -> SamlResponse<'_> {
 }
 
 fn check(idp: &TestSamlIdp, xml: &str) -> Result<VerifiedAssertion, Refusal> {
-    verify_response(xml, &trusted(idp), &expected())
+    verify_response(xml, &trusted(idp), &expected(), None)
 }
 
 #[tokio::test]
@@ -84,10 +84,10 @@ async fn either_signature_covers_the_assertion_unless_the_assertion_must_carry_i
         ..expected()
     };
     assert_eq!(
-        verify_response(&response_only, &trusted(&idp), &strict).err(),
+        verify_response(&response_only, &trusted(&idp), &strict, None).err(),
         Some(Refusal::Unsigned)
     );
-    assert!(verify_response(&both, &trusted(&idp), &strict).is_ok());
+    assert!(verify_response(&both, &trusted(&idp), &strict, None).is_ok());
 }
 
 #[tokio::test]
@@ -176,7 +176,7 @@ async fn an_unsolicited_response_is_refused_unless_allowed() {
         allow_unsolicited: true,
         ..expected()
     };
-    let verified = verify_response(&unsolicited, &trusted(&idp), &allowing).unwrap();
+    let verified = verify_response(&unsolicited, &trusted(&idp), &allowing, None).unwrap();
     assert_eq!(verified.in_response_to, None);
 }
 
@@ -202,7 +202,7 @@ async fn a_real_sha1_signature_is_refused_unless_allowed() {
         allow_sha1: true,
         ..expected()
     };
-    assert!(verify_response(&sha1, &trusted(&idp), &allowing).is_ok());
+    assert!(verify_response(&sha1, &trusted(&idp), &allowing, None).is_ok());
 }
 
 /// The `xmlsec1` command-line tool, where it is installed.
@@ -242,6 +242,58 @@ impl Xmlsec1 {
                 "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
             ])
             .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `xml` with its assertion encrypted by `xmlsec1` for the holder of `cert_pem`:
+    /// `cipher` content (`aes256-gcm`, `aes256-cbc`, …) under a session key wrapped with
+    /// RSA-OAEP, inside an `EncryptedAssertion`.
+    fn encrypt_assertion(&self, xml: &str, cert_pem: &str, cipher: &str) -> String {
+        let start = xml.find("<saml:Assertion").unwrap();
+        let end = xml.find("</saml:Assertion>").unwrap() + "</saml:Assertion>".len();
+        let wrapped = format!(
+            "{}<saml:EncryptedAssertion>{}</saml:EncryptedAssertion>{}",
+            &xml[..start],
+            &xml[start..end],
+            &xml[end..]
+        );
+        let namespace = if cipher.ends_with("gcm") {
+            "http://www.w3.org/2009/xmlenc11#"
+        } else {
+            "http://www.w3.org/2001/04/xmlenc#"
+        };
+        let template = format!(
+            "<xenc:EncryptedData xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\" \
+             Type=\"http://www.w3.org/2001/04/xmlenc#Element\"><xenc:EncryptionMethod \
+             Algorithm=\"{namespace}{cipher}\"/><ds:KeyInfo \
+             xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><xenc:EncryptedKey>\
+             <xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"/>\
+             <xenc:CipherData><xenc:CipherValue/></xenc:CipherData></xenc:EncryptedKey>\
+             </ds:KeyInfo><xenc:CipherData><xenc:CipherValue/></xenc:CipherData>\
+             </xenc:EncryptedData>"
+        );
+        let cert = self.write("sp.pem", cert_pem);
+        let data = self.write("data.xml", &wrapped);
+        let template = self.write("template.xml", &template);
+        let session = if cipher.starts_with("aes128") {
+            "aes-128"
+        } else {
+            "aes-256"
+        };
+        let out = std::process::Command::new(&self.program)
+            .args(["--encrypt", "--pubkey-cert-pem"])
+            .arg(&cert)
+            .args(["--session-key", session, "--xml-data"])
+            .arg(&data)
+            .args(["--node-xpath", "//*[local-name()='Assertion']"])
+            .arg(&template)
             .output()
             .unwrap();
         assert!(
@@ -416,4 +468,144 @@ async fn a_signed_authn_request_verifies_over_its_encoded_query() {
     UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key.public_key().as_ref())
         .verify(signed.as_bytes(), &signature)
         .unwrap();
+}
+
+/// The SP's decryption key: another test IdP's key stands in for it.
+fn decryptor(sp: &TestSamlIdp) -> bergshamra::EncContext {
+    let mut keys = bergshamra::KeysManager::new();
+    keys.add_key(
+        bergshamra::keys::loader::load_pem_auto(sp.private_key_pem().as_bytes(), None).unwrap(),
+    );
+    let mut context = bergshamra::EncContext::new(keys);
+    context.disable_cipher_reference = true;
+    context
+}
+
+#[tokio::test]
+async fn an_encrypted_assertion_is_decrypted_with_the_sp_key_and_read_whole() {
+    use crate::testing::SamlCipher;
+    let idp = TestSamlIdp::start().await;
+    let sp = TestSamlIdp::start().await;
+    let key = decryptor(&sp);
+    let verify = |xml: &str, expected: &Expectations<'_>| {
+        verify_response(xml, &trusted(&idp), expected, Some(&key))
+    };
+    for cipher in [
+        SamlCipher::Aes256Gcm,
+        SamlCipher::Aes128Cbc,
+        SamlCipher::Aes256Cbc,
+    ] {
+        for (assertion_signed, response_signed) in [(true, false), (false, true), (true, true)] {
+            let xml = answer(&idp)
+                .signed(assertion_signed, response_signed)
+                .encrypt_for(sp.certificate_pem(), cipher)
+                .xml();
+            assert!(xml.contains("EncryptedAssertion"), "{cipher:?}");
+            assert!(!xml.contains("saml-alice"), "{cipher:?}: in clear");
+            let verified = verify(&xml, &expected()).unwrap_or_else(|e| {
+                panic!("{cipher:?} {assertion_signed} {response_signed}: {e:?}")
+            });
+            assert_eq!(verified.name_id.unwrap().value, "saml-alice");
+            assert_eq!(verified.attributes[0].values, ["alice@example.com"]);
+            assert_eq!(verified.in_response_to.as_deref(), Some(REQUEST));
+        }
+    }
+    let gcm = |response: SamlResponse<'_>| {
+        response
+            .encrypt_for(sp.certificate_pem(), SamlCipher::Aes256Gcm)
+            .xml()
+    };
+    // Signed only outside the ciphertext, when the assertion must carry its own signature.
+    let strict = Expectations {
+        require_signed_assertion: true,
+        ..expected()
+    };
+    let response_only = gcm(answer(&idp).signed(false, true));
+    assert_eq!(
+        verify(&response_only, &strict).err(),
+        Some(Refusal::Unsigned)
+    );
+    // Signed nowhere.
+    let unsigned = gcm(answer(&idp).signed(false, false));
+    assert_eq!(
+        verify(&unsigned, &expected()).err(),
+        Some(Refusal::Unsigned)
+    );
+    // Without an SP key, or for another SP's key.
+    let signed = gcm(answer(&idp));
+    assert_eq!(
+        verify_response(&signed, &trusted(&idp), &expected(), None).err(),
+        Some(Refusal::Encrypted)
+    );
+    let other = decryptor(&idp);
+    assert_eq!(
+        verify_response(&signed, &trusted(&idp), &expected(), Some(&other)).err(),
+        Some(Refusal::Undecryptable)
+    );
+    // The ciphertext changed: under a Response signature the signature fails first; alone,
+    // the decryption does.
+    let value_at = |xml: &str| {
+        let start = xml.rfind("<xenc:CipherValue>").unwrap() + "<xenc:CipherValue>".len();
+        start + 8
+    };
+    let flip = |xml: &str| {
+        let at = value_at(xml);
+        let mut bytes = xml.as_bytes().to_vec();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    };
+    assert_eq!(
+        verify(&flip(&response_only), &expected()).err(),
+        Some(Refusal::BadSignature)
+    );
+    assert_eq!(
+        verify(&flip(&signed), &expected()).err(),
+        Some(Refusal::Undecryptable)
+    );
+    // An encrypted assertion beside a plain one.
+    let plain = answer(&idp).xml();
+    let start = plain.find("<saml:Assertion").unwrap();
+    let end = plain.find("</saml:Assertion>").unwrap() + "</saml:Assertion>".len();
+    let envelope_start = signed.find("<saml:EncryptedAssertion").unwrap();
+    let envelope_end =
+        signed.find("</saml:EncryptedAssertion>").unwrap() + "</saml:EncryptedAssertion>".len();
+    let both = plain.replacen(
+        &plain[start..end],
+        &format!(
+            "{}{}",
+            &plain[start..end],
+            &signed[envelope_start..envelope_end]
+        ),
+        1,
+    );
+    assert_eq!(
+        verify(&both, &expected()).err(),
+        Some(Refusal::AssertionCount)
+    );
+}
+
+/// What another implementation encrypts, the verifier decrypts: `xmlsec1` (libxmlsec1 on
+/// OpenSSL) encrypts the IdP's signed assertion for the SP with AES-256-GCM, AES-128-GCM,
+/// AES-256-CBC and AES-128-CBC.
+#[tokio::test]
+#[cfg_attr(
+    not(jit_test_xmlsec1),
+    ignore = "needs xmlsec1: set JIT_TEST_XMLSEC1 (bash .ci/run installs it and does)"
+)]
+async fn assertions_encrypted_by_xmlsec1_are_decrypted() {
+    let xmlsec = Xmlsec1::new();
+    let idp = TestSamlIdp::start().await;
+    let sp = TestSamlIdp::start().await;
+    let key = decryptor(&sp);
+    let signed = answer(&idp).xml();
+    for cipher in ["aes256-gcm", "aes128-gcm", "aes256-cbc", "aes128-cbc"] {
+        let encrypted = xmlsec.encrypt_assertion(&signed, &sp.certificate_pem(), cipher);
+        assert!(
+            encrypted.contains("EncryptedData") && !encrypted.contains("saml-alice"),
+            "{cipher}"
+        );
+        let verified = verify_response(&encrypted, &trusted(&idp), &expected(), Some(&key))
+            .unwrap_or_else(|e| panic!("{cipher}: {e:?}"));
+        assert_eq!(verified.name_id.unwrap().value, "saml-alice", "{cipher}");
+    }
 }

@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use bergshamra::core::algorithm;
 use bergshamra::xml::NodeSet;
 use bergshamra::xml::uppsala::{Document, NodeId};
-use bergshamra::{DsigContext, KeysManager, VerifyResult};
+use bergshamra::{DsigContext, EncContext, KeysManager, VerifyResult};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::dom::{self, ASSERTION, DSIG, PROTOCOL, XMLENC};
@@ -160,8 +160,11 @@ pub(crate) enum Refusal {
     NotYetValid,
     /// A value (NameID, Issuer, …) with a comment or markup inside.
     MixedContent,
-    /// An `EncryptedAssertion` without an SP key to decrypt it.
+    /// An `EncryptedAssertion` without an SP key to decrypt it, or encrypted identifiers or
+    /// attributes.
     Encrypted,
+    /// An `EncryptedAssertion` the SP key does not decrypt.
+    Undecryptable,
 }
 
 impl Refusal {
@@ -192,6 +195,7 @@ impl Refusal {
             Self::NotYetValid => "not_yet_valid",
             Self::MixedContent => "mixed_content",
             Self::Encrypted => "encrypted",
+            Self::Undecryptable => "undecryptable",
         }
     }
 }
@@ -223,20 +227,128 @@ pub(crate) fn verify_response(
     xml: &str,
     idps: &[Arc<TrustedIdp>],
     expected: &Expectations<'_>,
+    decryptor: Option<&EncContext>,
 ) -> Result<VerifiedAssertion, Refusal> {
     let doc = dom::parse(xml)?;
     let response = doc.document_element().ok_or(Refusal::Malformed)?;
     if !dom::is(&doc, response, PROTOCOL, "Response") {
         return Err(Refusal::NotAResponse);
     }
-    if !dom::all(&doc, ASSERTION, "EncryptedAssertion").is_empty()
-        || !dom::all(&doc, XMLENC, "EncryptedData").is_empty()
-    {
-        return Err(Refusal::Encrypted);
+    if dom::all(&doc, ASSERTION, "EncryptedAssertion").is_empty() {
+        // Encrypted identifiers or attributes are not read: refused rather than ignored.
+        if !dom::all(&doc, XMLENC, "EncryptedData").is_empty() {
+            return Err(Refusal::Encrypted);
+        }
+        return verify_plain(&doc, response, idps, expected, None);
     }
+    let decryptor = decryptor.ok_or(Refusal::Encrypted)?;
+    let (lifted, verified_by) = decrypt_assertion(&doc, xml, response, idps, expected, decryptor)?;
+    let doc = dom::parse(&lifted)?;
+    let response = doc.document_element().ok_or(Refusal::Undecryptable)?;
+    verify_plain(&doc, response, idps, expected, verified_by.as_deref())
+}
+
+/// The data and key-transport ciphers an encrypted assertion may use. RSA PKCS#1 v1.5 key
+/// transport (Bleichenbacher's oracle) and 3DES are refused before anything is decrypted.
+const ALLOWED_CIPHERS: [&str; 8] = [
+    "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+    "http://www.w3.org/2009/xmlenc11#aes192-gcm",
+    "http://www.w3.org/2009/xmlenc11#aes256-gcm",
+    "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+    "http://www.w3.org/2001/04/xmlenc#aes192-cbc",
+    "http://www.w3.org/2001/04/xmlenc#aes256-cbc",
+    "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
+    "http://www.w3.org/2009/xmlenc11#rsa-oaep",
+];
+
+/// The response with its one `EncryptedAssertion` decrypted (with the SP key) and the
+/// assertion put in its place, and the IdP whose signature on the Response covered the
+/// ciphertext, if one did. A signed Response is verified before anything is decrypted, and
+/// what is decrypted is its signed bytes.
+fn decrypt_assertion(
+    doc: &Document<'_>,
+    xml: &str,
+    response: NodeId,
+    idps: &[Arc<TrustedIdp>],
+    expected: &Expectations<'_>,
+    decryptor: &EncContext,
+) -> Result<(String, Option<String>), Refusal> {
+    let encrypted = dom::all(doc, ASSERTION, "EncryptedAssertion");
+    let data = dom::all(doc, XMLENC, "EncryptedData");
+    let ([envelope], [data]) = (&encrypted[..], &data[..]) else {
+        return Err(Refusal::AssertionCount);
+    };
+    if doc.parent(*envelope) != Some(response)
+        || !doc.ancestors(*data).contains(envelope)
+        || !dom::all(doc, ASSERTION, "Assertion").is_empty()
+    {
+        return Err(Refusal::AssertionCount);
+    }
+    for method in dom::all(doc, XMLENC, "EncryptionMethod") {
+        let algorithm = dom::attr(doc, method, "Algorithm").unwrap_or_default();
+        if !ALLOWED_CIPHERS.contains(&algorithm) {
+            return Err(Refusal::Algorithm);
+        }
+    }
+    let signatures = dom::all(doc, DSIG, "Signature");
+    let (source, verified_by) = match signatures[..] {
+        [] => (std::borrow::Cow::Borrowed(xml), None),
+        [_] => {
+            let issuer = dom::only_child(doc, response, ASSERTION, "Issuer")
+                .map_err(|_| Refusal::Malformed)?
+                .and_then(|issuer| dom::text(doc, issuer))
+                .ok_or(Refusal::Malformed)?;
+            let idp = idps
+                .iter()
+                .find(|idp| idp.metadata.entity_id == issuer)
+                .ok_or(Refusal::UnknownIdp)?;
+            let signed = verify_signed_message(doc, response, idp, expected.allow_sha1)?;
+            (std::borrow::Cow::Owned(signed), Some(issuer))
+        }
+        _ => return Err(Refusal::SignatureShape),
+    };
+    let plaintext = bergshamra::decrypt(decryptor, &source).map_err(|_| Refusal::Undecryptable)?;
+    let plain = dom::parse(&plaintext)?;
+    let root = plain.document_element().ok_or(Refusal::Undecryptable)?;
+    let envelope = dom::only_child(&plain, root, ASSERTION, "EncryptedAssertion")
+        .ok()
+        .flatten()
+        .ok_or(Refusal::Undecryptable)?;
+    let mut inside = dom::children(&plain, envelope, ASSERTION, "Assertion");
+    let (Some(assertion), None) = (inside.next(), inside.next()) else {
+        return Err(Refusal::AssertionCount);
+    };
+    // The assertion, lifted out of its envelope with every namespace in scope (inclusive
+    // c14n, comments kept for the checks that look for them): its own signature, if it has
+    // one, still verifies, and the response reads as one with a plain assertion.
+    let lifted = bergshamra::c14n::canonicalize_doc::<&str>(
+        &plain,
+        bergshamra::c14n::C14nMode::InclusiveWithComments,
+        Some(&NodeSet::tree_with_comments(assertion, &plain)),
+        &[],
+    )
+    .map_err(|_| Refusal::Undecryptable)?;
+    let lifted = String::from_utf8(lifted).map_err(|_| Refusal::Undecryptable)?;
+    let range = plain.node_range(envelope).ok_or(Refusal::Undecryptable)?;
+    let mut rebuilt = String::with_capacity(plaintext.len());
+    rebuilt.push_str(&plaintext[..range.start]);
+    rebuilt.push_str(&lifted);
+    rebuilt.push_str(&plaintext[range.end..]);
+    Ok((rebuilt, verified_by))
+}
+
+/// Verifies a response whose assertion is in plain sight: as posted, or as decrypted from
+/// what `verified_by`'s signature on the Response covered.
+fn verify_plain(
+    doc: &Document<'_>,
+    response: NodeId,
+    idps: &[Arc<TrustedIdp>],
+    expected: &Expectations<'_>,
+    verified_by: Option<&str>,
+) -> Result<VerifiedAssertion, Refusal> {
     // Exactly one assertion in the whole message, and it is the Response's child: no copy
     // hides in Extensions, Status detail, an Advice or a signature's Object.
-    let assertions = dom::all(&doc, ASSERTION, "Assertion");
+    let assertions = dom::all(doc, ASSERTION, "Assertion");
     let [assertion] = assertions[..] else {
         return Err(Refusal::AssertionCount);
     };
@@ -251,9 +363,9 @@ pub(crate) fn verify_response(
         (ASSERTION, "Audience"),
         (ASSERTION, "AttributeValue"),
     ] {
-        if dom::all(&doc, namespace, local)
+        if dom::all(doc, namespace, local)
             .into_iter()
-            .any(|node| dom::has_comments(&doc, node))
+            .any(|node| dom::has_comments(doc, node))
         {
             return Err(Refusal::MixedContent);
         }
@@ -261,34 +373,41 @@ pub(crate) fn verify_response(
 
     // The IdP is chosen by the issuer the message names; it is trusted only once its own
     // key verified the signature and the signed issuer says the same.
-    let named_issuer = dom::only_child(&doc, assertion, ASSERTION, "Issuer")
+    let named_issuer = dom::only_child(doc, assertion, ASSERTION, "Issuer")
         .map_err(|_| Refusal::Malformed)?
-        .and_then(|issuer| dom::text(&doc, issuer))
+        .and_then(|issuer| dom::text(doc, issuer))
         .ok_or(Refusal::Malformed)?;
     let idp = idps
         .iter()
         .find(|idp| idp.metadata.entity_id == named_issuer)
         .ok_or(Refusal::UnknownIdp)?;
+    if verified_by.is_some_and(|by| by != named_issuer) {
+        return Err(Refusal::WrongIssuer);
+    }
 
-    let signatures = dom::all(&doc, DSIG, "Signature");
+    let signatures = dom::all(doc, DSIG, "Signature");
     let mut planned = Vec::with_capacity(signatures.len());
     for &signature in &signatures {
         let parent = doc.parent(signature).ok_or(Refusal::SignatureShape)?;
         if parent != response && parent != assertion {
             return Err(Refusal::SignatureShape);
         }
-        planned.push(signed_info(&doc, signature, parent, expected.allow_sha1)?);
+        planned.push(signed_info(doc, signature, parent, expected.allow_sha1)?);
     }
     if planned.iter().filter(|p| p.parent == response).count() > 1
         || planned.iter().filter(|p| p.parent == assertion).count() > 1
     {
         return Err(Refusal::SignatureShape);
     }
-    if planned.is_empty() {
+    if planned.is_empty() && verified_by.is_none() {
         return Err(Refusal::Unsigned);
     }
-    let results = bergshamra::dsig::verify::verify_all_document(&idp.signatures, &doc)
-        .map_err(|_| Refusal::BadSignature)?;
+    let results = if planned.is_empty() {
+        Vec::new()
+    } else {
+        bergshamra::dsig::verify::verify_all_document(&idp.signatures, doc)
+            .map_err(|_| Refusal::BadSignature)?
+    };
     if results.len() != planned.len() {
         return Err(Refusal::BadSignature);
     }
@@ -309,16 +428,21 @@ pub(crate) fn verify_response(
     let assertion_signed = planned.iter().find(|p| p.parent == assertion);
     let response_signed = planned.iter().find(|p| p.parent == response);
     let covering = match (assertion_signed, response_signed) {
-        (Some(plan), _) => plan,
-        (None, Some(plan)) if !expected.require_signed_assertion => plan,
+        (Some(plan), _) => Some(plan),
+        (None, Some(plan)) if !expected.require_signed_assertion => Some(plan),
+        // Decrypted from the signed bytes of the Response: the whole document is signed.
+        (None, None) if verified_by.is_some() && !expected.require_signed_assertion => None,
         _ => return Err(Refusal::Unsigned),
     };
-    let signed = signed_bytes(&doc, covering)?;
+    let signed = match covering {
+        Some(plan) => signed_bytes(doc, plan)?,
+        None => doc.input_text().to_owned(),
+    };
 
     // From here on, only the signed bytes are read.
     let signed_doc = dom::parse(&signed)?;
     let signed_root = signed_doc.document_element().ok_or(Refusal::SignedBytes)?;
-    let (signed_assertion, signed_response) = if covering.parent == assertion {
+    let (signed_assertion, signed_response) = if covering.is_some_and(|c| c.parent == assertion) {
         (signed_root, None)
     } else {
         let mut found = dom::children(&signed_doc, signed_root, ASSERTION, "Assertion");
@@ -335,7 +459,7 @@ pub(crate) fn verify_response(
     // from the message (they only ever narrow what is accepted).
     let (response_doc, response_node) = match signed_response {
         Some(node) => (&signed_doc, node),
-        None => (&doc, response),
+        None => (doc, response),
     };
     check_response(response_doc, response_node, idp, expected)?;
     read_assertion(&signed_doc, signed_assertion, idp, expected).and_then(|verified| {
