@@ -4,8 +4,6 @@
 //!
 //! Stage: test support; may use any part of the crate.
 
-use serde_json::Value;
-
 use crate::provision::policy::EmailAddress;
 use crate::token::TokenKind;
 use crate::token::claims::{ClaimRules, RawToken, VerifiedClaims};
@@ -63,13 +61,13 @@ pub fn scim(input: &str) {
         let _ = crate::scim::filter::as_lookup(&filter);
     }
     let _ = PatchPath::from_str(input);
-    if let Ok(body) = serde_json::from_str::<Value>(input) {
+    if let Ok(body) = serde_json::from_str::<serde_json::Value>(input) {
         let _ = crate::scim::patch::parse(&body);
     }
 }
 
 #[cfg(feature = "scim")]
-fn sample_user() -> Value {
+fn sample_user() -> serde_json::Value {
     serde_json::json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
         "id": "0190b4a2-7d4e-7c3a-9a51-2f1d3c4b5a69",

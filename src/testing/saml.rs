@@ -353,6 +353,7 @@ pub struct SamlResponse<'a> {
     sign_assertion: bool,
     sign_response: bool,
     sha1: bool,
+    authn_statement: bool,
     /// The SP certificate (PEM) and cipher the assertion is encrypted with, if it is.
     encrypt: Option<(String, SamlCipher)>,
 }
@@ -383,6 +384,7 @@ impl SamlResponse<'_> {
             sign_assertion: true,
             sign_response: false,
             sha1: false,
+            authn_statement: true,
             encrypt: None,
         }
     }
@@ -461,6 +463,12 @@ impl SamlResponse<'_> {
         self
     }
 
+    /// No `AuthnStatement`: an assertion that says nothing about an authentication.
+    pub fn without_authn_statement(mut self) -> Self {
+        self.authn_statement = false;
+        self
+    }
+
     /// RSA-SHA1 and SHA-1 digests instead of SHA-256. aws-lc does not sign with SHA-1, so
     /// such a response can only be had as a [`template`](Self::template), for a tool that
     /// does (`xmlsec1 --sign`, with [`TestSamlIdp::private_key_pem`]).
@@ -516,6 +524,17 @@ impl SamlResponse<'_> {
             .as_deref()
             .map(|s| format!(" SessionIndex=\"{}\"", esc(s)))
             .unwrap_or_default();
+        let statement = if self.authn_statement {
+            format!(
+                "<saml:AuthnStatement AuthnInstant=\"{}\"{session_index}><saml:AuthnContext>\
+                 <saml:AuthnContextClassRef>\
+                 urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport\
+                 </saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>",
+                time(self.issued_at)
+            )
+        } else {
+            String::new()
+        };
         let assertion_signature = if self.sign_assertion {
             self.signature_template(&self.assertion_id)
         } else {
@@ -531,10 +550,7 @@ impl SamlResponse<'_> {
              <saml:Conditions NotBefore=\"{from}\" NotOnOrAfter=\"{until}\">\
              <saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience>\
              </saml:AudienceRestriction></saml:Conditions>\
-             <saml:AuthnStatement AuthnInstant=\"{issued}\"{session_index}><saml:AuthnContext>\
-             <saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport\
-             </saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>{attributes}\
-             </saml:Assertion>",
+             {statement}{attributes}</saml:Assertion>",
             id = esc(&self.assertion_id),
             issued = time(self.issued_at),
             issuer = esc(&self.issuer),

@@ -188,3 +188,61 @@ impl std::fmt::Debug for Idps {
         f.debug_list().entries(self.entity_ids()).finish()
     }
 }
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use super::*;
+    use crate::testing::TestSamlIdp;
+    use crate::token::fetch::{UrlPolicy, client};
+
+    fn fetcher() -> Fetcher {
+        Fetcher::new(
+            client(Duration::from_secs(5)).unwrap(),
+            UrlPolicy {
+                allow_http_loopback: true,
+            },
+            1024 * 1024,
+        )
+    }
+
+    #[tokio::test]
+    async fn metadata_by_url_is_fetched_on_first_use_and_the_last_good_is_kept() {
+        let idp = TestSamlIdp::start().await;
+        let mut idps = Idps::new();
+        let url = Url::parse(&idp.metadata_url()).unwrap();
+        idps.add_remote(idp.entity_id(), url, fetcher(), true, None);
+        let fetched = idps.current().await;
+        assert_eq!(fetched.len(), 1);
+        assert_eq!(fetched[0].metadata.entity_id, idp.entity_id());
+        // The IdP goes away and the metadata is due: the last good metadata still answers.
+        drop(idp);
+        let Entry::Remote(remote) = &idps.entries[0] else {
+            unreachable!()
+        };
+        *remote.next_fetch.lock().await = Instant::now();
+        let kept = idps.current().await;
+        assert_eq!(kept.len(), 1);
+        assert!(Arc::ptr_eq(&kept[0], &fetched[0]));
+        // And the next try waits instead of hammering the IdP.
+        assert!(*remote.next_fetch.lock().await > Instant::now() + Duration::from_secs(20));
+    }
+
+    #[tokio::test]
+    async fn metadata_naming_another_entity_is_never_used() {
+        let idp = TestSamlIdp::start().await;
+        let mut idps = Idps::new();
+        let url = Url::parse(&idp.metadata_url()).unwrap();
+        idps.add_remote(
+            "https://expected.example/saml".to_owned(),
+            url,
+            fetcher(),
+            true,
+            None,
+        );
+        assert!(idps.current().await.is_empty());
+        assert_eq!(
+            idps.entity_ids().collect::<Vec<_>>(),
+            ["https://expected.example/saml"]
+        );
+    }
+}

@@ -162,6 +162,12 @@ async fn every_condition_of_the_assertion_is_checked() {
             "{refusal:?}"
         );
     }
+    // An assertion that says nothing about an authentication signs nobody in.
+    let no_statement = base().without_authn_statement().xml();
+    assert_eq!(
+        check(&idp, &no_statement).err(),
+        Some(Refusal::NoAuthnStatement)
+    );
     // Within the leeway, time is on the IdP's side.
     let slightly_early = base().valid(now + TimeDelta::seconds(30), now + TimeDelta::minutes(5));
     assert!(check(&idp, &slightly_early.xml()).is_ok());

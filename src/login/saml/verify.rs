@@ -165,6 +165,8 @@ pub(crate) enum Refusal {
     Encrypted,
     /// An `EncryptedAssertion` the SP key does not decrypt.
     Undecryptable,
+    /// An assertion without an `AuthnStatement`: no one signed in.
+    NoAuthnStatement,
 }
 
 impl Refusal {
@@ -196,6 +198,7 @@ impl Refusal {
             Self::MixedContent => "mixed_content",
             Self::Encrypted => "encrypted",
             Self::Undecryptable => "undecryptable",
+            Self::NoAuthnStatement => "no_authn_statement",
         }
     }
 }
@@ -776,7 +779,13 @@ fn read_assertion(
         return Err(Refusal::Unsolicited);
     }
 
-    let session_index = dom::children(doc, assertion, ASSERTION, "AuthnStatement")
+    // SAML profiles §4.1.4.2: an assertion that signs someone in says how they authenticated;
+    // one without (an attribute query's answer, say) is not a sign-in.
+    let mut statements = dom::children(doc, assertion, ASSERTION, "AuthnStatement").peekable();
+    if statements.peek().is_none() {
+        return Err(Refusal::NoAuthnStatement);
+    }
+    let session_index = statements
         .find_map(|s| dom::attr(doc, s, "SessionIndex"))
         .filter(|s| !s.is_empty() && s.len() <= 255)
         .map(str::to_owned);
