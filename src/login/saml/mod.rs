@@ -69,7 +69,7 @@ const MAX_METADATA_BYTES: usize = 4 * 1024 * 1024;
 ///     .trust_email(true);
 /// # drop(saml);
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 #[must_use]
 pub struct SamlLogin {
     metadata: Vec<MetadataSource>,
@@ -83,6 +83,25 @@ pub struct SamlLogin {
     allow_http: bool,
     leeway: Option<Duration>,
     policy: Option<IssuerPolicy>,
+}
+
+/// Everything but the SP key, which never reaches a log.
+impl std::fmt::Debug for SamlLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamlLogin")
+            .field("metadata", &self.metadata)
+            .field("entity_id", &self.entity_id)
+            .field("sp_key", &self.sp_key.as_ref().map(|_| "<redacted>"))
+            .field("subject_attribute", &self.subject_attribute)
+            .field("trust_email", &self.trust_email)
+            .field("require_signed_assertion", &self.require_signed_assertion)
+            .field("allow_idp_initiated", &self.allow_idp_initiated)
+            .field("allow_sha1", &self.allow_sha1)
+            .field("allow_http", &self.allow_http)
+            .field("leeway", &self.leeway)
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -448,5 +467,18 @@ impl<H> crate::ProvisioningLayer<H> {
             .and_then(|login| login.saml.as_ref())
             .map(|saml| saml.entity_ids().collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::SamlLogin;
+
+    #[test]
+    fn the_sp_key_never_reaches_a_debug_print() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIsecretkeymaterial\n-----END PRIVATE KEY-----";
+        let printed = format!("{:?}", SamlLogin::new().sp_key_pem(key, "cert"));
+        assert!(!printed.contains("secretkeymaterial"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
     }
 }
