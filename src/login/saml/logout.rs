@@ -14,7 +14,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::dom::{self, ASSERTION, PROTOCOL};
 use super::metadata::parse_time;
 use super::verify::{
-    NameId, Refusal, TrustedIdp, verify_redirect_signature, verify_signed_message,
+    NameId, Refusal, TrustedIdp, decode_bounded, named_idp, verify_redirect_signature,
+    verify_signed_message,
 };
 
 /// The largest LogoutRequest read, encoded or inflated.
@@ -109,7 +110,7 @@ fn redirect(
         .map_err(|_| Refusal::Malformed)?;
     let doc = dom::parse(&xml)?;
     let root = logout_root(&doc)?;
-    let idp = idp_of(&doc, root, idps)?;
+    let idp = Arc::clone(named_idp(&doc, root, idps)?);
     let mut signed = format!("SAMLRequest={request}");
     if let Some(relay_state) = relay_state {
         signed.push_str(&format!("&RelayState={relay_state}"));
@@ -134,18 +135,10 @@ fn post(
     idps: &[Arc<TrustedIdp>],
     expected: &LogoutExpectations<'_>,
 ) -> Result<LogoutRequest, Refusal> {
-    if posted.len() > MAX_REQUEST_BYTES {
-        return Err(Refusal::TooLarge);
-    }
-    let compact: String = posted
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let xml = String::from_utf8(STANDARD.decode(compact).map_err(|_| Refusal::NotBase64)?)
-        .map_err(|_| Refusal::Malformed)?;
+    let xml = decode_bounded(posted, MAX_REQUEST_BYTES)?;
     let doc = dom::parse(&xml)?;
     let root = logout_root(&doc)?;
-    let idp = idp_of(&doc, root, idps)?;
+    let idp = Arc::clone(named_idp(&doc, root, idps)?);
     let signed = verify_signed_message(&doc, root, &idp, expected.allow_sha1)?;
     // From here on, only the signed bytes are read.
     let signed_doc = dom::parse(&signed)?;
@@ -159,22 +152,6 @@ fn logout_root(doc: &Document<'_>) -> Result<NodeId, Refusal> {
         return Err(Refusal::NotAResponse);
     }
     Ok(root)
-}
-
-/// The IdP the request names: trusted only once its own key verified the signature.
-fn idp_of(
-    doc: &Document<'_>,
-    root: NodeId,
-    idps: &[Arc<TrustedIdp>],
-) -> Result<Arc<TrustedIdp>, Refusal> {
-    let issuer = dom::only_child(doc, root, ASSERTION, "Issuer")
-        .map_err(|_| Refusal::Malformed)?
-        .and_then(|issuer| dom::text(doc, issuer))
-        .ok_or(Refusal::Malformed)?;
-    idps.iter()
-        .find(|idp| idp.metadata.entity_id == issuer)
-        .cloned()
-        .ok_or(Refusal::UnknownIdp)
 }
 
 fn read(

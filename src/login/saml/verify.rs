@@ -214,7 +214,12 @@ impl From<dom::Unreadable> for Refusal {
 
 /// The `SAMLResponse` form value decoded: base64 (line breaks allowed) of UTF-8 XML.
 pub(crate) fn decode(posted: &str) -> Result<String, Refusal> {
-    if posted.len() > MAX_RESPONSE_BYTES {
+    decode_bounded(posted, MAX_RESPONSE_BYTES)
+}
+
+/// A posted message decoded, refused when its base64 is over `max` bytes.
+pub(crate) fn decode_bounded(posted: &str, max: usize) -> Result<String, Refusal> {
+    if posted.len() > max {
         return Err(Refusal::TooLarge);
     }
     let compact: String = posted
@@ -223,6 +228,22 @@ pub(crate) fn decode(posted: &str) -> Result<String, Refusal> {
         .collect();
     let bytes = STANDARD.decode(compact).map_err(|_| Refusal::NotBase64)?;
     String::from_utf8(bytes).map_err(|_| Refusal::Malformed)
+}
+
+/// The IdP the message's `Issuer` child of `node` names. It is trusted only once its own key
+/// verified the signature.
+pub(crate) fn named_idp<'i>(
+    doc: &Document<'_>,
+    node: NodeId,
+    idps: &'i [Arc<TrustedIdp>],
+) -> Result<&'i Arc<TrustedIdp>, Refusal> {
+    let issuer = dom::only_child(doc, node, ASSERTION, "Issuer")
+        .map_err(|_| Refusal::Malformed)?
+        .and_then(|issuer| dom::text(doc, issuer))
+        .ok_or(Refusal::Malformed)?;
+    idps.iter()
+        .find(|idp| idp.metadata.entity_id == issuer)
+        .ok_or(Refusal::UnknownIdp)
 }
 
 /// Verifies the response `xml` from one of `idps` against `expected`.
@@ -297,16 +318,12 @@ fn decrypt_assertion(
     let (source, verified_by) = match signatures[..] {
         [] => (std::borrow::Cow::Borrowed(xml), None),
         [_] => {
-            let issuer = dom::only_child(doc, response, ASSERTION, "Issuer")
-                .map_err(|_| Refusal::Malformed)?
-                .and_then(|issuer| dom::text(doc, issuer))
-                .ok_or(Refusal::Malformed)?;
-            let idp = idps
-                .iter()
-                .find(|idp| idp.metadata.entity_id == issuer)
-                .ok_or(Refusal::UnknownIdp)?;
+            let idp = named_idp(doc, response, idps)?;
             let signed = verify_signed_message(doc, response, idp, expected.allow_sha1)?;
-            (std::borrow::Cow::Owned(signed), Some(issuer))
+            (
+                std::borrow::Cow::Owned(signed),
+                Some(idp.metadata.entity_id.clone()),
+            )
         }
         _ => return Err(Refusal::SignatureShape),
     };
@@ -376,15 +393,8 @@ fn verify_plain(
 
     // The IdP is chosen by the issuer the message names; it is trusted only once its own
     // key verified the signature and the signed issuer says the same.
-    let named_issuer = dom::only_child(doc, assertion, ASSERTION, "Issuer")
-        .map_err(|_| Refusal::Malformed)?
-        .and_then(|issuer| dom::text(doc, issuer))
-        .ok_or(Refusal::Malformed)?;
-    let idp = idps
-        .iter()
-        .find(|idp| idp.metadata.entity_id == named_issuer)
-        .ok_or(Refusal::UnknownIdp)?;
-    if verified_by.is_some_and(|by| by != named_issuer) {
+    let idp = named_idp(doc, assertion, idps)?;
+    if verified_by.is_some_and(|by| by != idp.metadata.entity_id) {
         return Err(Refusal::WrongIssuer);
     }
 
