@@ -43,6 +43,8 @@
 //! | `JIT_SAML_REQUIRE_SIGNED_ASSERTION` | `1`: the assertion itself must be signed, not only the Response | off |
 //! | `JIT_SAML_ALLOW_IDP_INITIATED` | `1`: responses that answer no request of this server are accepted | off |
 //! | `JIT_SAML_ALLOW_SHA1` | `1`: RSA-SHA1 signatures and SHA-1 digests are accepted | off |
+//! | `JIT_LEGACY_DATABASE_URL` | migration: the old system's database (`sqlite://…` or `postgres://…`, read only). A first sign-in that linking finds no account for adopts the legacy account `JIT_LEGACY_QUERY` finds by its verified e-mail (issuers are trusted for `JIT_ALLOWED_DOMAINS`, or any domain when empty) instead of creating one; each legacy account once (a second claimant: 403 `legacy_account_claimed`); the account's `attributes.legacy_id` is the legacy id | off |
+//! | `JIT_LEGACY_QUERY` | the query, with the e-mail as `$1`: columns `id` (required), `roles` (comma-separated), `user_name`, `display_name`, and any other column becomes an attribute (never select secrets) | `SELECT id, display_name, roles FROM users WHERE lower(email) = lower($1)` |
 //! | `JIT_INTROSPECTION_CACHE_SECS` | the longest an introspection answer is trusted (never past the token's `exp`): how long a revoked token may still work | `60` |
 //!
 //! Routes: `GET /` a page: signed out, a link to sign in; signed in, who you are, your roles
@@ -68,6 +70,7 @@ use serde_json::Value;
 use tower_jit_provisioning::approval::Approvals;
 use tower_jit_provisioning::login::{BrowserLogin, OAuth2Provider, SamlLogin};
 use tower_jit_provisioning::provision::groups::MicrosoftGraph;
+use tower_jit_provisioning::provision::legacy_sql::SqlLegacyAccounts;
 use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::{TestGitHub, TestIssuer};
 use tower_jit_provisioning::{
@@ -128,6 +131,8 @@ struct Settings {
     introspection_cache: Duration,
     github: Option<GitHubSettings>,
     saml: Option<SamlSettings>,
+    /// `JIT_LEGACY_DATABASE_URL` and `JIT_LEGACY_QUERY`: first sign-ins adopt legacy accounts.
+    legacy: Option<(String, String)>,
 }
 
 /// SAML sign-in, from `JIT_SAML_*`.
@@ -521,6 +526,10 @@ fn settings() -> Result<Settings, BadSetting> {
         introspection_cache,
         github,
         saml: saml_settings()?,
+        legacy: var("JIT_LEGACY_DATABASE_URL").map(|url| {
+            let query = var("JIT_LEGACY_QUERY").unwrap_or_else(|| DEFAULT_LEGACY_QUERY.to_owned());
+            (url, query)
+        }),
     })
 }
 
@@ -552,11 +561,22 @@ fn variable_of(error: &ConfigError) -> &'static str {
     }
 }
 
+/// The legacy accounts query when `JIT_LEGACY_QUERY` is not set: a `users` table of the old
+/// system with these columns.
+const DEFAULT_LEGACY_QUERY: &str =
+    "SELECT id, display_name, roles FROM users WHERE lower(email) = lower($1)";
+
+/// Whether issuers vouch for e-mail addresses in their domains: for linking by e-mail, and for
+/// finding legacy accounts by e-mail.
+fn trusts_email(settings: &Settings) -> bool {
+    settings.link_by_verified_email || settings.legacy.is_some()
+}
+
 /// The provisioning rules `JIT_ALLOWED_DOMAINS` and `JIT_LINK_BY_VERIFIED_EMAIL` give a source
 /// that is not an `Issuer` (GitHub).
 fn policy(settings: &Settings) -> IssuerPolicy {
     let mut policy = IssuerPolicy::new().allowed_domains(settings.allowed_domains.clone());
-    if settings.link_by_verified_email {
+    if trusts_email(settings) {
         policy = if settings.allowed_domains.is_empty() {
             policy.trust_any_email_domain()
         } else {
@@ -640,7 +660,7 @@ fn issuer(settings: &Settings, base: Issuer) -> Issuer {
     if let Some(kinds) = &settings.kinds {
         issuer = issuer.token_kinds(kinds.clone());
     }
-    if settings.link_by_verified_email {
+    if trusts_email(settings) {
         issuer = if settings.allowed_domains.is_empty() {
             issuer.trust_any_email_domain()
         } else {
@@ -988,6 +1008,12 @@ async fn run() -> Result<(), String> {
         .link_by_verified_email(settings.link_by_verified_email)
         .create_accounts(settings.create_accounts)
         .require_approval(settings.require_approval);
+    if let Some((url, query)) = &settings.legacy {
+        let legacy = SqlLegacyAccounts::new(url, query.as_str())
+            .map_err(|e| format!("JIT_LEGACY_DATABASE_URL / JIT_LEGACY_QUERY: {e}"))?
+            .name("legacy-db");
+        builder = builder.legacy_accounts(legacy);
+    }
     if let Some(claim) = &settings.link_claim {
         // Only accounts SCIM created that nobody has signed in to yet.
         builder = builder

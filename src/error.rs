@@ -104,6 +104,10 @@ pub enum DenyReason {
     /// The application's admission predicate refused, with its own code.
     #[error("refused by policy")]
     Policy(&'static str),
+    /// The legacy account this first sign-in would adopt was adopted by another identity: a
+    /// legacy account goes to one person only.
+    #[error("legacy account already adopted")]
+    LegacyAccountClaimed,
 }
 
 impl DenyReason {
@@ -120,6 +124,7 @@ impl DenyReason {
             Self::Deactivated => "deactivated",
             Self::Deleted => "deleted",
             Self::Policy(code) => code,
+            Self::LegacyAccountClaimed => "legacy_account_claimed",
         }
     }
 
@@ -138,6 +143,9 @@ impl DenyReason {
             Self::Deactivated => "the account is deactivated",
             Self::Deleted => "the account was deleted",
             Self::Policy(_) => "sign-in refused by policy",
+            Self::LegacyAccountClaimed => {
+                "the existing account this sign-in matches belongs to another sign-in"
+            }
         }
     }
 }

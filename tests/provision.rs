@@ -5,6 +5,8 @@
 mod common;
 #[path = "provision/explain.rs"]
 mod explain;
+#[path = "provision/migration.rs"]
+mod migration;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -130,6 +130,114 @@ macro_rules! store_contract {
 
             #[tokio::test]
             $(#[$attr])*
+            async fn a_legacy_account_is_adopted_once_ever_with_its_user_and_identity() {
+                let (store, _guard) = make().await;
+                let adopted = store
+                    .adopt_legacy_account(
+                        "L-42",
+                        named("ada@example.com", true),
+                        &key("ada"),
+                        Some("fp"),
+                        AuditEvent::new(AuditKind::Linked, Actor::Login).reason("legacy:crm"),
+                    )
+                    .await
+                    .unwrap();
+                assert!(adopted.written);
+                assert_eq!(adopted.identity.claims_fingerprint.as_deref(), Some("fp"));
+                let found = store.find_by_identity(&key("ada")).await.unwrap().unwrap();
+                assert_eq!(found.0.id, adopted.user.id);
+                assert_eq!(
+                    store.find_by_legacy_id("L-42").await.unwrap().map(|u| u.id),
+                    Some(adopted.user.id)
+                );
+                assert!(store.find_by_legacy_id("L-43").await.unwrap().is_none());
+
+                // The same identity again: its account, and nothing new recorded.
+                let again = store
+                    .adopt_legacy_account("L-43", named("x@example.com", true), &key("ada"), None, audit())
+                    .await
+                    .unwrap();
+                assert!(!again.written);
+                assert_eq!(again.user.id, adopted.user.id);
+                assert!(store.find_by_legacy_id("L-43").await.unwrap().is_none());
+
+                // Another identity: refused, and nothing of it written.
+                let before = store.list_users(None, 10).await.unwrap().len();
+                let events = store.events().await.len();
+                let claimed = store
+                    .adopt_legacy_account("L-42", named("m@example.com", true), &key("mallory"), None, audit())
+                    .await;
+                assert!(matches!(claimed, Err(StoreError::Duplicate("legacy_id"))), "{claimed:?}");
+                assert!(store.find_by_identity(&key("mallory")).await.unwrap().is_none());
+                assert_eq!(store.list_users(None, 10).await.unwrap().len(), before);
+                assert_eq!(store.events().await.len(), events);
+
+                // A legacy account is adopted once ever: deleting the account frees nothing.
+                store
+                    .delete_user(adopted.user.id, AuditEvent::new(AuditKind::Deleted, Actor::Application))
+                    .await
+                    .unwrap();
+                let after_delete = store
+                    .adopt_legacy_account("L-42", NewUser::default(), &key("bob"), None, audit())
+                    .await;
+                assert!(matches!(after_delete, Err(StoreError::Duplicate("legacy_id"))), "{after_delete:?}");
+                assert!(store.find_by_legacy_id("L-42").await.unwrap().is_none());
+
+                // A taken login name writes no adoption record either: the legacy account
+                // stays free for the caller's retry.
+                let taken = NewUser {
+                    user_name: Some("grace".into()),
+                    ..NewUser::default()
+                };
+                store.create_user(taken.clone(), &key("grace-1"), None, audit()).await.unwrap();
+                let clash = store
+                    .adopt_legacy_account("L-7", taken, &key("grace-2"), None, audit())
+                    .await;
+                assert!(matches!(clash, Err(StoreError::Duplicate("user_name"))), "{clash:?}");
+                let retried = store
+                    .adopt_legacy_account("L-7", NewUser::default(), &key("grace-2"), None, audit())
+                    .await
+                    .unwrap();
+                assert!(retried.written);
+            }
+
+            #[tokio::test]
+            $(#[$attr])*
+            async fn identities_racing_for_one_legacy_account_leave_one_adopter() {
+                let (store, _guard) = make().await;
+                let mut tasks = Vec::new();
+                for i in 0..8 {
+                    let store = store.clone();
+                    tasks.push(tokio::spawn(async move {
+                        store
+                            .adopt_legacy_account(
+                                "L-1",
+                                NewUser::default(),
+                                &key(&format!("claimant-{i}")),
+                                None,
+                                audit(),
+                            )
+                            .await
+                    }));
+                }
+                let mut adopted = Vec::new();
+                for task in tasks {
+                    match task.await.unwrap() {
+                        Ok(resolved) => adopted.push(resolved.user.id),
+                        Err(StoreError::Duplicate("legacy_id")) => {}
+                        Err(other) => panic!("{other:?}"),
+                    }
+                }
+                assert_eq!(adopted.len(), 1, "exactly one adopter");
+                assert_eq!(store.list_users(None, 10).await.unwrap().len(), 1);
+                assert_eq!(
+                    store.find_by_legacy_id("L-1").await.unwrap().map(|u| u.id),
+                    Some(adopted[0])
+                );
+            }
+
+            #[tokio::test]
+            $(#[$attr])*
             async fn sessions_are_kept_touched_forward_only_and_ended_by_each_selector() {
                 let (store, _guard) = make().await;
                 let ada = account(&store, "ada").await;

@@ -10,6 +10,7 @@ use super::issuer::Issuer;
 use super::policy::IssuerPolicy;
 use crate::error::{ConfigError, DefaultErrorHandler};
 use crate::layer::{ProvisioningLayer, Shared};
+use crate::provision::migration::{LegacyAccounts, SharedLegacyAccounts};
 use crate::provision::policy::{DenyReason, DomainPattern, PendingHook, Predicate};
 use crate::provision::{AttributeMapping, Linking, Provisioner, ProvisionerConfig};
 use crate::sign_in::{Authenticator, DynAuthenticator, SignIn};
@@ -75,6 +76,7 @@ struct ProvisioningSettings {
     require_approval: bool,
     on_pending: Option<PendingHook>,
     linking: Linking,
+    legacy: Option<SharedLegacyAccounts>,
     reactivate_on_login: bool,
     predicate: Option<Predicate>,
     cache_capacity: Option<u64>,
@@ -91,6 +93,7 @@ impl ProvisioningSettings {
             || self.on_pending.is_some()
             || self.linking.by_claim.is_some()
             || self.linking.by_verified_email
+            || self.legacy.is_some()
             || self.reactivate_on_login
             || self.predicate.is_some()
     }
@@ -103,6 +106,7 @@ impl std::fmt::Debug for ProvisioningSettings {
             .field("mapping", &self.mapping)
             .field("approval_domains", &self.approval_domains)
             .field("linking", &self.linking)
+            .field("legacy", &self.legacy)
             .field("reactivate_on_login", &self.reactivate_on_login)
             .field("predicate", &self.predicate)
             .finish_non_exhaustive()
@@ -317,6 +321,20 @@ impl<H> ProvisioningLayerBuilder<H> {
     /// unverified address never links. Off by default.
     pub fn link_by_verified_email(mut self, link: bool) -> Self {
         self.provisioning.linking.by_verified_email = link;
+        self
+    }
+
+    /// Migration from another system: at a person's first sign-in, after admission let them
+    /// in and linking found no account, asks `hook` for their account in the old system and
+    /// adopts it instead of creating a new one (see [`migration`](crate::provision::migration)
+    /// and [`SqlLegacyAccounts`](crate::provision::legacy_sql::SqlLegacyAccounts)). Each legacy
+    /// account is adopted at most once; a second identity the hook names it for is refused 403
+    /// `legacy_account_claimed`. Adoption is a link, so it happens even where
+    /// [`create_accounts(false)`](Self::create_accounts) lets nobody else in. The store must
+    /// implement [`UserStore::adopt_legacy_account`](crate::UserStore::adopt_legacy_account)
+    /// (every store of this crate does).
+    pub fn legacy_accounts(mut self, hook: impl LegacyAccounts) -> Self {
+        self.provisioning.legacy = Some(Arc::new(hook));
         self
     }
 
@@ -585,6 +603,7 @@ impl<H> ProvisioningLayerBuilder<H> {
                     require_approval: settings.require_approval,
                     on_pending: settings.on_pending,
                     linking: settings.linking,
+                    legacy: settings.legacy,
                     reactivate_on_login: settings.reactivate_on_login,
                     predicate: settings.predicate,
                     cache_capacity: settings

@@ -25,6 +25,9 @@ pub enum AccountAction {
     Linked,
     /// A first sign-in that creates an account.
     Created,
+    /// A first sign-in that adopts an account of the system being migrated from
+    /// ([`legacy_accounts`](crate::ProvisioningLayerBuilder::legacy_accounts)).
+    Adopted,
 }
 
 /// What a sign-in would do, from [`ProvisioningLayer::explain`](crate::ProvisioningLayer::explain):
@@ -74,6 +77,7 @@ impl std::fmt::Display for Explanation {
                 AccountAction::Found => "found",
                 AccountAction::Linked => "linked",
                 AccountAction::Created => "created",
+                AccountAction::Adopted => "adopted",
             };
             write!(f, "; account {action}")?;
         }
@@ -158,7 +162,10 @@ impl Provisioner {
         };
         // A new account is active or pending: nothing to reactivate, and built from this very
         // profile, nothing to sync.
-        let created = draft.action == Some(AccountAction::Created);
+        let created = matches!(
+            draft.action,
+            Some(AccountAction::Created | AccountAction::Adopted)
+        );
         if user.status == UserStatus::Deactivated && self.config.reactivate_on_login {
             draft.tracer.decision(
                 TraceStep::new(Stage::Account, "reactivate_on_login", Verdict::Reactivated)
@@ -230,6 +237,32 @@ impl Provisioner {
                 draft.action = Some(AccountAction::Linked);
                 return Ok(Ok(user));
             }
+        }
+        if let Some(legacy) = self
+            .legacy_account(admitted, sign_in, tracer)
+            .await
+            .map_err(Error::from)?
+        {
+            match store.find_by_legacy_id(legacy.id()).await {
+                Ok(Some(owner)) => {
+                    tracer.decision(
+                        TraceStep::new(Stage::Linking, "legacy_account", Verdict::Refused)
+                            .target(owner.id.to_string())
+                            .note("another identity adopted this legacy account"),
+                    );
+                    return Ok(Err(DenyReason::LegacyAccountClaimed));
+                }
+                // A store that keeps no adoption records refuses the adoption itself.
+                Ok(None) | Err(StoreError::Unsupported(_)) => {}
+                Err(error) => return Err(store_failed(error)),
+            }
+            let user = User::from_new(self.adopted_user(&legacy, admitted), Utc::now());
+            tracer.decision(
+                TraceStep::new(Stage::Account, "identity", Verdict::Created)
+                    .target(user.id.to_string()),
+            );
+            draft.action = Some(AccountAction::Adopted);
+            return Ok(Ok(user));
         }
         let creates = self.may_create(sign_in);
         if !creates {

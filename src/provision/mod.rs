@@ -14,6 +14,8 @@
 //!
 //! - [`mapping`]: attributes to profile fields, groups, attributes, roles; what a login syncs.
 //! - [`policy`]: who may have an account at all; refusal reasons.
+//! - [`migration`]: a first sign-in that adopts the person's account in the system being
+//!   migrated from.
 //!
 //! # Concurrency
 //!
@@ -31,7 +33,11 @@
 mod account;
 mod explain;
 pub mod groups;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub mod legacy_sql;
 pub mod mapping;
+pub mod migration;
 pub mod policy;
 
 use std::sync::Arc;
@@ -46,6 +52,7 @@ pub use self::account::ProvisionedUser;
 pub(crate) use self::account::{Account, SignInMemo};
 pub use self::explain::{AccountAction, Explanation};
 pub use self::mapping::{AttributeMapping, Field, MappedProfile, SyncPolicy};
+use self::migration::{LegacyAccount, LegacyLookup, SharedLegacyAccounts};
 pub use self::policy::DenyReason;
 use self::policy::{
     Admission, DomainPattern, EmailAddress, PendingHook, Predicate, domain_matches,
@@ -59,6 +66,8 @@ use crate::user::{Identity, IdentityKey, User, UserStatus};
 
 /// How long a client is asked to wait when the store is unreachable.
 const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The longest a legacy-account hook is waited for before the sign-in is answered 503.
+const LEGACY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a write that lost a race with a concurrent change is retried.
 const CONFLICT_RETRIES: usize = 5;
 
@@ -163,6 +172,8 @@ pub(crate) struct ProvisionerConfig {
     pub(crate) require_approval: bool,
     pub(crate) on_pending: Option<PendingHook>,
     pub(crate) linking: Linking,
+    /// Asked at a first sign-in that linking found no account for.
+    pub(crate) legacy: Option<SharedLegacyAccounts>,
     pub(crate) reactivate_on_login: bool,
     pub(crate) predicate: Option<Predicate>,
     pub(crate) cache_capacity: u64,
@@ -649,6 +660,9 @@ impl Provisioner {
         {
             return Ok(linked);
         }
+        if let Some(legacy) = self.legacy_account(admitted, sign_in, untraced).await? {
+            return self.adopt(&legacy, admitted, sign_in).await;
+        }
         if !self.may_create(sign_in) {
             // Nothing is written: the refusal is audited by the caller.
             return Err(Failure::Denied(DenyReason::NotProvisioned));
@@ -680,6 +694,109 @@ impl Provisioner {
             hook.notify(&resolved.user);
         }
         Ok(resolved)
+    }
+
+    /// The legacy account the configured hook finds for this first sign-in, if any.
+    async fn legacy_account(
+        &self,
+        admitted: &Admitted,
+        sign_in: &SignIn,
+        tracer: &mut Tracer,
+    ) -> Result<Option<LegacyAccount>, Failure> {
+        let Some(hook) = &self.config.legacy else {
+            return Ok(None);
+        };
+        let rule = || format!("legacy:{}", hook.name());
+        let email = self
+            .trusted_email(admitted, sign_in)
+            .ok()
+            .map(str::to_owned);
+        let lookup = LegacyLookup::new(sign_in.clone(), email);
+        let found = match tokio::time::timeout(LEGACY_TIMEOUT, hook.find(&lookup)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    target: "tower_jit_provisioning::migration",
+                    hook = hook.name(),
+                    error = %ErrorChain(&*error),
+                    "the legacy account hook failed: the sign-in waits for it"
+                );
+                return Err(Failure::Unavailable);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    target: "tower_jit_provisioning::migration",
+                    hook = hook.name(),
+                    timeout_secs = LEGACY_TIMEOUT.as_secs(),
+                    "the legacy account hook did not answer in time: the sign-in waits for it"
+                );
+                return Err(Failure::Unavailable);
+            }
+        };
+        tracer.decision(match &found {
+            Some(legacy) => TraceStep::new(Stage::Linking, rule(), Verdict::Found)
+                .target(legacy.id())
+                .note("adopted, unless another identity adopted it first"),
+            None => TraceStep::new(Stage::Linking, rule(), Verdict::Skipped)
+                .note("the hook found no legacy account"),
+        });
+        Ok(found)
+    }
+
+    /// Creates the account as the adoption of `legacy`; refused when another identity adopted
+    /// it first.
+    async fn adopt(
+        &self,
+        legacy: &LegacyAccount,
+        admitted: &Admitted,
+        sign_in: &SignIn,
+    ) -> Result<Resolved, Failure> {
+        let store = &self.config.store;
+        let name = self.config.legacy.as_ref().map_or("", |hook| hook.name());
+        let audit = login_event(AuditKind::Linked, sign_in).reason(format!("legacy:{name}"));
+        let fingerprint = Some(admitted.fingerprint.as_str());
+        let mut new_user = self.adopted_user(legacy, admitted);
+        let adopted = store.adopt_legacy_account(
+            legacy.id(),
+            new_user.clone(),
+            &admitted.key,
+            fingerprint,
+            audit.clone(),
+        );
+        let adopted = match crate::metrics::store("adopt_legacy_account", adopted).await {
+            // As at creation: the login name is someone else's, so the account goes without.
+            Err(StoreError::Duplicate("user_name")) => {
+                new_user.user_name = None;
+                let adopted = store.adopt_legacy_account(
+                    legacy.id(),
+                    new_user,
+                    &admitted.key,
+                    fingerprint,
+                    audit,
+                );
+                crate::metrics::store("adopt_legacy_account", adopted).await
+            }
+            other => other,
+        };
+        match adopted {
+            Ok(resolved) => {
+                crate::metrics::account("adopted");
+                Ok(resolved)
+            }
+            Err(StoreError::Duplicate("legacy_id")) => {
+                Err(Failure::Denied(DenyReason::LegacyAccountClaimed))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The account `legacy` becomes for this sign-in: mapped as a new account, then adopted.
+    fn adopted_user(&self, legacy: &LegacyAccount, admitted: &Admitted) -> crate::user::NewUser {
+        let mapped = self
+            .config
+            .mapping
+            .new_user(&admitted.profile, UserStatus::Active);
+        legacy.adopt_into(mapped)
     }
 
     /// Whether this sign-in may create an account: the layer allows creation, and so does
@@ -784,31 +901,14 @@ impl Provisioner {
             return Ok(None);
         }
         let step = |verdict| TraceStep::new(Stage::Linking, "link_by_verified_email", verdict);
-        if !admitted.profile.email_verified {
-            tracer.detail(|| step(Verdict::Skipped).note("no verified e-mail address"));
-            return Ok(None);
-        }
-        let domain = admitted
-            .profile
-            .email
-            .as_deref()
-            .and_then(EmailAddress::parse)
-            .map(|address| address.domain);
-        let trusted = self.issuer(sign_in.issuer()).is_some_and(|rules| {
-            domain
-                .as_deref()
-                .is_some_and(|domain| rules.email_trust.covers(domain))
-        });
-        if !trusted {
-            tracer.detail(|| {
-                step(Verdict::Skipped)
-                    .seen(domain.unwrap_or_default())
-                    .note("the issuer is not trusted for this e-mail domain")
-            });
-            return Ok(None);
-        }
+        let email = match self.trusted_email(admitted, sign_in) {
+            Ok(email) => email,
+            Err(untrusted) => {
+                tracer.detail(|| untrusted.step(step(Verdict::Skipped)));
+                return Ok(None);
+            }
+        };
         let store = &self.config.store;
-        let email = admitted.profile.email.as_deref().unwrap_or_default();
         // Accounts holding the address verified, or as their login name (as SCIM clients
         // create them). Exactly one candidate, or none: an ambiguous address links nobody.
         let mut candidates = store.find_by_verified_email(email, 2).await?;
@@ -833,6 +933,30 @@ impl Provisioner {
             [user] => Some(user.id),
             _ => None,
         })
+    }
+
+    /// The sign-in's e-mail address if it may identify the person to an account of another
+    /// origin: verified, and vouched for by an issuer trusted for its domain.
+    fn trusted_email<'a>(
+        &self,
+        admitted: &'a Admitted,
+        sign_in: &SignIn,
+    ) -> Result<&'a str, Untrusted> {
+        let email = match admitted.profile.email.as_deref() {
+            Some(email) if admitted.profile.email_verified => email,
+            _ => return Err(Untrusted::Unverified),
+        };
+        let domain = EmailAddress::parse(email).map(|address| address.domain);
+        let trusted = self.issuer(sign_in.issuer()).is_some_and(|rules| {
+            domain
+                .as_deref()
+                .is_some_and(|domain| rules.email_trust.covers(domain))
+        });
+        if trusted {
+            Ok(email)
+        } else {
+            Err(Untrusted::Domain(domain.unwrap_or_default()))
+        }
     }
 
     /// Reactivates if configured, and syncs an active account with the token's claims.
@@ -972,6 +1096,26 @@ impl Denial {
     }
 }
 
+/// Why a sign-in's e-mail address may not identify the person.
+enum Untrusted {
+    /// There is none, or it is not verified.
+    Unverified,
+    /// Its issuer is not trusted for this domain.
+    Domain(String),
+}
+
+impl Untrusted {
+    /// `step`, saying why.
+    fn step(self, step: TraceStep) -> TraceStep {
+        match self {
+            Self::Unverified => step.note("no verified e-mail address"),
+            Self::Domain(domain) => step
+                .seen(domain)
+                .note("the issuer is not trusted for this e-mail domain"),
+        }
+    }
+}
+
 /// Why an account in `status` may not be signed in to, if it may not.
 fn refusal_of(status: UserStatus) -> Option<DenyReason> {
     match status {
@@ -989,6 +1133,10 @@ fn refusal_step(reason: DenyReason, user: Option<&User>) -> TraceStep {
             "no account, and this sign-in may not create one",
         ),
         DenyReason::Deleted => ("identity", "the identity's account was deleted"),
+        DenyReason::LegacyAccountClaimed => (
+            "legacy_account",
+            "another identity adopted this legacy account",
+        ),
         DenyReason::PendingApproval => ("status", "the account is waiting for approval"),
         DenyReason::Deactivated => ("status", "the account is deactivated"),
         _ => ("account", "refused"),

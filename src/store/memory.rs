@@ -41,6 +41,8 @@ struct State {
     users: HashMap<Uuid, User>,
     identities: HashMap<IdentityKey, Identity>,
     tombstones: HashSet<IdentityKey>,
+    /// Adopted legacy accounts, by legacy id: kept when the user is deleted.
+    adoptions: HashMap<String, Uuid>,
     groups: HashMap<Uuid, Group>,
     events: Vec<AuditEvent>,
     sessions: HashMap<SessionHash, Session>,
@@ -143,6 +145,51 @@ impl MemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// `create_user`, and with `legacy_id` the adoption of that legacy account, in one step.
+    fn create(
+        &self,
+        legacy_id: Option<&str>,
+        user: NewUser,
+        key: &IdentityKey,
+        fingerprint: Option<&str>,
+        audit: AuditEvent,
+    ) -> Result<Resolved, StoreError> {
+        let now = crate::user::now();
+        let mut state = self.state();
+        if let Some(existing) = state.taken(key)? {
+            return Ok(existing);
+        }
+        if legacy_id.is_some_and(|id| state.adoptions.contains_key(id)) {
+            return Err(StoreError::Duplicate("legacy_id"));
+        }
+        let mut user = User::from_new(user, now);
+        user.last_login_at = Some(now);
+        state.check_unique(&user)?;
+        let identity = Identity {
+            key: key.clone(),
+            user_id: user.id,
+            created_at: now,
+            last_login_at: Some(now),
+            claims_fingerprint: fingerprint.map(str::to_owned),
+        };
+        if let Some(legacy_id) = legacy_id {
+            state.adoptions.insert(legacy_id.to_owned(), user.id);
+        }
+        state.users.insert(user.id, user.clone());
+        state.identities.insert(key.clone(), identity.clone());
+        self.emit(&mut state, audit.identity(key).user(user.id));
+        drop(state);
+        self.inner.feed.publish(StoreEvent::Changed {
+            user_id: user.id,
+            version: user.version,
+        });
+        Ok(Resolved {
+            user,
+            identity,
+            written: true,
+        })
+    }
+
     fn emit(&self, state: &mut State, event: AuditEvent) {
         self.inner.audit.emit(&event);
         if state.events.len() == KEPT_EVENTS {
@@ -185,34 +232,27 @@ impl UserStore for MemoryStore {
         fingerprint: Option<&str>,
         audit: AuditEvent,
     ) -> Result<Resolved, StoreError> {
-        let now = crate::user::now();
-        let mut state = self.state();
-        if let Some(existing) = state.taken(key)? {
-            return Ok(existing);
-        }
-        let mut user = User::from_new(user, now);
-        user.last_login_at = Some(now);
-        state.check_unique(&user)?;
-        let identity = Identity {
-            key: key.clone(),
-            user_id: user.id,
-            created_at: now,
-            last_login_at: Some(now),
-            claims_fingerprint: fingerprint.map(str::to_owned),
-        };
-        state.users.insert(user.id, user.clone());
-        state.identities.insert(key.clone(), identity.clone());
-        self.emit(&mut state, audit.identity(key).user(user.id));
-        drop(state);
-        self.inner.feed.publish(StoreEvent::Changed {
-            user_id: user.id,
-            version: user.version,
-        });
-        Ok(Resolved {
-            user,
-            identity,
-            written: true,
-        })
+        self.create(None, user, key, fingerprint, audit)
+    }
+
+    async fn adopt_legacy_account(
+        &self,
+        legacy_id: &str,
+        user: NewUser,
+        key: &IdentityKey,
+        fingerprint: Option<&str>,
+        audit: AuditEvent,
+    ) -> Result<Resolved, StoreError> {
+        self.create(Some(legacy_id), user, key, fingerprint, audit)
+    }
+
+    async fn find_by_legacy_id(&self, legacy_id: &str) -> Result<Option<User>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .adoptions
+            .get(legacy_id)
+            .and_then(|user_id| state.users.get(user_id))
+            .cloned())
     }
 
     async fn link_identity(

@@ -80,7 +80,7 @@ pub enum StoreError {
     #[error("identity belongs to a deleted user")]
     IdentityDeleted,
     /// A value that must be unique is taken (`external_id`, `user_name`, a group's
-    /// `display_name`).
+    /// `display_name`, an adopted legacy account's `legacy_id`).
     #[error("`{0}` is already taken")]
     Duplicate(&'static str),
     /// The user already has an identity at the issuer an identity was to be linked from: one
@@ -268,6 +268,47 @@ pub trait UserStore: fmt::Debug + Send + Sync + 'static {
         fingerprint: Option<&str>,
         audit: AuditEvent,
     ) -> impl Future<Output = Result<Resolved, StoreError>> + Send;
+
+    /// Creates `user` as the adoption of the account `legacy_id` of a system being migrated
+    /// from, for a sign-in with the identity `key`; or returns the user `key` already belongs
+    /// to (`written: false`, and nothing about `legacy_id` is recorded). Atomic like
+    /// [`create_user`](Self::create_user): the user, the identity and the record that
+    /// `legacy_id` was adopted are written together or not at all.
+    ///
+    /// A legacy account is adopted at most once, ever: the record outlives the user it went
+    /// to, so deleting that user does not make the legacy account adoptable again.
+    ///
+    /// The default answers [`StoreError::Unsupported`], for a store that keeps no adoption
+    /// records; a layer with [`legacy_accounts`](crate::ProvisioningLayerBuilder::legacy_accounts)
+    /// needs a store that does.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Duplicate`]`("legacy_id")` when `legacy_id` was adopted before (by any
+    /// identity); otherwise as [`create_user`](Self::create_user).
+    fn adopt_legacy_account(
+        &self,
+        legacy_id: &str,
+        user: NewUser,
+        key: &IdentityKey,
+        fingerprint: Option<&str>,
+        audit: AuditEvent,
+    ) -> impl Future<Output = Result<Resolved, StoreError>> + Send {
+        let _ = (legacy_id, user, key, fingerprint, audit);
+        std::future::ready(Err(StoreError::Unsupported("legacy account adoption")))
+    }
+
+    /// The user that adopted the legacy account `legacy_id`, if one did and still exists.
+    ///
+    /// The default answers [`StoreError::Unsupported`], as for
+    /// [`adopt_legacy_account`](Self::adopt_legacy_account).
+    fn find_by_legacy_id(
+        &self,
+        legacy_id: &str,
+    ) -> impl Future<Output = Result<Option<User>, StoreError>> + Send {
+        let _ = legacy_id;
+        std::future::ready(Err(StoreError::Unsupported("legacy account adoption")))
+    }
 
     /// The user whose `external_id` is exactly `external_id`.
     fn find_by_external_id(
@@ -617,6 +658,18 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         &'a self,
         external_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
+    fn adopt_legacy_account<'a>(
+        &'a self,
+        legacy_id: &'a str,
+        user: NewUser,
+        key: &'a IdentityKey,
+        fingerprint: Option<&'a str>,
+        audit: AuditEvent,
+    ) -> BoxFuture<'a, Result<Resolved, StoreError>>;
+    fn find_by_legacy_id<'a>(
+        &'a self,
+        legacy_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<User>, StoreError>>;
     fn identities(&self, user_id: Uuid) -> BoxFuture<'_, Result<Vec<Identity>, StoreError>>;
     fn get_user(&self, id: Uuid) -> BoxFuture<'_, Result<Option<User>, StoreError>>;
     fn find_by_verified_email<'a>(
@@ -713,6 +766,31 @@ impl<S: UserStore> DynStore for S {
             fingerprint,
             audit,
         ))
+    }
+
+    fn adopt_legacy_account<'a>(
+        &'a self,
+        legacy_id: &'a str,
+        user: NewUser,
+        key: &'a IdentityKey,
+        fingerprint: Option<&'a str>,
+        audit: AuditEvent,
+    ) -> BoxFuture<'a, Result<Resolved, StoreError>> {
+        Box::pin(UserStore::adopt_legacy_account(
+            self,
+            legacy_id,
+            user,
+            key,
+            fingerprint,
+            audit,
+        ))
+    }
+
+    fn find_by_legacy_id<'a>(
+        &'a self,
+        legacy_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<User>, StoreError>> {
+        Box::pin(UserStore::find_by_legacy_id(self, legacy_id))
     }
 
     fn find_by_external_id<'a>(

@@ -42,7 +42,8 @@ impl<S> CountingStore<S> {
         self.lookups.load(Ordering::SeqCst)
     }
 
-    /// How many times an account creation was attempted (`create_user`).
+    /// How many times an account creation was attempted (`create_user`, or
+    /// `adopt_legacy_account`).
     pub fn creates(&self) -> usize {
         self.creates.load(Ordering::SeqCst)
     }
@@ -85,6 +86,22 @@ impl<S: UserStore> UserStore for CountingStore<S> {
         self.inner
             .link_identity(user_id, key, fingerprint, audit)
             .await
+    }
+    async fn adopt_legacy_account(
+        &self,
+        legacy_id: &str,
+        user: NewUser,
+        key: &IdentityKey,
+        fingerprint: Option<&str>,
+        audit: AuditEvent,
+    ) -> Result<Resolved, StoreError> {
+        self.creates.fetch_add(1, Ordering::SeqCst);
+        self.inner
+            .adopt_legacy_account(legacy_id, user, key, fingerprint, audit)
+            .await
+    }
+    async fn find_by_legacy_id(&self, legacy_id: &str) -> Result<Option<User>, StoreError> {
+        self.inner.find_by_legacy_id(legacy_id).await
     }
     async fn find_by_external_id(&self, id: &str) -> Result<Option<User>, StoreError> {
         self.inner.find_by_external_id(id).await

@@ -14,7 +14,7 @@ use tower_jit_provisioning::{
 };
 
 impl Harness {
-    async fn explain(&self, claims: Value) -> Explanation {
+    pub(super) async fn explain(&self, claims: Value) -> Explanation {
         let Value::Object(claims) = claims else {
             panic!("claims are an object")
         };

@@ -232,14 +232,7 @@ impl<D: Dialect> SqlCore<D> {
         {
             // Another transaction linked or created this identity first: theirs stands.
             drop(tx);
-            return match self.find_by_identity(key).await? {
-                Some((user, identity)) => Ok(Resolved {
-                    user,
-                    identity,
-                    written: false,
-                }),
-                None => Err(StoreError::Conflict),
-            };
+            return self.claimed_elsewhere(key).await;
         }
         tx.execute(
             queries::SET_LAST_LOGIN,
@@ -263,6 +256,81 @@ impl<D: Dialect> SqlCore<D> {
             },
             written: true,
         })
+    }
+
+    /// A first sign-in adopting a legacy account: `create_one`'s transaction, with the
+    /// adoption record written in it first, so a legacy account taken meanwhile writes
+    /// nothing. Not batched: adoptions are rare, and each needs its own answer.
+    pub(crate) async fn adopt_legacy_account(
+        &self,
+        legacy_id: &str,
+        user: NewUser,
+        key: &IdentityKey,
+        fingerprint: Option<&str>,
+        audit: AuditEvent,
+    ) -> Result<Resolved, StoreError> {
+        let now = crate::user::now();
+        let mut user = User::from_new(user, now);
+        user.last_login_at = Some(now);
+        let mut tx = self.db.begin().await?;
+        if let Some(existing) = self.db.taken(&mut tx, key).await? {
+            return Ok(existing);
+        }
+        let params = vec![
+            Param::text(legacy_id),
+            Param::id(user.id),
+            Param::text(key.issuer()),
+            Param::text(key.subject()),
+            Param::time(now),
+        ];
+        tx.execute(queries::INSERT_ADOPTION, params)
+            .await
+            .map_err(|err| self.db.unique(err, "jit_legacy_adoptions", &["legacy_id"]))?;
+        self.db.insert_user(&mut tx, &user).await?;
+        if !self
+            .db
+            .claim_identity(&mut tx, key, user.id, fingerprint, now)
+            .await?
+        {
+            // Another transaction created or linked this identity first: theirs stands, and
+            // the legacy account stays free.
+            drop(tx);
+            return self.claimed_elsewhere(key).await;
+        }
+        self.db
+            .commit_user_write(tx, &audit.identity(key).user(user.id), &user)
+            .await?;
+        Ok(Resolved {
+            identity: Identity {
+                key: key.clone(),
+                user_id: user.id,
+                created_at: now,
+                last_login_at: Some(now),
+                claims_fingerprint: fingerprint.map(str::to_owned),
+            },
+            user,
+            written: true,
+        })
+    }
+
+    pub(crate) async fn find_by_legacy_id(
+        &self,
+        legacy_id: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let sql = &D::queries().find_by_legacy_id;
+        self.read_user(sql, vec![Param::text(legacy_id)]).await
+    }
+
+    /// The user `key` belongs to, after a transaction found another had just claimed it.
+    async fn claimed_elsewhere(&self, key: &IdentityKey) -> Result<Resolved, StoreError> {
+        match self.find_by_identity(key).await? {
+            Some((user, identity)) => Ok(Resolved {
+                user,
+                identity,
+                written: false,
+            }),
+            None => Err(StoreError::Conflict),
+        }
     }
 
     pub(crate) async fn find_by_external_id(
@@ -299,14 +367,9 @@ impl<D: Dialect> SqlCore<D> {
         let mut tx = self.db.begin().await?;
         let user = User::from_new(user, crate::user::now());
         self.db.insert_user(&mut tx, &user).await?;
-        let event = audit.user(user.id);
-        self.db.persist(&mut tx, &event).await?;
         self.db
-            .announce(&mut tx, changed(user.id, user.version))
+            .commit_user_write(tx, &audit.user(user.id), &user)
             .await?;
-        self.db.commit(tx).await?;
-        self.db.audit.emit(&event);
-        self.db.feed.publish(changed(user.id, user.version));
         Ok(user)
     }
 
@@ -764,6 +827,23 @@ impl<D: Dialect> Db<D> {
         Ok(())
     }
 
+    /// Ends a transaction that wrote `user`: persists `event` and announces the change with
+    /// it, commits, then emits the event and publishes the change in this process.
+    async fn commit_user_write(
+        &self,
+        mut tx: D::Tx,
+        event: &AuditEvent,
+        user: &User,
+    ) -> Result<(), StoreError> {
+        self.persist(&mut tx, event).await?;
+        self.announce(&mut tx, changed(user.id, user.version))
+            .await?;
+        self.commit(tx).await?;
+        self.audit.emit(event);
+        self.feed.publish(changed(user.id, user.version));
+        Ok(())
+    }
+
     /// The user `key` signs in to, with the identity, read through `exec`.
     async fn find_in<E: Exec>(
         &self,
@@ -1041,6 +1121,26 @@ macro_rules! sql_store {
                 self.core
                     .link_identity(user_id, key, fingerprint, audit)
                     .await
+            }
+
+            async fn adopt_legacy_account(
+                &self,
+                legacy_id: &str,
+                user: $crate::user::NewUser,
+                key: &$crate::user::IdentityKey,
+                fingerprint: Option<&str>,
+                audit: $crate::audit::AuditEvent,
+            ) -> Result<$crate::store::Resolved, $crate::store::StoreError> {
+                self.core
+                    .adopt_legacy_account(legacy_id, user, key, fingerprint, audit)
+                    .await
+            }
+
+            async fn find_by_legacy_id(
+                &self,
+                legacy_id: &str,
+            ) -> Result<Option<$crate::user::User>, $crate::store::StoreError> {
+                self.core.find_by_legacy_id(legacy_id).await
             }
 
             async fn find_by_external_id(

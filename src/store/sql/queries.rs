@@ -25,6 +25,7 @@ pub(crate) struct Queries {
     pub(crate) select_user: String,
     pub(crate) select_user_for_update: String,
     pub(crate) find_by_external_id: String,
+    pub(crate) find_by_legacy_id: String,
     pub(crate) find_by_verified_email: String,
     pub(crate) find_by_user_name: String,
     pub(crate) list_users: String,
@@ -55,6 +56,9 @@ impl Queries {
             select_user: users("WHERE u.id = $1"),
             select_user_for_update: users(&format!("WHERE u.id = $1{}", f.lock_row)),
             find_by_external_id: users("WHERE u.external_id = $1"),
+            find_by_legacy_id: users(
+                "WHERE u.id = (SELECT user_id FROM jit_legacy_adoptions WHERE legacy_id = $1)",
+            ),
             find_by_verified_email: users(&format!(
                 "WHERE {} ORDER BY u.id LIMIT $2",
                 f.verified_email_is
@@ -98,6 +102,10 @@ pub(crate) const TOMBSTONED: &str =
 pub(crate) const CLAIM_IDENTITY: &str = "INSERT INTO jit_identities (issuer, subject, user_id, \
     claims_fingerprint, created_at, updated_at, last_login_at) \
     VALUES ($1, $2, $3, $4, $5, $5, $5) ON CONFLICT (issuer, subject) DO NOTHING RETURNING user_id";
+
+/// Records a legacy account's adoption; a unique violation when it was adopted before.
+pub(crate) const INSERT_ADOPTION: &str = "INSERT INTO jit_legacy_adoptions (legacy_id, user_id, \
+    issuer, subject, adopted_at) VALUES ($1, $2, $3, $4, $5)";
 
 pub(crate) const LINKED_AT_ISSUER: &str = "SELECT EXISTS (SELECT 1 FROM jit_identities \
     WHERE user_id = $1 AND issuer = $2) AS linked";
