@@ -230,6 +230,7 @@ mod cookies;
 pub mod error;
 mod layer;
 mod metrics;
+pub mod organization;
 pub mod provision;
 pub mod session;
 mod sign_in;

@@ -181,6 +181,11 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
     /// When one of the account's identities last signed in.
     pub last_login_at: Option<DateTime<Utc>>,
+    /// The [organisation](crate::organization) the account belongs to, for good: only that
+    /// organisation's connections sign in to it. `None`: an account of the layer's own
+    /// issuers.
+    #[serde(default)]
+    pub organization_id: Option<Uuid>,
 }
 
 impl User {
@@ -220,6 +225,7 @@ impl User {
             created_at: now,
             updated_at: now,
             last_login_at: None,
+            organization_id: new.organization_id,
         }
     }
 
@@ -423,6 +429,8 @@ pub struct NewUser {
     pub scim_attributes: Map<String, Value>,
     /// See [`User::scim_managed`].
     pub scim_managed: Vec<String>,
+    /// See [`User::organization_id`].
+    pub organization_id: Option<Uuid>,
 }
 
 impl Default for NewUser {
@@ -443,6 +451,7 @@ impl Default for NewUser {
             external_id: None,
             scim_attributes: Map::new(),
             scim_managed: Vec::new(),
+            organization_id: None,
         }
     }
 }

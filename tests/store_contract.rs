@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use chrono::{TimeDelta, Utc};
+use tower_jit_provisioning::organization::{Connection, Organization};
 use tower_jit_provisioning::session::{LoginFlow, Session, SessionHash, SessionSelector};
 use tower_jit_provisioning::store::StoreEvent;
 use tower_jit_provisioning::{
@@ -126,6 +127,89 @@ macro_rules! store_contract {
 
             async fn make() -> (impl UserStore + AuditLog + Clone, Guard) {
                 $make
+            }
+
+            #[tokio::test]
+            $(#[$attr])*
+            async fn organisations_own_their_domains_and_connections_alone() {
+                let (store, _guard) = make().await;
+                let changes = Arc::new(Mutex::new(0));
+                let _subscription = {
+                    let changes = Arc::clone(&changes);
+                    store.changes().subscribe(move |event| {
+                        if *event == StoreEvent::OrganizationsChanged {
+                            *changes.lock().unwrap() += 1;
+                        }
+                    })
+                };
+                let entra = "https://login.microsoftonline.com/common/v2.0";
+                let acme = Organization::new("Acme")
+                    .domains(["Acme.example", "acme.example"])
+                    .connection(Connection::oidc(entra, ["app"]).tenant("tid", "t-acme"));
+                let acme = store.create_organization(acme).await.unwrap();
+                assert_eq!(acme.domains, ["acme.example"]);
+                assert_eq!(acme.version, 1);
+                // Published before returning (PostgreSQL's listener may echo it again).
+                assert!(*changes.lock().unwrap() >= 1, "published before returning");
+                assert_eq!(store.get_organization(acme.id).await.unwrap().as_ref(), Some(&acme));
+
+                // Another organisation may not take a domain or a connection of Acme's...
+                let grabs_domain = Organization::new("Globex").domains(["ACME.example"]);
+                let refused = store.create_organization(grabs_domain).await;
+                assert!(matches!(refused, Err(StoreError::Duplicate("domain"))), "{refused:?}");
+                let grabs_tenant = Organization::new("Globex")
+                    .connection(Connection::oidc(entra, ["app"]).tenant("tid", "t-acme"));
+                let refused = store.create_organization(grabs_tenant).await;
+                assert!(matches!(refused, Err(StoreError::Duplicate("connection"))), "{refused:?}");
+                assert_eq!(store.list_organizations().await.unwrap().len(), 1, "nothing written");
+
+                // ...but another tenant of the same issuer is its own connection.
+                let globex = Organization::new("Globex")
+                    .domains(["globex.example"])
+                    .connection(Connection::oidc(entra, ["app"]).tenant("tid", "t-globex"));
+                let globex = store.create_organization(globex).await.unwrap();
+                assert_eq!(store.list_organizations().await.unwrap().len(), 2);
+
+                // Updates check the version, and a refused update changes nothing.
+                let mut renamed = acme.clone();
+                renamed.name = "Acme Corp".into();
+                let renamed = store.update_organization(renamed, Some(1)).await.unwrap();
+                assert_eq!(renamed.version, 2);
+                let stale = store.update_organization(acme.clone(), Some(1)).await;
+                assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+                let mut takes = globex.clone();
+                takes.domains.push("acme.example".into());
+                let refused = store.update_organization(takes, None).await;
+                assert!(matches!(refused, Err(StoreError::Duplicate("domain"))), "{refused:?}");
+                let kept = store.get_organization(globex.id).await.unwrap().unwrap();
+                assert_eq!(kept, globex);
+                let missing = store.update_organization(Organization::new("Nobody"), None).await;
+                assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+                // Accounts keep their organisation, whichever way they are written.
+                let member = NewUser {
+                    organization_id: Some(acme.id),
+                    ..named("ada@acme.example", true)
+                };
+                store.create_user(member.clone(), &key("ada"), None, audit()).await.unwrap();
+                let (user, _) = store.find_by_identity(&key("ada")).await.unwrap().unwrap();
+                assert_eq!(user.organization_id, Some(acme.id));
+                let inserted = store.insert_user(NewUser { user_name: Some("bob".into()), ..member }, audit())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    store.get_user(inserted.id).await.unwrap().unwrap().organization_id,
+                    Some(acme.id)
+                );
+
+                // Deleting frees its domains and connections.
+                assert!(store.delete_organization(acme.id).await.unwrap());
+                assert!(!store.delete_organization(acme.id).await.unwrap());
+                let heir = Organization::new("Heir")
+                    .domains(["acme.example"])
+                    .connection(Connection::oidc(entra, ["app"]).tenant("tid", "t-acme"));
+                store.create_organization(heir).await.unwrap();
+                assert!(*changes.lock().unwrap() >= 5, "one event at least per write");
             }
 
             #[tokio::test]

@@ -554,6 +554,7 @@ impl AttributeMapping {
             external_id: None,
             scim_attributes: Map::new(),
             scim_managed: Vec::new(),
+            organization_id: None,
         }
     }
 

@@ -219,8 +219,8 @@ impl Freshness {
             }
             StoreEvent::Deleted { user_id } => self.changed.insert(user_id, i64::MAX),
             StoreEvent::Reset => users.invalidate_all(),
-            // Sessions are not accounts: nothing cached here changed.
-            StoreEvent::SessionsEnded { .. } => return,
+            // Sessions and organisations are not accounts: nothing cached here changed.
+            StoreEvent::SessionsEnded { .. } | StoreEvent::OrganizationsChanged => return,
         }
         let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         if matches!(event, StoreEvent::Reset) {

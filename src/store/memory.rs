@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{ChangeFeed, Resolved, StoreError, StoreEvent, UserStore};
 use crate::audit::{Audit, AuditEvent};
+use crate::organization::Organization;
 use crate::session::{LoginFlow, Session, SessionHash, SessionSelector};
 use crate::user::{
     Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, User, UserStatus, UserUpdate,
@@ -43,6 +44,7 @@ struct State {
     tombstones: HashSet<IdentityKey>,
     /// Adopted legacy accounts, by legacy id: kept when the user is deleted.
     adoptions: HashMap<String, Uuid>,
+    organizations: std::collections::BTreeMap<Uuid, Organization>,
     groups: HashMap<Uuid, Group>,
     events: Vec<AuditEvent>,
     sessions: HashMap<SessionHash, Session>,
@@ -51,6 +53,27 @@ struct State {
 }
 
 impl State {
+    /// Refuses an organisation whose domain or connection another organisation holds.
+    fn check_organization(&self, organization: &Organization) -> Result<(), StoreError> {
+        for other in self.organizations.values() {
+            if other.id == organization.id {
+                continue;
+            }
+            if organization.domains.iter().any(|d| other.owns_domain(d)) {
+                return Err(StoreError::Duplicate("domain"));
+            }
+            let taken = organization.connections.iter().any(|c| {
+                other.connections.iter().any(|o| {
+                    o.id == c.id || (o.issuer == c.issuer && o.tenant_key() == c.tenant_key())
+                })
+            });
+            if taken {
+                return Err(StoreError::Duplicate("connection"));
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a user record whose unique values another user holds.
     fn check_unique(&self, user: &User) -> Result<(), StoreError> {
         let others = || self.users.values().filter(|u| u.id != user.id);
@@ -244,6 +267,62 @@ impl UserStore for MemoryStore {
         audit: AuditEvent,
     ) -> Result<Resolved, StoreError> {
         self.create(Some(legacy_id), user, key, fingerprint, audit)
+    }
+
+    async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError> {
+        Ok(self.state().organizations.values().cloned().collect())
+    }
+
+    async fn get_organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError> {
+        Ok(self.state().organizations.get(&id).cloned())
+    }
+
+    async fn create_organization(
+        &self,
+        organization: Organization,
+    ) -> Result<Organization, StoreError> {
+        let organization = organization.first_version();
+        let mut state = self.state();
+        if state.organizations.contains_key(&organization.id) {
+            return Err(StoreError::Duplicate("id"));
+        }
+        state.check_organization(&organization)?;
+        state
+            .organizations
+            .insert(organization.id, organization.clone());
+        drop(state);
+        self.inner.feed.publish(StoreEvent::OrganizationsChanged);
+        Ok(organization)
+    }
+
+    async fn update_organization(
+        &self,
+        organization: Organization,
+        expected_version: Option<i64>,
+    ) -> Result<Organization, StoreError> {
+        let mut state = self.state();
+        let current = state
+            .organizations
+            .get(&organization.id)
+            .ok_or(StoreError::NotFound)?;
+        let organization = organization
+            .next_version_of(current, expected_version)
+            .ok_or(StoreError::Conflict)?;
+        state.check_organization(&organization)?;
+        state
+            .organizations
+            .insert(organization.id, organization.clone());
+        drop(state);
+        self.inner.feed.publish(StoreEvent::OrganizationsChanged);
+        Ok(organization)
+    }
+
+    async fn delete_organization(&self, id: Uuid) -> Result<bool, StoreError> {
+        let removed = self.state().organizations.remove(&id).is_some();
+        if removed {
+            self.inner.feed.publish(StoreEvent::OrganizationsChanged);
+        }
+        Ok(removed)
     }
 
     async fn find_by_legacy_id(&self, legacy_id: &str) -> Result<Option<User>, StoreError> {

@@ -54,6 +54,7 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 use crate::audit::{Actor, AuditEvent, AuditKind};
+use crate::organization::Organization;
 use crate::session::{LoginFlow, Session, SessionHash, SessionSelector};
 use crate::user::{
     Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, RoleGrant, RoleSource, User,
@@ -122,6 +123,8 @@ pub enum StoreEvent {
     /// Changes may have been missed (a listener reconnected after losing its connection): drop
     /// everything cached.
     Reset,
+    /// An organisation was created, changed or deleted: read them again.
+    OrganizationsChanged,
 }
 
 type Listener = dyn Fn(&StoreEvent) + Send + Sync;
@@ -439,6 +442,69 @@ pub trait UserStore: fmt::Debug + Send + Sync + 'static {
 
     /// The store's change feed.
     fn changes(&self) -> &ChangeFeed;
+
+    /// Every organisation, by id.
+    ///
+    /// The organisation methods have defaults answering [`StoreError::Unsupported`], for a
+    /// store of the application's own that keeps none; the stores of this crate implement them
+    /// all, and publish [`StoreEvent::OrganizationsChanged`] with every write (to every server
+    /// sharing the database).
+    fn list_organizations(
+        &self,
+    ) -> impl Future<Output = Result<Vec<Organization>, StoreError>> + Send {
+        async { Err(StoreError::Unsupported("organizations")) }
+    }
+
+    /// The organisation `id`.
+    fn get_organization(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Organization>, StoreError>> + Send {
+        let _ = id;
+        async { Err(StoreError::Unsupported("organizations")) }
+    }
+
+    /// Stores a new organisation (its domains lower-cased), at version 1.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Duplicate`]: `"id"` when the id is taken, `"domain"` when one of its
+    /// domains is another organisation's, `"connection"` when one of its connections (issuer
+    /// and tenant) is.
+    fn create_organization(
+        &self,
+        organization: Organization,
+    ) -> impl Future<Output = Result<Organization, StoreError>> + Send {
+        let _ = organization;
+        async { Err(StoreError::Unsupported("organizations")) }
+    }
+
+    /// Replaces an organisation: name, domains and connections, as given. With
+    /// `expected_version`, only if it is still at that version.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] when it moved on from
+    /// `expected_version`; [`StoreError::Duplicate`] as for
+    /// [`create_organization`](Self::create_organization).
+    fn update_organization(
+        &self,
+        organization: Organization,
+        expected_version: Option<i64>,
+    ) -> impl Future<Output = Result<Organization, StoreError>> + Send {
+        let _ = (organization, expected_version);
+        async { Err(StoreError::Unsupported("organizations")) }
+    }
+
+    /// Deletes an organisation and its connections; `false` when there was none. Its accounts
+    /// stay, still its (no connection signs in to them any more).
+    fn delete_organization(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = id;
+        async { Err(StoreError::Unsupported("organizations")) }
+    }
 
     /// Starts a browser session. Its id hash is unique.
     ///

@@ -307,6 +307,7 @@ impl PgDialect {
             .bind(persist_audit)
             .bind(CHANNEL)
             .bind(column(jobs, |j| j.event.source.clone()))
+            .bind(column(jobs, |j| j.user.organization_id))
             .fetch_all(&self.pool)
             .await?;
         debug_assert_eq!(rows.len(), jobs.len(), "one outcome row per creation");
@@ -330,11 +331,11 @@ WITH job AS (
         $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
         $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
         $19::text[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::text[],
-        $24::text[], $25::text[], $28::text[])
+        $24::text[], $25::text[], $28::text[], $29::uuid[])
     WITH ORDINALITY AS j(id, issuer, subject, fingerprint, email, email_verified, user_name,
         display_name, given_name, family_name, picture, locale, roles, groups, attributes,
         status, external_id, scim_attributes, scim_managed, now, audit_at, audit_kind, audit_actor,
-        audit_reason, audit_fields, audit_source, n)
+        audit_reason, audit_fields, audit_source, organization_id, n)
 ), checked AS (
     SELECT job.*,
         EXISTS (SELECT 1 FROM jit_identity_tombstones t
@@ -357,10 +358,11 @@ WITH job AS (
 ), users AS (
     INSERT INTO jit_users (id, email, email_verified, user_name, display_name, given_name,
         family_name, picture, locale, roles, groups, attributes, status, external_id,
-        scim_attributes, scim_managed, version, created_at, updated_at, last_login_at)
+        scim_attributes, scim_managed, version, created_at, updated_at, last_login_at,
+        organization_id)
     SELECT c.id, email, email_verified, user_name, display_name, given_name, family_name,
         picture, locale, roles::jsonb, groups::jsonb, attributes::jsonb, status, external_id,
-        scim_attributes::jsonb, scim_managed::jsonb, 1, now, now, now
+        scim_attributes::jsonb, scim_managed::jsonb, 1, now, now, now, organization_id
     FROM checked c JOIN claimed ON claimed.user_id = c.id
     RETURNING id
 ), audit AS (
@@ -488,17 +490,22 @@ async fn listen(pool: PgPool, feed: ChangeFeed, listening: Arc<AtomicBool>) {
     }
 }
 
-/// The `NOTIFY` payload of an event: `<user id>:<version>`, `:deleted` or `:sessions`.
+/// The `NOTIFY` payload of an event: `<user id>:<version>`, `:deleted` or `:sessions`, or
+/// `organizations`.
 fn change_payload(event: StoreEvent) -> Option<String> {
     Some(match event {
         StoreEvent::Changed { user_id, version } => format!("{user_id}:{version}"),
         StoreEvent::Deleted { user_id } => format!("{user_id}:deleted"),
         StoreEvent::SessionsEnded { user_id } => format!("{user_id}:sessions"),
+        StoreEvent::OrganizationsChanged => "organizations".to_owned(),
         _ => return None,
     })
 }
 
 fn parse_change(payload: &str) -> Option<StoreEvent> {
+    if payload == "organizations" {
+        return Some(StoreEvent::OrganizationsChanged);
+    }
     let (user_id, change) = payload.split_once(':')?;
     let user_id = Uuid::parse_str(user_id).ok()?;
     match change {
@@ -539,6 +546,7 @@ mod tests {
             },
             StoreEvent::Deleted { user_id: id },
             StoreEvent::SessionsEnded { user_id: id },
+            StoreEvent::OrganizationsChanged,
         ] {
             assert_eq!(parse_change(&change_payload(event).unwrap()), Some(event));
         }

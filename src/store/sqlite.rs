@@ -299,14 +299,15 @@ impl Dialect for SqliteDialect {
 /// (if the user went in), and a row of the flags [`Created::from_flags`] reads; then `COMMIT`.
 /// Nothing in it fails on a conflict, so one creation's conflict never costs the others theirs.
 ///
-/// Parameters are positional (sqlx numbers `?` across the whole script), 56 per creation,
+/// Parameters are positional (sqlx numbers `?` across the whole script), 57 per creation,
 /// bound by [`SqliteDialect::write_creations`] in this order.
 fn creation_script(count: usize) -> Arc<str> {
     const CREATION: &str = "\
         INSERT INTO jit_users (id, email, email_verified, user_name, display_name, given_name, \
         family_name, picture, locale, roles, groups, attributes, status, external_id, \
-        scim_attributes, scim_managed, version, created_at, updated_at, last_login_at) \
-        SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+        scim_attributes, scim_managed, version, created_at, updated_at, last_login_at, \
+        organization_id) \
+        SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
         WHERE NOT EXISTS (SELECT 1 FROM jit_identities WHERE issuer = ? AND subject = ?) \
         AND NOT EXISTS (SELECT 1 FROM jit_identity_tombstones WHERE issuer = ? AND subject = ?) \
         ON CONFLICT DO NOTHING;

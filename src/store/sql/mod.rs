@@ -34,6 +34,7 @@ use self::queries::Queries;
 pub(crate) use self::rows::{Param, SqlRow};
 use super::{ChangeFeed, Resolved, StoreError, StoreEvent};
 use crate::audit::{Audit, AuditEvent, AuditKind};
+use crate::organization::Organization;
 use crate::session::{LoginFlow, Session, SessionHash, SessionSelector};
 use crate::user::{
     Group, GroupUpdate, Identity, IdentityKey, NewGroup, NewUser, User, UserStatus, UserUpdate,
@@ -319,6 +320,97 @@ impl<D: Dialect> SqlCore<D> {
     ) -> Result<Option<User>, StoreError> {
         let sql = &D::queries().find_by_legacy_id;
         self.read_user(sql, vec![Param::text(legacy_id)]).await
+    }
+
+    pub(crate) async fn list_organizations(&self) -> Result<Vec<Organization>, StoreError> {
+        let rows = self
+            .db
+            .dialect
+            .reader()
+            .fetch_all(queries::LIST_ORGANIZATIONS, Vec::new())
+            .await
+            .map_err(self.db.error())?;
+        rows.iter().map(|row| row.json("document")).collect()
+    }
+
+    pub(crate) async fn get_organization(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Organization>, StoreError> {
+        let row = self
+            .db
+            .dialect
+            .reader()
+            .fetch_optional(queries::SELECT_ORGANIZATION, vec![Param::id(id)])
+            .await
+            .map_err(self.db.error())?;
+        row.map(|row| row.json("document")).transpose()
+    }
+
+    pub(crate) async fn create_organization(
+        &self,
+        organization: Organization,
+    ) -> Result<Organization, StoreError> {
+        let organization = organization.first_version();
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            queries::INSERT_ORGANIZATION,
+            rows::organization_params(&organization),
+        )
+        .await
+        .map_err(|err| self.db.unique(err, "jit_organizations", &["id"]))?;
+        self.db.index_organization(&mut tx, &organization).await?;
+        self.db.commit_organizations(tx).await?;
+        Ok(organization)
+    }
+
+    pub(crate) async fn update_organization(
+        &self,
+        organization: Organization,
+        expected_version: Option<i64>,
+    ) -> Result<Organization, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let row = tx
+            .fetch_optional(
+                &D::queries().select_organization_for_update,
+                vec![Param::id(organization.id)],
+            )
+            .await
+            .map_err(self.db.error())?
+            .ok_or(StoreError::NotFound)?;
+        let current: Organization = row.json("document")?;
+        let organization = organization
+            .next_version_of(&current, expected_version)
+            .ok_or(StoreError::Conflict)?;
+        tx.execute(
+            queries::UPDATE_ORGANIZATION,
+            rows::organization_params(&organization),
+        )
+        .await
+        .map_err(self.db.error())?;
+        let id = vec![Param::id(organization.id)];
+        for sql in [
+            queries::DELETE_ORGANIZATION_DOMAINS,
+            queries::DELETE_CONNECTIONS,
+        ] {
+            tx.execute(sql, id.clone()).await.map_err(self.db.error())?;
+        }
+        self.db.index_organization(&mut tx, &organization).await?;
+        self.db.commit_organizations(tx).await?;
+        Ok(organization)
+    }
+
+    pub(crate) async fn delete_organization(&self, id: Uuid) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let deleted = tx
+            .execute(queries::DELETE_ORGANIZATION, vec![Param::id(id)])
+            .await
+            .map_err(self.db.error())?;
+        if deleted == 0 {
+            return Ok(false);
+        }
+        self.db.commit_organizations(tx).await?;
+        Ok(true)
     }
 
     /// The user `key` belongs to, after a transaction found another had just claimed it.
@@ -827,6 +919,49 @@ impl<D: Dialect> Db<D> {
         Ok(())
     }
 
+    /// Claims the organisation's domains and connections, each for it alone.
+    async fn index_organization(
+        &self,
+        tx: &mut D::Tx,
+        organization: &Organization,
+    ) -> Result<(), StoreError> {
+        let id = Param::id(organization.id);
+        for domain in &organization.domains {
+            tx.execute(
+                queries::INSERT_ORGANIZATION_DOMAIN,
+                vec![Param::text(domain), id.clone()],
+            )
+            .await
+            .map_err(|err| self.unique(err, "jit_organization_domains", &["domain"]))?;
+        }
+        for connection in &organization.connections {
+            let params = vec![
+                Param::id(connection.id),
+                id.clone(),
+                Param::text(&connection.issuer),
+                Param::text(connection.tenant_key()),
+            ];
+            tx.execute(queries::INSERT_CONNECTION, params)
+                .await
+                .map_err(
+                    |err| match self.unique(err, "jit_connections", &["issuer"]) {
+                        StoreError::Duplicate(_) => StoreError::Duplicate("connection"),
+                        other => other,
+                    },
+                )?;
+        }
+        Ok(())
+    }
+
+    /// Commits a change to the organisations and tells every server.
+    async fn commit_organizations(&self, mut tx: D::Tx) -> Result<(), StoreError> {
+        self.announce(&mut tx, StoreEvent::OrganizationsChanged)
+            .await?;
+        self.commit(tx).await?;
+        self.feed.publish(StoreEvent::OrganizationsChanged);
+        Ok(())
+    }
+
     /// Ends a transaction that wrote `user`: persists `event` and announces the change with
     /// it, commits, then emits the event and publishes the change in this process.
     async fn commit_user_write(
@@ -1141,6 +1276,43 @@ macro_rules! sql_store {
                 legacy_id: &str,
             ) -> Result<Option<$crate::user::User>, $crate::store::StoreError> {
                 self.core.find_by_legacy_id(legacy_id).await
+            }
+
+            async fn list_organizations(
+                &self,
+            ) -> Result<Vec<$crate::organization::Organization>, $crate::store::StoreError> {
+                self.core.list_organizations().await
+            }
+
+            async fn get_organization(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<$crate::organization::Organization>, $crate::store::StoreError> {
+                self.core.get_organization(id).await
+            }
+
+            async fn create_organization(
+                &self,
+                organization: $crate::organization::Organization,
+            ) -> Result<$crate::organization::Organization, $crate::store::StoreError> {
+                self.core.create_organization(organization).await
+            }
+
+            async fn update_organization(
+                &self,
+                organization: $crate::organization::Organization,
+                expected_version: Option<i64>,
+            ) -> Result<$crate::organization::Organization, $crate::store::StoreError> {
+                self.core
+                    .update_organization(organization, expected_version)
+                    .await
+            }
+
+            async fn delete_organization(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<bool, $crate::store::StoreError> {
+                self.core.delete_organization(id).await
             }
 
             async fn find_by_external_id(

@@ -24,6 +24,7 @@ pub(crate) struct Fragments {
 pub(crate) struct Queries {
     pub(crate) select_user: String,
     pub(crate) select_user_for_update: String,
+    pub(crate) select_organization_for_update: String,
     pub(crate) find_by_external_id: String,
     pub(crate) find_by_legacy_id: String,
     pub(crate) find_by_verified_email: String,
@@ -40,7 +41,7 @@ pub(crate) struct Queries {
 const USER_COLUMNS: &str = "u.id, u.email, u.email_verified, u.user_name, u.display_name, \
     u.given_name, u.family_name, u.picture, u.locale, u.roles, u.groups, u.attributes, \
     u.status, u.external_id, u.scim_attributes, u.scim_managed, u.version, u.created_at, \
-    u.updated_at, u.last_login_at";
+    u.updated_at, u.last_login_at, u.organization_id";
 
 impl Queries {
     pub(crate) fn new(f: &Fragments) -> Self {
@@ -55,6 +56,10 @@ impl Queries {
         Self {
             select_user: users("WHERE u.id = $1"),
             select_user_for_update: users(&format!("WHERE u.id = $1{}", f.lock_row)),
+            select_organization_for_update: format!(
+                "SELECT document FROM jit_organizations WHERE id = $1{}",
+                f.lock_row
+            ),
             find_by_external_id: users("WHERE u.external_id = $1"),
             find_by_legacy_id: users(
                 "WHERE u.id = (SELECT user_id FROM jit_legacy_adoptions WHERE legacy_id = $1)",
@@ -103,6 +108,31 @@ pub(crate) const CLAIM_IDENTITY: &str = "INSERT INTO jit_identities (issuer, sub
     claims_fingerprint, created_at, updated_at, last_login_at) \
     VALUES ($1, $2, $3, $4, $5, $5, $5) ON CONFLICT (issuer, subject) DO NOTHING RETURNING user_id";
 
+/// An organisation's columns, in the order [`super::rows::organization_params`] binds them.
+pub(crate) const INSERT_ORGANIZATION: &str = "INSERT INTO jit_organizations (id, name, document, \
+    version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)";
+
+pub(crate) const UPDATE_ORGANIZATION: &str = "UPDATE jit_organizations SET name = $2, \
+    document = $3, version = $4, created_at = $5, updated_at = $6 WHERE id = $1";
+
+pub(crate) const LIST_ORGANIZATIONS: &str = "SELECT document FROM jit_organizations ORDER BY id";
+
+pub(crate) const SELECT_ORGANIZATION: &str = "SELECT document FROM jit_organizations WHERE id = $1";
+
+pub(crate) const DELETE_ORGANIZATION: &str = "DELETE FROM jit_organizations WHERE id = $1";
+
+pub(crate) const DELETE_ORGANIZATION_DOMAINS: &str =
+    "DELETE FROM jit_organization_domains WHERE organization_id = $1";
+
+pub(crate) const DELETE_CONNECTIONS: &str =
+    "DELETE FROM jit_connections WHERE organization_id = $1";
+
+pub(crate) const INSERT_ORGANIZATION_DOMAIN: &str =
+    "INSERT INTO jit_organization_domains (domain, organization_id) VALUES ($1, $2)";
+
+pub(crate) const INSERT_CONNECTION: &str = "INSERT INTO jit_connections (id, organization_id, \
+    issuer, tenant) VALUES ($1, $2, $3, $4)";
+
 /// Records a legacy account's adoption; a unique violation when it was adopted before.
 pub(crate) const INSERT_ADOPTION: &str = "INSERT INTO jit_legacy_adoptions (legacy_id, user_id, \
     issuer, subject, adopted_at) VALUES ($1, $2, $3, $4, $5)";
@@ -124,14 +154,14 @@ pub(crate) const IDENTITIES_OF: &str = "SELECT issuer, subject, user_id, created
 pub(crate) const INSERT_USER: &str = "INSERT INTO jit_users (id, email, email_verified, \
     user_name, display_name, given_name, family_name, picture, locale, roles, groups, \
     attributes, status, external_id, scim_attributes, scim_managed, version, created_at, \
-    updated_at, last_login_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-    $14, $15, $16, $17, $18, $19, $20)";
+    updated_at, last_login_at, organization_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+    $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)";
 
 pub(crate) const UPDATE_USER: &str = "UPDATE jit_users SET email = $2, email_verified = $3, \
     user_name = $4, display_name = $5, given_name = $6, family_name = $7, picture = $8, \
     locale = $9, roles = $10, groups = $11, attributes = $12, status = $13, external_id = $14, \
     scim_attributes = $15, scim_managed = $16, version = $17, created_at = $18, \
-    updated_at = $19, last_login_at = $20 WHERE id = $1 AND version = $21";
+    updated_at = $19, last_login_at = $20, organization_id = $21 WHERE id = $1 AND version = $22";
 
 pub(crate) const TOMBSTONE_IDENTITIES: &str = "INSERT INTO jit_identity_tombstones (issuer, \
     subject, user_id, deleted_at) SELECT issuer, subject, user_id, $2 FROM jit_identities \

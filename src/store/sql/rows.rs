@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditKind};
+use crate::organization::Organization;
 use crate::session::{LoginFlow, Session, SessionHash};
 use crate::store::StoreError;
 use crate::user::{Group, Identity, IdentityKey, User, UserStatus};
@@ -86,6 +87,7 @@ pub(crate) fn user(row: &impl SqlRow) -> Result<User, StoreError> {
         created_at: row.required("created_at", SqlRow::time)?,
         updated_at: row.required("updated_at", SqlRow::time)?,
         last_login_at: row.time("last_login_at")?,
+        organization_id: row.id("organization_id")?,
     })
 }
 
@@ -178,6 +180,21 @@ pub(crate) fn user_params(user: &User) -> Vec<Param> {
         Param::time(user.created_at),
         Param::time(user.updated_at),
         Param::Time(user.last_login_at),
+        Param::Id(user.organization_id),
+    ]
+}
+
+/// An organisation's columns in the order of
+/// [`INSERT_ORGANIZATION`](super::queries::INSERT_ORGANIZATION) and
+/// [`UPDATE_ORGANIZATION`](super::queries::UPDATE_ORGANIZATION).
+pub(crate) fn organization_params(organization: &Organization) -> Vec<Param> {
+    vec![
+        Param::id(organization.id),
+        Param::text(&organization.name),
+        Param::json(organization),
+        Param::Int(organization.version),
+        Param::time(organization.created_at),
+        Param::time(organization.updated_at),
     ]
 }
 

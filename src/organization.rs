@@ -1,0 +1,340 @@
+//! Organisations: customers that bring their own identity provider, added while the
+//! application runs. [`Organization`] holds its verified e-mail domains and its
+//! [`Connection`]s; accounts created through a connection belong to its organisation
+//! ([`User::organization_id`](crate::User::organization_id)).
+//!
+//! Stage: records shared by every stage; uses only `crate::user`'s time and nothing else of
+//! the crate.
+//!
+//! Isolation is by construction: a connection creates, links and signs in accounts of its own
+//! organisation only, an e-mail address outside the organisation's domains is never verified
+//! for it, and each domain and each connection (an issuer, pinned to a tenant) belongs to one
+//! organisation only, which the store enforces.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A customer organisation. Build one with [`Organization::new`]; stores give it its version
+/// and times.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Organization {
+    /// Stable identifier, a UUID v7.
+    pub id: Uuid,
+    /// Its name, for people.
+    pub name: String,
+    /// Its verified e-mail domains, lower case: addresses in them are the organisation's, and
+    /// each domain belongs to one organisation.
+    pub domains: Vec<String>,
+    /// The identity providers its people sign in with.
+    pub connections: Vec<Connection>,
+    /// Incremented by every write.
+    pub version: i64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Organization {
+    /// A new organisation called `name`, with no domains or connections yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        let now = crate::user::now();
+        Self {
+            id: Uuid::now_v7(),
+            name: name.into(),
+            domains: Vec::new(),
+            connections: Vec::new(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Adds verified e-mail domains (`partner.example`; lower-cased when stored).
+    #[must_use]
+    pub fn domains<I, D>(mut self, domains: I) -> Self
+    where
+        I: IntoIterator<Item = D>,
+        D: Into<String>,
+    {
+        self.domains.extend(domains.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a connection.
+    #[must_use]
+    pub fn connection(mut self, connection: Connection) -> Self {
+        self.connections.push(connection);
+        self
+    }
+
+    /// The connection with this id.
+    pub fn find_connection(&self, id: Uuid) -> Option<&Connection> {
+        self.connections.iter().find(|c| c.id == id)
+    }
+
+    /// Whether `domain` (normalised, lower case) is one of its verified domains.
+    pub fn owns_domain(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d == domain)
+    }
+
+    /// Checks what a store cannot: a name, domains that are domains, connections with an
+    /// `https` issuer URL (or `http` on a loopback host, for tests), an audience, and a tenant
+    /// pin with a claim and a value. Domains are normalised (lower case, no trailing dot).
+    ///
+    /// # Errors
+    ///
+    /// The first field that is wrong, and why.
+    pub fn validate(mut self) -> Result<Self, InvalidOrganization> {
+        let invalid = |field: String, reason: &'static str| InvalidOrganization { field, reason };
+        if self.name.trim().is_empty() {
+            return Err(invalid("name".into(), "must not be empty"));
+        }
+        let mut domains = Vec::with_capacity(self.domains.len());
+        for (i, domain) in self.domains.iter().enumerate() {
+            let normal = crate::provision::policy::normalize_domain(domain.trim())
+                .ok_or_else(|| invalid(format!("domains[{i}]"), "not a domain"))?;
+            if !domains.contains(&normal) {
+                domains.push(normal);
+            }
+        }
+        self.domains = domains;
+        for (i, connection) in self.connections.iter().enumerate() {
+            let field = |name: &str| format!("connections[{i}].{name}");
+            let url = url::Url::parse(&connection.issuer)
+                .map_err(|_| invalid(field("issuer"), "not a URL"))?;
+            let loopback = match url.host() {
+                Some(url::Host::Domain(host)) => host == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !(url.scheme() == "https" || url.scheme() == "http" && loopback) {
+                return Err(invalid(field("issuer"), "must be an https URL"));
+            }
+            if connection.audiences.iter().all(|a| a.trim().is_empty()) {
+                return Err(invalid(field("audiences"), "name at least one audience"));
+            }
+            if let Some(pin) = &connection.tenant
+                && (pin.claim.trim().is_empty() || pin.value.trim().is_empty())
+            {
+                return Err(invalid(field("tenant"), "needs a claim and a value"));
+            }
+            if self.connections[..i].iter().any(|c| c.id == connection.id) {
+                return Err(invalid(field("id"), "another connection has this id"));
+            }
+        }
+        Ok(self)
+    }
+
+    /// This organisation as first stored: version 1, created now.
+    pub(crate) fn first_version(self) -> Self {
+        let now = crate::user::now();
+        Self {
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            ..self.normalized()
+        }
+    }
+
+    /// This organisation as the version after `current`; `None` when `current` moved on from
+    /// `expected_version`.
+    pub(crate) fn next_version_of(
+        self,
+        current: &Self,
+        expected_version: Option<i64>,
+    ) -> Option<Self> {
+        if expected_version.is_some_and(|v| v != current.version) {
+            return None;
+        }
+        Some(Self {
+            version: current.version + 1,
+            created_at: current.created_at,
+            updated_at: crate::user::now(),
+            ..self.normalized()
+        })
+    }
+
+    /// The domains as stores keep them: trimmed, lower case, each once.
+    fn normalized(mut self) -> Self {
+        let mut domains: Vec<String> = Vec::with_capacity(self.domains.len());
+        for domain in &self.domains {
+            let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        self.domains = domains;
+        self
+    }
+}
+
+/// Why an [`Organization`] cannot be stored: the field (`domains[2]`,
+/// `connections[0].issuer`) and the reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidOrganization {
+    /// The field, as a path into the organisation's JSON.
+    pub field: String,
+    /// Why it is wrong.
+    pub reason: &'static str,
+}
+
+/// An OpenID Connect issuer whose tokens sign in an organisation's people.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    /// Stable identifier, a UUID v7.
+    pub id: Uuid,
+    /// The issuer URL, compared exactly with tokens' `iss`; its keys are discovered from it on
+    /// first use.
+    pub issuer: String,
+    /// The audiences its tokens may carry (the application's client id at that IdP).
+    pub audiences: Vec<String>,
+    /// For an issuer shared by many tenants: the claim and the value that pin it to this
+    /// organisation's tenant (Entra ID `tid`, Google `hd`). Tokens of other tenants are
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantPin>,
+    /// Roles every account it creates gets.
+    #[serde(default)]
+    pub default_roles: Vec<String>,
+    /// `(group, role)`: people in the group get the role.
+    #[serde(default)]
+    pub group_roles: Vec<(String, String)>,
+    /// Whether its first sign-ins create accounts (off: only accounts that exist sign in).
+    #[serde(default = "yes")]
+    pub create_accounts: bool,
+    /// Whether accounts it creates wait for approval.
+    #[serde(default)]
+    pub require_approval: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A claim whose value a token must carry: a tenant of a multi-tenant issuer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantPin {
+    /// The claim (`tid`).
+    pub claim: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl Connection {
+    /// An OpenID Connect issuer, its tokens addressed to `audiences`.
+    pub fn oidc<I, A>(issuer: impl Into<String>, audiences: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<String>,
+    {
+        Self {
+            id: Uuid::now_v7(),
+            issuer: issuer.into(),
+            audiences: audiences.into_iter().map(Into::into).collect(),
+            tenant: None,
+            default_roles: Vec::new(),
+            group_roles: Vec::new(),
+            create_accounts: true,
+            require_approval: false,
+        }
+    }
+
+    /// Pins the issuer to one tenant: tokens must carry `claim` = `value`.
+    #[must_use]
+    pub fn tenant(mut self, claim: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tenant = Some(TenantPin {
+            claim: claim.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Roles every account it creates gets.
+    #[must_use]
+    pub fn default_roles<I, R>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = R>,
+        R: Into<String>,
+    {
+        self.default_roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// People in `group` get `role`.
+    #[must_use]
+    pub fn group_role(mut self, group: impl Into<String>, role: impl Into<String>) -> Self {
+        self.group_roles.push((group.into(), role.into()));
+        self
+    }
+
+    /// Whether its first sign-ins create accounts.
+    #[must_use]
+    pub fn create_accounts(mut self, create: bool) -> Self {
+        self.create_accounts = create;
+        self
+    }
+
+    /// Whether accounts it creates wait for approval.
+    #[must_use]
+    pub fn require_approval(mut self, hold: bool) -> Self {
+        self.require_approval = hold;
+        self
+    }
+
+    /// The value a tenant pin is stored under for uniqueness: a connection is one issuer and
+    /// one tenant of it.
+    pub(crate) fn tenant_key(&self) -> &str {
+        self.tenant.as_ref().map_or("", |pin| pin.value.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(organization: Organization) -> String {
+        organization.validate().unwrap_err().field
+    }
+
+    #[test]
+    fn validation_names_the_field_that_is_wrong() {
+        let good = Connection::oidc("https://idp.partner.example", ["app"]);
+        assert_eq!(field_of(Organization::new(" ")), "name");
+        assert_eq!(
+            field_of(Organization::new("P").domains(["partner.example", "not a domain"])),
+            "domains[1]"
+        );
+        for (connection, field) in [
+            (Connection::oidc("idp.partner.example", ["app"]), "issuer"),
+            (
+                Connection::oidc("http://idp.partner.example", ["app"]),
+                "issuer",
+            ),
+            (
+                Connection::oidc("https://idp.partner.example", [" "]),
+                "audiences",
+            ),
+            (good.clone().tenant("tid", ""), "tenant"),
+        ] {
+            let organization = Organization::new("P")
+                .connection(good.clone())
+                .connection(connection);
+            assert_eq!(field_of(organization), format!("connections[1].{field}"));
+        }
+        let twice = Organization::new("P")
+            .connection(good.clone())
+            .connection(good.clone());
+        assert_eq!(field_of(twice), "connections[1].id");
+        let valid = Organization::new("P")
+            .domains(["Partner.Example.", "partner.example"])
+            .connection(good)
+            .connection(Connection::oidc("http://127.0.0.1:8080", ["app"]))
+            .validate()
+            .unwrap();
+        assert_eq!(valid.domains, ["partner.example"]);
+    }
+}
