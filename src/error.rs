@@ -108,6 +108,10 @@ pub enum DenyReason {
     /// legacy account goes to one person only.
     #[error("legacy account already adopted")]
     LegacyAccountClaimed,
+    /// The account belongs to another organisation than the connection the sign-in came
+    /// through: no connection signs in to another organisation's accounts.
+    #[error("account of another organisation")]
+    OtherOrganization,
 }
 
 impl DenyReason {
@@ -125,6 +129,7 @@ impl DenyReason {
             Self::Deleted => "deleted",
             Self::Policy(code) => code,
             Self::LegacyAccountClaimed => "legacy_account_claimed",
+            Self::OtherOrganization => "other_organization",
         }
     }
 
@@ -146,6 +151,7 @@ impl DenyReason {
             Self::LegacyAccountClaimed => {
                 "the existing account this sign-in matches belongs to another sign-in"
             }
+            Self::OtherOrganization => "the account belongs to another organization",
         }
     }
 }

@@ -23,6 +23,7 @@ pub fn token(input: &str) {
     let rules = ClaimRules {
         groups_claims: vec!["realm_access.roles".to_owned()],
         accept_string_booleans: true,
+        connection: None,
     };
     if let Ok(claims) = VerifiedClaims::from_verified(
         crate::sign_in::SignInSource::BearerToken,

@@ -227,6 +227,8 @@ pub mod approval;
 pub mod audit;
 mod builder;
 mod cookies;
+#[cfg(feature = "organizations")]
+mod directory;
 pub mod error;
 mod layer;
 mod metrics;
@@ -269,6 +271,9 @@ pub use crate::builder::{
     DEFAULT_MAX_TOKEN_BYTES, DEFAULT_TOKEN_CACHE_CAPACITY, Issuer, IssuerPolicy, MAX_LEEWAY,
     Provider, ProvisioningLayerBuilder,
 };
+#[cfg(feature = "organizations")]
+#[cfg_attr(docsrs, doc(cfg(feature = "organizations")))]
+pub use crate::directory::OrganizationDirectory;
 pub use crate::error::{
     ConfigError, DefaultErrorHandler, DenyReason, Error, ErrorHandler, RequestError, TokenError,
 };

@@ -154,6 +154,8 @@ pub struct SignIn(Arc<Inner>);
 
 struct Inner {
     source: SignInSource,
+    /// The organisation's connection that vouched for it, if one did.
+    connection: Option<ConnectionRef>,
     issuer: Arc<str>,
     subject: Box<str>,
     email: Option<Box<str>>,
@@ -286,6 +288,7 @@ impl SignInBuilder {
         };
         Ok(SignIn(Arc::new(Inner {
             source: self.source,
+            connection: None,
             issuer: self.issuer,
             subject: self.subject.into_boxed_str(),
             email: email.map(String::into_boxed_str),
@@ -313,6 +316,15 @@ pub(crate) struct TokenSignIn<'a> {
     pub(crate) groups: Vec<String>,
     pub(crate) groups_asserted: bool,
     pub(crate) expires_at: DateTime<Utc>,
+    /// The organisation's connection whose issuer verified it.
+    pub(crate) connection: Option<ConnectionRef>,
+}
+
+/// An organisation's connection, as a sign-in names the one that vouched for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ConnectionRef {
+    pub(crate) organization: uuid::Uuid,
+    pub(crate) connection: uuid::Uuid,
 }
 
 impl SignIn {
@@ -344,6 +356,7 @@ impl SignIn {
             .map(Box::from);
         Self(Arc::new(Inner {
             source: token.source,
+            connection: token.connection,
             issuer: token.issuer,
             subject: token.subject.into_boxed_str(),
             email,
@@ -362,6 +375,17 @@ impl SignIn {
     /// Through which source the person signed in.
     pub fn source(&self) -> SignInSource {
         self.0.source
+    }
+
+    /// The [organisation](crate::organization) whose connection vouched for this sign-in; its
+    /// account is that organisation's. `None` for the layer's own issuers and other sources.
+    pub fn organization_id(&self) -> Option<uuid::Uuid> {
+        self.0.connection.map(|c| c.organization)
+    }
+
+    /// The organisation's connection that vouched for this sign-in.
+    pub fn connection_id(&self) -> Option<uuid::Uuid> {
+        self.0.connection.map(|c| c.connection)
     }
 
     /// The issuer or provider the subject belongs to.

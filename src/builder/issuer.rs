@@ -703,6 +703,7 @@ impl Issuer {
             claims: ClaimRules {
                 groups_claims: self.groups_claims,
                 accept_string_booleans: self.accept_string_booleans,
+                connection: None,
             },
             profile: self.profile,
             discovery,

@@ -54,6 +54,8 @@ pub struct ProvisioningLayerBuilder<H = DefaultErrorHandler> {
     providers: Vec<crate::login::OAuth2Provider>,
     #[cfg(feature = "saml")]
     saml: Option<crate::login::SamlLogin>,
+    #[cfg(feature = "organizations")]
+    organizations: Option<crate::directory::OrganizationDirectory>,
     authenticators: Authenticators,
     policies: Vec<(String, IssuerPolicy)>,
     optional: bool,
@@ -142,6 +144,8 @@ impl ProvisioningLayerBuilder {
             providers: Vec::new(),
             #[cfg(feature = "saml")]
             saml: None,
+            #[cfg(feature = "organizations")]
+            organizations: None,
             authenticators: Authenticators::default(),
             policies: Vec::new(),
             optional: false,
@@ -156,6 +160,19 @@ impl ProvisioningLayerBuilder {
 }
 
 impl<H> ProvisioningLayerBuilder<H> {
+    /// Signs in the people of the [organisations](crate::organization) in the store: each
+    /// connection's issuer is trusted for its organisation's accounts, as the store says while
+    /// the layer runs (a change is read on the next request after the store's change event,
+    /// on every server sharing the database). A token naming an `iss` no configured issuer has
+    /// is routed to the connection of that issuer (and of its tenant, for a shared issuer).
+    /// Needs a store.
+    #[cfg(feature = "organizations")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "organizations")))]
+    pub fn organizations(mut self, directory: crate::directory::OrganizationDirectory) -> Self {
+        self.organizations = Some(directory);
+        self
+    }
+
     /// Trusts one more issuer. Tokens are routed to an issuer by their `iss`.
     pub fn issuer(mut self, issuer: Issuer) -> Self {
         self.issuers.push(issuer);
@@ -396,6 +413,8 @@ impl<H> ProvisioningLayerBuilder<H> {
             providers: self.providers,
             #[cfg(feature = "saml")]
             saml: self.saml,
+            #[cfg(feature = "organizations")]
+            organizations: self.organizations,
             authenticators: self.authenticators,
             policies: self.policies,
             optional: self.optional,
@@ -420,10 +439,15 @@ impl<H> ProvisioningLayerBuilder<H> {
         let has_providers = !self.providers.is_empty() || self.saml.is_some();
         #[cfg(not(feature = "login"))]
         let has_providers = false;
+        #[cfg(feature = "organizations")]
+        let has_organizations = self.organizations.is_some();
+        #[cfg(not(feature = "organizations"))]
+        let has_organizations = false;
         if self.issuers.is_empty()
             && self.authenticators.0.is_empty()
             && self.policies.is_empty()
             && !has_providers
+            && !has_organizations
         {
             return Err(ConfigError::NoIssuer);
         }
@@ -507,6 +531,7 @@ impl<H> ProvisioningLayerBuilder<H> {
             .collect();
         #[cfg(not(feature = "login"))]
         let answerers = Vec::new();
+        needs_store |= has_organizations;
         if needs_store && self.provisioning.store.is_none() {
             return Err(ConfigError::InvalidSetting {
                 setting: "store".to_owned(),
@@ -574,6 +599,17 @@ impl<H> ProvisioningLayerBuilder<H> {
             }
             (login, None) => login,
         };
+        // The organisations' connections, read from the store while the layer runs.
+        #[cfg(feature = "organizations")]
+        let directory = match (self.organizations, &settings.store) {
+            (Some(directory), Some(store)) => Some(Arc::new(crate::directory::Directory::new(
+                Arc::clone(store),
+                client.clone(),
+                MAX_DOCUMENT_BYTES,
+                directory,
+            ))),
+            _ => None,
+        };
         let provisioner = match settings.store {
             None => None,
             Some(store) => {
@@ -604,6 +640,12 @@ impl<H> ProvisioningLayerBuilder<H> {
                     on_pending: settings.on_pending,
                     linking: settings.linking,
                     legacy: settings.legacy,
+                    #[cfg(feature = "organizations")]
+                    connections: directory
+                        .clone()
+                        .map(|d| d as Arc<dyn crate::provision::ConnectionRules>),
+                    #[cfg(not(feature = "organizations"))]
+                    connections: None,
                     reactivate_on_login: settings.reactivate_on_login,
                     predicate: settings.predicate,
                     cache_capacity: settings
@@ -616,8 +658,14 @@ impl<H> ProvisioningLayerBuilder<H> {
                 }))
             }
         };
+        let tokens = TokenVerifier::new(issuers, answerers, self.token_cache_capacity);
+        #[cfg(feature = "organizations")]
+        let tokens = match directory {
+            Some(directory) => tokens.with_runtime_issuers(directory),
+            None => tokens,
+        };
         let shared = Shared {
-            tokens: TokenVerifier::new(issuers, answerers, self.token_cache_capacity),
+            tokens,
             authenticators: self.authenticators.0,
             provisioner,
             token_source: self.token_source,

@@ -8,7 +8,7 @@
 //! fetched on the first request that needs them (or by
 //! [`ProvisioningLayer::fetch_keys`](crate::ProvisioningLayer::fetch_keys)).
 
-mod issuer;
+pub(crate) mod issuer;
 mod layer;
 mod policy;
 

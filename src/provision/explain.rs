@@ -160,6 +160,10 @@ impl Provisioner {
                 Err(reason) => return Ok(draft.refuse(reason)),
             },
         };
+        if user.organization_id != sign_in.organization_id() {
+            draft.account = Some(user);
+            return Ok(draft.refuse(DenyReason::OtherOrganization));
+        }
         // A new account is active or pending: nothing to reactivate, and built from this very
         // profile, nothing to sync.
         let created = matches!(
@@ -256,7 +260,7 @@ impl Provisioner {
                 Ok(None) | Err(StoreError::Unsupported(_)) => {}
                 Err(error) => return Err(store_failed(error)),
             }
-            let user = User::from_new(self.adopted_user(&legacy, admitted), Utc::now());
+            let user = User::from_new(self.adopted_user(&legacy, admitted, sign_in), Utc::now());
             tracer.decision(
                 TraceStep::new(Stage::Account, "identity", Verdict::Created)
                     .target(user.id.to_string()),
@@ -284,7 +288,7 @@ impl Provisioner {
             UserStatus::Active
         };
         // Untrusted roles were cleared from the profile by admission, as for a real sign-in.
-        let new_user = self.config.mapping.new_user(&admitted.profile, status);
+        let new_user = self.new_user(admitted, sign_in, status);
         for grant in &new_user.roles {
             tracer.detail(|| {
                 TraceStep::new(Stage::Roles, grant.source.to_string(), Verdict::Granted)

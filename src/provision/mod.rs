@@ -160,6 +160,62 @@ pub(crate) struct Linking {
     pub(crate) by_verified_email: bool,
 }
 
+/// An organisation's connection's provisioning rules, as the layer holds them while it runs.
+#[derive(Debug)]
+pub(crate) struct ConnectionProvisioning {
+    pub(crate) organization: Uuid,
+    /// The organisation's verified domains: an address outside them is never verified.
+    pub(crate) domains: Vec<String>,
+    pub(crate) rules: IssuerProvisioning,
+    pub(crate) default_roles: Vec<String>,
+    pub(crate) group_roles: Vec<(String, String)>,
+}
+
+impl ConnectionProvisioning {
+    /// The grants its group rules give `groups`, under rule ids of their own (`connection:…`),
+    /// which a sync keeps while the sign-in justifies them.
+    fn group_grants(&self, groups: &[String]) -> Vec<crate::user::RoleGrant> {
+        self.group_roles
+            .iter()
+            .filter(|(group, _)| groups.contains(group))
+            .map(|(group, role)| {
+                crate::user::RoleGrant::new(
+                    role.clone(),
+                    crate::user::RoleSource::Mapping(format!("connection:{group}")),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Where the rules of organisations' connections are found while the layer runs.
+pub(crate) trait ConnectionRules: Send + Sync + 'static {
+    /// The rules of the connection `id`, if it still exists.
+    fn connection(&self, id: Uuid) -> Option<Arc<ConnectionProvisioning>>;
+}
+
+/// The provisioning rules a sign-in comes under.
+enum Rules<'a> {
+    /// Its issuer has none.
+    None,
+    /// A configured issuer's.
+    Issuer(&'a IssuerProvisioning),
+    /// An organisation's connection's.
+    Connection(Arc<ConnectionProvisioning>),
+    /// An organisation's connection that is gone since it vouched for the sign-in.
+    Gone,
+}
+
+impl Rules<'_> {
+    fn get(&self) -> Option<&IssuerProvisioning> {
+        match self {
+            Self::Issuer(rules) => Some(rules),
+            Self::Connection(connection) => Some(&connection.rules),
+            Self::None | Self::Gone => None,
+        }
+    }
+}
+
 /// Everything the provisioner needs, validated by the builder.
 pub(crate) struct ProvisionerConfig {
     pub(crate) store: Arc<dyn DynStore>,
@@ -174,6 +230,8 @@ pub(crate) struct ProvisionerConfig {
     pub(crate) linking: Linking,
     /// Asked at a first sign-in that linking found no account for.
     pub(crate) legacy: Option<SharedLegacyAccounts>,
+    /// The rules of organisations' connections, when organisations are on.
+    pub(crate) connections: Option<Arc<dyn ConnectionRules>>,
     pub(crate) reactivate_on_login: bool,
     pub(crate) predicate: Option<Predicate>,
     pub(crate) cache_capacity: u64,
@@ -325,12 +383,25 @@ impl Provisioner {
         }
     }
 
-    fn issuer(&self, issuer: &str) -> Option<&IssuerProvisioning> {
+    /// The rules `sign_in` comes under: its connection's, or its configured issuer's.
+    fn rules(&self, sign_in: &SignIn) -> Rules<'_> {
+        if let Some(id) = sign_in.connection_id() {
+            return match self
+                .config
+                .connections
+                .as_ref()
+                .and_then(|c| c.connection(id))
+            {
+                Some(connection) => Rules::Connection(connection),
+                None => Rules::Gone,
+            };
+        }
+        let issuer = sign_in.issuer();
         self.config
             .issuers
             .iter()
             .find(|(name, _)| &**name == issuer)
-            .map(|(_, rules)| rules)
+            .map_or(Rules::None, |(_, rules)| Rules::Issuer(rules))
     }
 
     /// How many accounts the user cache holds, after pending evictions ran.
@@ -350,6 +421,7 @@ impl Provisioner {
         let admitted = memo.admitted.get()?;
         let usable = |account: &Account| {
             account.user.status == UserStatus::Active
+                && account.user.organization_id == sign_in.organization_id()
                 && account.identity.claims_fingerprint.as_deref() == Some(&admitted.fingerprint)
                 && self.freshness.is_current(account, now)
         };
@@ -454,7 +526,13 @@ impl Provisioner {
             }
             Err(error) => return Err(error),
         };
-        if let Some(refusal) = refusal_of(account.user.status) {
+        let refusal = if account.user.organization_id == sign_in.organization_id() {
+            refusal_of(account.user.status)
+        } else {
+            // An identity that another organisation's account holds: no sign-in crosses.
+            Some(DenyReason::OtherOrganization)
+        };
+        if let Some(refusal) = refusal {
             let denial = Denial::after(&admitted, refusal, Some(&account.user));
             return Err(self.deny(sign_in, memo, denial).await);
         }
@@ -493,7 +571,18 @@ impl Provisioner {
     async fn admit(&self, sign_in: &SignIn, tracer: &mut Tracer) -> Result<Admitted, DenyReason> {
         let mut profile = self.config.mapping.map_traced(sign_in, tracer);
         let mut roles_trusted = true;
-        let rules = self.issuer(sign_in.issuer());
+        let all_rules = self.rules(sign_in);
+        if let Rules::Gone = all_rules {
+            tracer.decision(
+                TraceStep::new(Stage::Admission, "connection", Verdict::Refused)
+                    .note("the organisation's connection was removed"),
+            );
+            return Err(DenyReason::NotProvisioned);
+        }
+        if let Rules::Connection(connection) = &all_rules {
+            confine_to_organization(&mut profile, connection, tracer);
+        }
+        let rules = all_rules.get();
         if let Some(resolver) = rules.and_then(|rules| rules.group_resolver.as_ref())
             && groups::is_overage(sign_in)
         {
@@ -627,6 +716,11 @@ impl Provisioner {
                 (resolved.user, resolved.identity)
             }
         };
+        if user.organization_id != sign_in.organization_id() {
+            // An identity that another organisation's account holds: nothing of this sign-in
+            // is synced into it, and it is refused.
+            return Err(Failure::Denied(DenyReason::OtherOrganization));
+        }
         let (user, identity) = self
             .bring_current(user, identity, &admitted, &sign_in)
             .await?;
@@ -673,7 +767,7 @@ impl Provisioner {
         } else {
             UserStatus::Active
         };
-        let mut new_user = self.config.mapping.new_user(&admitted.profile, status);
+        let mut new_user = self.new_user(admitted, sign_in, status);
         let audit = login_event(AuditKind::Provisioned, sign_in);
         let created =
             store.create_user(new_user.clone(), &admitted.key, fingerprint, audit.clone());
@@ -755,7 +849,7 @@ impl Provisioner {
         let name = self.config.legacy.as_ref().map_or("", |hook| hook.name());
         let audit = login_event(AuditKind::Linked, sign_in).reason(format!("legacy:{name}"));
         let fingerprint = Some(admitted.fingerprint.as_str());
-        let mut new_user = self.adopted_user(legacy, admitted);
+        let mut new_user = self.adopted_user(legacy, admitted, sign_in);
         let adopted = store.adopt_legacy_account(
             legacy.id(),
             new_user.clone(),
@@ -791,12 +885,34 @@ impl Provisioner {
     }
 
     /// The account `legacy` becomes for this sign-in: mapped as a new account, then adopted.
-    fn adopted_user(&self, legacy: &LegacyAccount, admitted: &Admitted) -> crate::user::NewUser {
-        let mapped = self
-            .config
-            .mapping
-            .new_user(&admitted.profile, UserStatus::Active);
-        legacy.adopt_into(mapped)
+    fn adopted_user(
+        &self,
+        legacy: &LegacyAccount,
+        admitted: &Admitted,
+        sign_in: &SignIn,
+    ) -> crate::user::NewUser {
+        legacy.adopt_into(self.new_user(admitted, sign_in, UserStatus::Active))
+    }
+
+    /// The record of a new account for this sign-in: mapped, with the default roles, in the
+    /// organisation (and with the default roles) of its connection.
+    fn new_user(
+        &self,
+        admitted: &Admitted,
+        sign_in: &SignIn,
+        status: UserStatus,
+    ) -> crate::user::NewUser {
+        let mut new_user = self.config.mapping.new_user(&admitted.profile, status);
+        if let Rules::Connection(connection) = self.rules(sign_in) {
+            new_user.organization_id = Some(connection.organization);
+            new_user.roles.extend(
+                connection.default_roles.iter().map(|role| {
+                    crate::user::RoleGrant::new(role, crate::user::RoleSource::Default)
+                }),
+            );
+            new_user.roles = crate::user::normalize_roles(std::mem::take(&mut new_user.roles));
+        }
+        new_user
     }
 
     /// Whether this sign-in may create an account: the layer allows creation, and so does
@@ -804,13 +920,15 @@ impl Provisioner {
     fn may_create(&self, sign_in: &SignIn) -> bool {
         self.config.create_accounts
             && self
-                .issuer(sign_in.issuer())
+                .rules(sign_in)
+                .get()
                 .is_none_or(|rules| rules.creation.allows(sign_in.source()))
     }
 
     fn needs_approval(&self, sign_in: &SignIn, profile: &MappedProfile) -> bool {
         let by_issuer = self
-            .issuer(sign_in.issuer())
+            .rules(sign_in)
+            .get()
             .is_some_and(|rules| rules.require_approval);
         let by_layer = self.config.require_approval;
         let by_domain = !self.config.approval_domains.is_empty()
@@ -872,8 +990,14 @@ impl Provisioner {
         };
         let step = |verdict| TraceStep::new(Stage::Linking, rule(), verdict).seen(value);
         let store = &self.config.store;
-        let Some(user) = store.find_by_external_id(value).await? else {
-            tracer.detail(|| step(Verdict::Skipped).note("no account has this external id"));
+        let Some(user) = store
+            .find_by_external_id(value)
+            .await?
+            .filter(|user| user.organization_id == sign_in.organization_id())
+        else {
+            tracer.detail(|| {
+                step(Verdict::Skipped).note("no account of this organisation has this external id")
+            });
             return Ok(None);
         };
         if self.config.linking.by_claim_unused_only && !store.identities(user.id).await?.is_empty()
@@ -917,6 +1041,9 @@ impl Provisioner {
         {
             candidates.push(user);
         }
+        // An account of another organisation (or of none, for an organisation's sign-in) is
+        // never a candidate, whatever address it holds.
+        candidates.retain(|user| user.organization_id == sign_in.organization_id());
         tracer.detail(|| {
             let step = step(match candidates.len() {
                 1 => Verdict::Taken,
@@ -947,7 +1074,7 @@ impl Provisioner {
             _ => return Err(Untrusted::Unverified),
         };
         let domain = EmailAddress::parse(email).map(|address| address.domain);
-        let trusted = self.issuer(sign_in.issuer()).is_some_and(|rules| {
+        let trusted = self.rules(sign_in).get().is_some_and(|rules| {
             domain
                 .as_deref()
                 .is_some_and(|domain| rules.email_trust.covers(domain))
@@ -1096,6 +1223,37 @@ impl Denial {
     }
 }
 
+/// What an organisation's connection changes in a mapped profile: an address outside the
+/// organisation's domains is not verified (for domain rules, linking or anything else), and
+/// the connection's group rules grant their roles.
+fn confine_to_organization(
+    profile: &mut MappedProfile,
+    connection: &ConnectionProvisioning,
+    tracer: &mut Tracer,
+) {
+    let domain = profile
+        .email
+        .as_deref()
+        .and_then(EmailAddress::parse)
+        .map(|address| address.domain);
+    let owned = domain
+        .as_deref()
+        .is_some_and(|domain| connection.domains.iter().any(|d| d == domain));
+    if profile.email_verified && !owned {
+        profile.email_verified = false;
+        tracer.decision(
+            TraceStep::new(Stage::Admission, "organization_domains", Verdict::Untrusted)
+                .seen(domain.unwrap_or_default())
+                .note("not a domain of the organisation: the address counts as unverified"),
+        );
+    }
+    let grants = connection.group_grants(&profile.groups);
+    if !grants.is_empty() {
+        profile.roles.extend(grants);
+        profile.roles = crate::user::normalize_roles(std::mem::take(&mut profile.roles));
+    }
+}
+
 /// Why a sign-in's e-mail address may not identify the person.
 enum Untrusted {
     /// There is none, or it is not verified.
@@ -1136,6 +1294,10 @@ fn refusal_step(reason: DenyReason, user: Option<&User>) -> TraceStep {
         DenyReason::LegacyAccountClaimed => (
             "legacy_account",
             "another identity adopted this legacy account",
+        ),
+        DenyReason::OtherOrganization => (
+            "organization",
+            "the account belongs to another organisation",
         ),
         DenyReason::PendingApproval => ("status", "the account is waiting for approval"),
         DenyReason::Deactivated => ("status", "the account is deactivated"),

@@ -763,6 +763,8 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn record_audit(&self, event: AuditEvent) -> BoxFuture<'_, ()>;
     fn changes(&self) -> &ChangeFeed;
     fn debug(&self) -> &dyn fmt::Debug;
+    #[cfg(feature = "organizations")]
+    fn list_organizations(&self) -> BoxFuture<'_, Result<Vec<Organization>, StoreError>>;
     // Sessions, flows and one-time keys, for the browser sign-in stage.
     #[cfg(feature = "login")]
     fn create_session(&self, session: Session) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -920,6 +922,11 @@ impl<S: UserStore> DynStore for S {
 
     fn changes(&self) -> &ChangeFeed {
         UserStore::changes(self)
+    }
+
+    #[cfg(feature = "organizations")]
+    fn list_organizations(&self) -> BoxFuture<'_, Result<Vec<Organization>, StoreError>> {
+        Box::pin(UserStore::list_organizations(self))
     }
 
     fn debug(&self) -> &dyn fmt::Debug {

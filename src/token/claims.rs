@@ -20,7 +20,9 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::{TokenError, TokenKind};
-use crate::sign_in::{SignIn, SignInSource, TokenSignIn, is_valid_subject, lookup, strings};
+use crate::sign_in::{
+    ConnectionRef, SignIn, SignInSource, TokenSignIn, is_valid_subject, lookup, strings,
+};
 
 /// The parts of a token read before verification.
 #[derive(Debug)]
@@ -236,6 +238,8 @@ pub(crate) struct ClaimRules {
     /// Where group names are: each claim's strings, together.
     pub(crate) groups_claims: Vec<String>,
     pub(crate) accept_string_booleans: bool,
+    /// The organisation's connection the issuer is, for an issuer added at runtime.
+    pub(crate) connection: Option<ConnectionRef>,
 }
 
 /// The claims of a token whose signature, issuer, audience, type and lifetime were verified:
@@ -313,6 +317,7 @@ impl VerifiedClaims {
             groups,
             groups_asserted,
             expires_at,
+            connection: rules.connection,
         });
         Ok(Self(Arc::new(ClaimsInner {
             sign_in,
@@ -604,6 +609,7 @@ mod tests {
         ClaimRules {
             groups_claims: vec!["groups".into()],
             accept_string_booleans,
+            connection: None,
         }
     }
 

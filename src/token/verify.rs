@@ -428,6 +428,55 @@ enum CheckedBy {
     /// An answer from whoever the token is for (introspection, a provider's API), good until
     /// the entry's deadline.
     Answer,
+    /// A signature by a key of an issuer added at runtime, which must still be configured and
+    /// still hold the key.
+    Runtime {
+        issuer: Arc<RuntimeIssuer>,
+        kid: Option<String>,
+    },
+}
+
+/// An issuer added while the layer runs (an organisation's connection).
+pub(crate) struct RuntimeIssuer {
+    pub(crate) verifier: IssuerVerifier,
+    /// Set when it is removed or changed: tokens it verified are not served from the cache
+    /// again.
+    pub(crate) retired: std::sync::atomic::AtomicBool,
+    /// Set while a change to the runtime issuers has not been read yet: its tokens are checked
+    /// again (which reads the change) rather than served from the cache.
+    pending: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RuntimeIssuer {
+    #[cfg(feature = "organizations")]
+    pub(crate) fn new(
+        verifier: IssuerVerifier,
+        pending: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Self {
+            verifier,
+            retired: std::sync::atomic::AtomicBool::new(false),
+            pending,
+        }
+    }
+
+    /// Whether tokens it verified may be served from the cache: it is still configured, as far
+    /// as every change published so far says.
+    fn is_current(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        !self.retired.load(Acquire) && !self.pending.load(Acquire)
+    }
+}
+
+/// Where issuers added at runtime are found.
+pub(crate) trait RuntimeIssuers: Send + Sync + 'static {
+    /// The issuer that verifies tokens naming `iss`, chosen among those sharing that issuer by
+    /// the token's (not yet verified) `claims`: the verification that follows checks them.
+    fn find<'a>(
+        &'a self,
+        iss: &'a str,
+        claims: &'a Map<String, Value>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<Arc<RuntimeIssuer>>, Error>>;
 }
 
 impl<M> std::fmt::Debug for VerifiedToken<M> {
@@ -483,6 +532,8 @@ type TokenCache<M> = moka::sync::Cache<[u8; 32], Arc<VerifiedToken<M>>, DigestHa
 /// already verified, each with a memo `M` of the later stages'.
 pub(crate) struct TokenVerifier<M> {
     issuers: Vec<IssuerVerifier>,
+    /// Issuers added at runtime, asked about an `iss` no configured issuer has.
+    runtime: Option<Arc<dyn RuntimeIssuers>>,
     cache: Option<TokenCache<M>>,
     /// Introspection answers, accepted or refused, when an issuer introspects or a provider
     /// answers for its tokens: one call per token however many requests wait for it.
@@ -520,10 +571,18 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         });
         Self {
             issuers,
+            runtime: None,
             cache,
             introspected,
             answerers,
         }
+    }
+
+    /// Asks `runtime` about tokens of issuers that are not configured.
+    #[cfg(feature = "organizations")]
+    pub(crate) fn with_runtime_issuers(mut self, runtime: Arc<dyn RuntimeIssuers>) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     pub(crate) fn issuers(&self) -> &[IssuerVerifier] {
@@ -560,6 +619,9 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         let keys_hold = match &hit.checked_by {
             CheckedBy::Key { issuer, kid } => self.issuers[*issuer].keys.holds(kid.as_deref(), now),
             CheckedBy::Answer => true,
+            CheckedBy::Runtime { issuer, kid } => {
+                issuer.is_current() && issuer.verifier.keys.holds(kid.as_deref(), now)
+            }
         };
         if now < hit.valid_until && keys_hold {
             return Some(hit);
@@ -676,15 +738,15 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
             return Err(Error::InvalidToken(TokenError::Malformed));
         }
         let raw = RawToken::parse(token).map_err(Error::InvalidToken)?;
-        let (index, issuer) = raw
-            .issuer()
-            .and_then(|iss| {
-                self.issuers
-                    .iter()
-                    .enumerate()
-                    .find(|(_, i)| &*i.rules.issuer == iss)
-            })
-            .ok_or(Error::InvalidToken(TokenError::UntrustedIssuer))?;
+        let configured = raw.issuer().and_then(|iss| {
+            self.issuers
+                .iter()
+                .enumerate()
+                .find(|(_, i)| &*i.rules.issuer == iss)
+        });
+        let Some((index, issuer)) = configured else {
+            return self.verify_at_runtime_issuer(token, raw).await;
+        };
         if issuer
             .rules
             .introspection
@@ -709,6 +771,32 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         Ok(VerifiedToken {
             claims,
             checked_by: CheckedBy::Key { issuer: index, kid },
+            valid_until: Instant::now() + remaining,
+            memo: M::default(),
+        })
+    }
+
+    /// A token of an issuer added at runtime, if one was; else an untrusted issuer's.
+    async fn verify_at_runtime_issuer(
+        &self,
+        token: &str,
+        raw: RawToken,
+    ) -> Result<VerifiedToken<M>, Error> {
+        let untrusted = Error::InvalidToken(TokenError::UntrustedIssuer);
+        let (Some(runtime), Some(iss)) = (&self.runtime, raw.issuer()) else {
+            return Err(untrusted);
+        };
+        let Some(issuer) = runtime.find(iss, &raw.payload).await? else {
+            return Err(untrusted);
+        };
+        let kid = raw.header.kid.clone();
+        let claims = issuer.verifier.verify(token, raw).await?;
+        let remaining = (claims.expires_at() - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        Ok(VerifiedToken {
+            claims,
+            checked_by: CheckedBy::Runtime { issuer, kid },
             valid_until: Instant::now() + remaining,
             memo: M::default(),
         })
@@ -904,6 +992,7 @@ mod tests {
             claims: ClaimRules {
                 groups_claims: vec!["groups".into()],
                 accept_string_booleans: false,
+                connection: None,
             },
             profile: AccessTokenProfile::Rfc9068,
             discovery: None,

@@ -222,6 +222,7 @@ pub fn user_json(user: &tower_jit_provisioning::ProvisionedUser) -> Value {
         "issuer": user.identity().key.issuer(),
         "subject": user.identity().key.subject(),
         "source": user.source().as_str(),
+        "organization_id": u.organization_id,
     })
 }
 

@@ -1,0 +1,295 @@
+//! The organisations' connections while the layer runs: read from the store, replaced when a
+//! store change event says they changed (on every server sharing a PostgreSQL database), each
+//! connection an issuer whose keys are discovered on first use.
+//!
+//! Stage: sign-in sources configured at runtime. Uses `crate::organization` (what is
+//! configured), `crate::store` (where), `crate::builder`'s `Issuer` (the same validation and
+//! verification rules as a configured issuer), and answers `crate::token::verify`'s
+//! [`RuntimeIssuers`] and `crate::provision`'s [`ConnectionRules`].
+//!
+//! A change is read on the first request after its event, before that request's token is
+//! verified: a removed connection signs nobody in from then on, and tokens it verified are no
+//! longer served from the token cache. A connection that did not change keeps its verifier and
+//! the keys it fetched.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::builder::issuer::Issuer;
+use crate::error::{Error, ErrorChain};
+use crate::organization::{Connection, Organization};
+use crate::provision::{ConnectionProvisioning, ConnectionRules};
+use crate::sign_in::ConnectionRef;
+use crate::store::{DynStore, StoreEvent, Subscription};
+use crate::token::fetch::Fetcher;
+use crate::token::verify::{IssuerVerifier, RuntimeIssuer, RuntimeIssuers};
+
+/// How a layer signs in the people of the [organisations](crate::organization) in its store:
+/// give it to [`ProvisioningLayerBuilder::organizations`](crate::ProvisioningLayerBuilder::organizations).
+#[derive(Clone, Debug, Default)]
+pub struct OrganizationDirectory {
+    allow_http_loopback: bool,
+}
+
+impl OrganizationDirectory {
+    /// Organisations' connections with `https` issuers only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also accepts connections whose issuer is plain `http` on a loopback address (a test
+    /// identity provider), as [`Issuer::allow_http_loopback`] does. Off by default.
+    #[must_use]
+    pub fn allow_http_loopback(mut self, allow: bool) -> Self {
+        self.allow_http_loopback = allow;
+        self
+    }
+}
+
+/// One connection, ready to verify and to provision.
+struct Entry {
+    organization: Uuid,
+    connection: Connection,
+    issuer: Arc<RuntimeIssuer>,
+}
+
+/// The connections as last read.
+#[derive(Default)]
+struct Snapshot {
+    /// By issuer URL: every connection of that issuer (several tenants of a shared issuer).
+    by_issuer: HashMap<String, Vec<Entry>>,
+    rules: HashMap<Uuid, Arc<ConnectionProvisioning>>,
+}
+
+/// The organisations' connections of one layer.
+pub(crate) struct Directory {
+    store: Arc<dyn DynStore>,
+    client: reqwest::Client,
+    max_document_bytes: usize,
+    settings: OrganizationDirectory,
+    snapshot: ArcSwap<Snapshot>,
+    /// Set by every organisation change event (and at start): read them again.
+    stale: Arc<AtomicBool>,
+    /// One reading at a time.
+    reading: tokio::sync::Mutex<()>,
+    _subscription: Subscription,
+}
+
+impl Directory {
+    pub(crate) fn new(
+        store: Arc<dyn DynStore>,
+        client: reqwest::Client,
+        max_document_bytes: usize,
+        settings: OrganizationDirectory,
+    ) -> Self {
+        let stale = Arc::new(AtomicBool::new(true));
+        let subscription = {
+            let stale = Arc::clone(&stale);
+            store.changes().subscribe(move |event| {
+                if matches!(event, StoreEvent::OrganizationsChanged | StoreEvent::Reset) {
+                    stale.store(true, Ordering::Release);
+                }
+            })
+        };
+        Self {
+            store,
+            client,
+            max_document_bytes,
+            settings,
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            stale,
+            reading: tokio::sync::Mutex::new(()),
+            _subscription: subscription,
+        }
+    }
+
+    /// Reads the organisations again if they changed since they were read.
+    async fn current(&self) -> Result<Arc<Snapshot>, Error> {
+        if !self.stale.load(Ordering::Acquire) {
+            return Ok(self.snapshot.load_full());
+        }
+        let _turn = self.reading.lock().await;
+        // Cleared before reading: an event arriving during the read marks it stale again.
+        if self.stale.swap(false, Ordering::AcqRel) {
+            match self.store.list_organizations().await {
+                Ok(organizations) => {
+                    let next = self.build(&organizations);
+                    let previous = self.snapshot.swap(Arc::new(next));
+                    self.retire_replaced(&previous);
+                }
+                Err(error) => {
+                    self.stale.store(true, Ordering::Release);
+                    tracing::warn!(
+                        target: "tower_jit_provisioning::organizations",
+                        error = %ErrorChain(&error),
+                        "the organisations could not be read"
+                    );
+                    return Err(Error::StoreUnavailable {
+                        retry_after: std::time::Duration::from_secs(5),
+                    });
+                }
+            }
+        }
+        Ok(self.snapshot.load_full())
+    }
+
+    /// The connections of `organizations`, keeping the verifier of each that did not change.
+    fn build(&self, organizations: &[Organization]) -> Snapshot {
+        let previous = self.snapshot.load();
+        let mut next = Snapshot::default();
+        for organization in organizations {
+            for connection in &organization.connections {
+                let kept = previous
+                    .by_issuer
+                    .get(&connection.issuer)
+                    .and_then(|entries| {
+                        entries.iter().find(|e| {
+                            e.organization == organization.id && e.connection == *connection
+                        })
+                    })
+                    .map(|entry| Arc::clone(&entry.issuer));
+                let built = match kept {
+                    Some(issuer) => {
+                        // Unchanged: same verifier; the rules depend on the organisation too.
+                        self.connection_rules(organization, connection)
+                            .map(|(rules, _)| (rules, issuer))
+                    }
+                    None => {
+                        self.connection_rules(organization, connection)
+                            .map(|(rules, verifier)| {
+                                let issuer = RuntimeIssuer::new(verifier, Arc::clone(&self.stale));
+                                (rules, Arc::new(issuer))
+                            })
+                    }
+                };
+                match built {
+                    Ok((rules, issuer)) => {
+                        next.rules.insert(connection.id, Arc::new(rules));
+                        next.by_issuer
+                            .entry(connection.issuer.clone())
+                            .or_default()
+                            .push(Entry {
+                                organization: organization.id,
+                                connection: connection.clone(),
+                                issuer,
+                            });
+                    }
+                    Err(reason) => tracing::warn!(
+                        target: "tower_jit_provisioning::organizations",
+                        organization = %organization.id,
+                        connection = %connection.id,
+                        %reason,
+                        "a connection that cannot work signs nobody in"
+                    ),
+                }
+            }
+        }
+        next
+    }
+
+    /// Marks every verifier of `previous` that is not in the current snapshot as retired.
+    fn retire_replaced(&self, previous: &Snapshot) {
+        let current = self.snapshot.load();
+        for entry in previous.by_issuer.values().flatten() {
+            let kept = current
+                .by_issuer
+                .get(&entry.connection.issuer)
+                .is_some_and(|entries| {
+                    entries
+                        .iter()
+                        .any(|e| Arc::ptr_eq(&e.issuer, &entry.issuer))
+                });
+            if !kept {
+                entry.issuer.retired.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// A connection's provisioning rules and a verifier for its issuer, by the rules of a
+    /// configured [`Issuer`].
+    fn connection_rules(
+        &self,
+        organization: &Organization,
+        connection: &Connection,
+    ) -> Result<(ConnectionProvisioning, IssuerVerifier), crate::ConfigError> {
+        let mut issuer = Issuer::new(&connection.issuer)
+            .audiences(connection.audiences.iter().cloned())
+            .allow_http_loopback(self.settings.allow_http_loopback)
+            .create_accounts(connection.create_accounts)
+            .require_approval(connection.require_approval);
+        if let Some(pin) = &connection.tenant {
+            issuer = issuer.require_claim(&pin.claim, pin.value.as_str());
+        }
+        if !organization.domains.is_empty() {
+            issuer = issuer.trust_email_domains(organization.domains.iter().cloned());
+        }
+        let mut valid = issuer.validate()?;
+        valid.rules.claims.connection = Some(ConnectionRef {
+            organization: organization.id,
+            connection: connection.id,
+        });
+        let fetcher = Fetcher::new(
+            self.client.clone(),
+            valid.url_policy,
+            self.max_document_bytes,
+        );
+        let rules = ConnectionProvisioning {
+            organization: organization.id,
+            domains: organization.domains.clone(),
+            rules: valid.provisioning,
+            default_roles: connection.default_roles.clone(),
+            group_roles: connection.group_roles.clone(),
+        };
+        Ok((
+            rules,
+            IssuerVerifier::new(valid.rules, fetcher, valid.timing),
+        ))
+    }
+}
+
+impl RuntimeIssuers for Directory {
+    fn find<'a>(
+        &'a self,
+        iss: &'a str,
+        claims: &'a Map<String, Value>,
+    ) -> BoxFuture<'a, Result<Option<Arc<RuntimeIssuer>>, Error>> {
+        Box::pin(async move {
+            let snapshot = self.current().await?;
+            let Some(entries) = snapshot.by_issuer.get(iss) else {
+                return Ok(None);
+            };
+            // A tenant's connection, by the tenant the token names; or the issuer's one
+            // connection without a tenant. The verification that follows checks the claims,
+            // and admission checks the pin again on the verified ones.
+            let pinned = entries.iter().find(|entry| {
+                entry.connection.tenant.as_ref().is_some_and(|pin| {
+                    claims.get(&pin.claim).and_then(Value::as_str) == Some(pin.value.as_str())
+                })
+            });
+            let unpinned = || entries.iter().find(|e| e.connection.tenant.is_none());
+            Ok(pinned
+                .or_else(unpinned)
+                .map(|entry| Arc::clone(&entry.issuer)))
+        })
+    }
+}
+
+impl ConnectionRules for Directory {
+    fn connection(&self, id: Uuid) -> Option<Arc<ConnectionProvisioning>> {
+        self.snapshot.load().rules.get(&id).cloned()
+    }
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("connections", &self.snapshot.load().rules.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,221 @@
+//! Organisations over real HTTP, on SQLite and PostgreSQL: connections added, changed and
+//! removed in the store while the application runs sign people in (or stop) on every server
+//! at the next request; each connection creates, links and signs in accounts of its own
+//! organisation only; an address outside the organisation's domains is not verified; a shared
+//! issuer is pinned to its tenant.
+
+mod common;
+
+use common::stores::{Backend, Db};
+use common::{Server, get_with, user_app};
+use tower_jit_provisioning::organization::{Connection, Organization};
+use tower_jit_provisioning::testing::TestIssuer;
+use tower_jit_provisioning::{OrganizationDirectory, ProvisioningLayer, StoreError, UserStore};
+
+/// An application server signing in the organisations of `store`, and nothing else.
+fn server(store: impl UserStore + Clone) -> ProvisioningLayer {
+    ProvisioningLayer::builder()
+        .organizations(OrganizationDirectory::new().allow_http_loopback(true))
+        .store(store)
+        .link_by_verified_email(true)
+        .build()
+        .unwrap()
+}
+
+async fn app(db: &Db) -> Server {
+    with_store!(db, store => Server::start(user_app(server(store.clone()))).await)
+}
+
+/// Another server on the same database: on PostgreSQL a store of its own, which hears the
+/// first one's changes by `NOTIFY` only.
+async fn other_app(db: &Db) -> Server {
+    match db {
+        Db::Sqlite(..) => app(db).await,
+        Db::Postgres(_, database) => Server::start(user_app(server(database.store().await))).await,
+    }
+}
+
+fn person(idp: &TestIssuer, subject: &str, email: &str) -> String {
+    idp.id_token().subject(subject).email(email, true).sign()
+}
+
+async fn create(db: &Db, organization: Organization) -> Organization {
+    with_store!(db, store => store.create_organization(organization).await.unwrap())
+}
+
+async fn update(db: &Db, organization: Organization) -> Organization {
+    with_store!(db, store => store.update_organization(organization, None).await.unwrap())
+}
+
+/// Polls `url` with `token` until it answers `status` (a change event reaching another
+/// server takes a moment), for 5 s at most.
+async fn eventually(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    status: u16,
+) -> common::Reply {
+    let started = std::time::Instant::now();
+    loop {
+        let reply = get_with(client, url, Some(token)).await;
+        if reply.status == status || started.elapsed() > std::time::Duration::from_secs(5) {
+            assert_eq!(reply.status, status, "{}", reply.body);
+            return reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn an_organisation_added_at_runtime_signs_its_people_in_on_every_server(backend: Backend) {
+    let db = Db::open(backend).await;
+    let (one, two) = (app(&db).await, other_app(&db).await);
+    let client = reqwest::Client::new();
+    let idp = TestIssuer::start().await;
+    let ada = person(&idp, "ada", "ada@partner.example");
+
+    // Nobody trusts the issuer yet.
+    assert_eq!(
+        get_with(&client, &one.url("/me"), Some(&ada)).await.status,
+        401
+    );
+
+    let partner = create(
+        &db,
+        Organization::new("Partner")
+            .domains(["partner.example"])
+            .connection(Connection::oidc(idp.url(), ["test-client"]).default_roles(["partner"])),
+    )
+    .await;
+    for server in [&one, &two] {
+        let reply = eventually(&client, &server.url("/me"), &ada, 200).await;
+        let user = reply.json();
+        assert_eq!(user["organization_id"], partner.id.to_string());
+        assert_eq!(user["email_verified"], true);
+        assert!(
+            user["roles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "partner")
+        );
+    }
+    assert_eq!(db.users().await.len(), 1, "one account, whichever server");
+
+    // The connection removed: its tokens stop at the next request, even a cached one.
+    let mut without = partner.clone();
+    without.connections.clear();
+    update(&db, without).await;
+    for server in [&one, &two] {
+        eventually(&client, &server.url("/me"), &ada, 401).await;
+    }
+}
+
+async fn a_connection_reaches_its_own_organisation_only(backend: Backend) {
+    let db = Db::open(backend).await;
+    let server = app(&db).await;
+    let client = reqwest::Client::new();
+    let me = server.url("/me");
+    let (idp_a, idp_b) = (TestIssuer::start().await, TestIssuer::start().await);
+    let a = create(
+        &db,
+        Organization::new("A")
+            .domains(["a.example"])
+            .connection(Connection::oidc(idp_a.url(), ["test-client"])),
+    )
+    .await;
+    let b = create(
+        &db,
+        Organization::new("B")
+            .domains(["b.example"])
+            .connection(Connection::oidc(idp_b.url(), ["test-client"])),
+    )
+    .await;
+    let ceo = get_with(&client, &me, Some(&person(&idp_a, "ceo", "ceo@a.example"))).await;
+    assert_eq!(ceo.status, 200, "{}", ceo.body);
+
+    // B's IdP asserts an address in A's domain, verified: a new account in B, not A's, and
+    // the address does not count as verified.
+    let impostor = get_with(&client, &me, Some(&person(&idp_b, "imp", "ceo@a.example"))).await;
+    assert_eq!(impostor.status, 200, "{}", impostor.body);
+    let impostor = impostor.json();
+    assert_eq!(impostor["organization_id"], b.id.to_string());
+    assert_ne!(impostor["id"], ceo.json()["id"]);
+    assert_eq!(impostor["email_verified"], false);
+    let users = db.users().await;
+    assert_eq!(users.len(), 2);
+    assert_eq!(
+        users
+            .iter()
+            .filter(|u| u.organization_id == Some(a.id))
+            .count(),
+        1,
+        "nothing created in A"
+    );
+
+    // A's connection moved to B: the accounts it signed in stay A's, and it no longer
+    // reaches them.
+    let mut a_now = with_store!(&db, store => store.get_organization(a.id).await.unwrap().unwrap());
+    let moved = a_now.connections.remove(0);
+    update(&db, a_now).await;
+    let mut b_now = with_store!(&db, store => store.get_organization(b.id).await.unwrap().unwrap());
+    b_now.connections.push(moved);
+    update(&db, b_now).await;
+    let crossed = get_with(&client, &me, Some(&person(&idp_a, "ceo", "ceo@a.example"))).await;
+    assert_eq!(crossed.status, 403, "{}", crossed.body);
+    assert_eq!(crossed.json()["code"], "other_organization");
+    let ceo_now = db
+        .users()
+        .await
+        .into_iter()
+        .find(|u| u.organization_id == Some(a.id))
+        .unwrap();
+    assert!(
+        ceo_now.email_verified,
+        "nothing of B's sign-in was synced into A's account"
+    );
+    assert_eq!(ceo_now.version, 1);
+}
+
+async fn a_shared_issuer_is_pinned_to_each_organisations_tenant(backend: Backend) {
+    let db = Db::open(backend).await;
+    let server = app(&db).await;
+    let client = reqwest::Client::new();
+    let me = server.url("/me");
+    // One issuer URL for every tenant, as Entra's multi-tenant `common` endpoint's tokens.
+    let common_idp = TestIssuer::start().await;
+    let tenant = |name: &str, tid: &str| {
+        Organization::new(name)
+            .connection(Connection::oidc(common_idp.url(), ["test-client"]).tenant("tid", tid))
+    };
+    let contoso = create(&db, tenant("Contoso", "t-contoso")).await;
+    let fabrikam = create(&db, tenant("Fabrikam", "t-fabrikam")).await;
+    let token = |sub: &str, tid: &str| common_idp.id_token().subject(sub).claim("tid", tid).sign();
+
+    let c = get_with(&client, &me, Some(&token("c1", "t-contoso"))).await;
+    assert_eq!(c.json()["organization_id"], contoso.id.to_string());
+    let f = get_with(&client, &me, Some(&token("f1", "t-fabrikam"))).await;
+    assert_eq!(f.json()["organization_id"], fabrikam.id.to_string());
+    for stranger in [
+        token("x1", "t-elsewhere"),
+        common_idp.id_token().subject("x2").sign(),
+    ] {
+        let refused = get_with(&client, &me, Some(&stranger)).await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+    }
+    assert_eq!(db.users().await.len(), 2, "no account for another tenant");
+
+    // A second organisation cannot claim a tenant that is taken.
+    let taken =
+        with_store!(&db, store => store.create_organization(tenant("Copycat", "t-contoso")).await);
+    assert!(
+        matches!(taken, Err(StoreError::Duplicate("connection"))),
+        "{taken:?}"
+    );
+}
+
+on_every_store!(
+    "organizations";
+    an_organisation_added_at_runtime_signs_its_people_in_on_every_server,
+    a_connection_reaches_its_own_organisation_only,
+    a_shared_issuer_is_pinned_to_each_organisations_tenant,
+);
