@@ -20,7 +20,7 @@
 //! | `JIT_LINK_CLAIM` | with `JIT_SCIM_TOKEN`: links a first sign-in to the account SCIM created whose `externalId` equals this claim of the token (`oid` for Entra), if nobody has signed in to it yet; empty turns it off | `sub` |
 //! | `JIT_CREATE_ACCOUNTS` | `0`: pre-provisioned only; a first sign-in without an account (created by SCIM, or found by `JIT_LINK_CLAIM` or `JIT_LINK_BY_VERIFIED_EMAIL`) is refused 403 `not_provisioned` | `1` |
 //! | `JIT_REQUIRE_APPROVAL` | `1`: new accounts wait for approval (403 `pending_approval` until approved through the admin API) | off |
-//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse`, and `POST /admin/explain` with `{"token": …}` or `{"issuer": …, "claims": {…}}`, which answers the decision trace and the would-be account as JSON and writes nothing (an expired, forged or unknown-issuer token: 422 naming the reason) | no admin API |
+//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse`, and `POST /admin/explain` with `{"token": …}` or `{"issuer": …, "claims": {…}}`, which answers the decision trace and the would-be account as JSON and writes nothing (an expired, forged or unknown-issuer token: 422 naming the reason); organisations: `POST /admin/organizations` (`{"name", "domains", "connections": [{"issuer", "audiences", "tenant": {"claim", "value"}, "default_roles", "group_roles": {"group": "role"}, "create_accounts", "require_approval"}]}`), `GET /admin/organizations`, `GET\|PUT\|DELETE /admin/organizations/{id}`, `POST /admin/organizations/{id}/connections`, `DELETE /admin/organizations/{id}/connections/{cid}`; bad input: 400 problem document naming the `field`, a domain or connection another organisation holds: 409, and nothing written. Their connections sign people in from the next request, on every server | no admin API |
 //! | `JIT_METRICS` | `1`: `GET /metrics` answers the layer's, the store's and SCIM's metrics in the Prometheus text format | off |
 //! | `JIT_GRAPH_TENANT`, `JIT_GRAPH_CLIENT_ID`, `JIT_GRAPH_CLIENT_SECRET` | Entra ID group overage: when a token says its groups did not fit, they are read from Microsoft Graph (`transitiveMemberOf`, as this application's client credentials); groups are object ids, so `JIT_GROUP_ROLES` maps GUIDs; until Graph answers, groups stay as they were | off |
 //! | `JIT_GRAPH_URL`, `JIT_GRAPH_TOKEN_URL` | Graph's base URL and the client-credentials token endpoint | `https://graph.microsoft.com/`, `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token` |
@@ -67,15 +67,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use http::header;
 use serde_json::Value;
-use tower_jit_provisioning::approval::Approvals;
 use tower_jit_provisioning::login::{BrowserLogin, OAuth2Provider, SamlLogin};
 use tower_jit_provisioning::provision::groups::MicrosoftGraph;
 use tower_jit_provisioning::provision::legacy_sql::SqlLegacyAccounts;
 use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::{TestGitHub, TestIssuer};
 use tower_jit_provisioning::{
-    AttributeMapping, ConfigError, Issuer, IssuerPolicy, PostgresStore, Provider, ProvisionedUser,
-    ProvisioningLayer, ProvisioningLayerBuilder, SqliteStore, StoreError, TokenKind, UserStore,
+    AttributeMapping, ConfigError, Issuer, IssuerPolicy, OrganizationDirectory, PostgresStore,
+    Provider, ProvisionedUser, ProvisioningLayer, ProvisioningLayerBuilder, SqliteStore,
+    StoreError, TokenKind, UserStore,
 };
 
 /// A setting that cannot work, with the variable that holds it.
@@ -719,6 +719,7 @@ async fn me(user: ProvisionedUser) -> Response {
         created_at: chrono::DateTime<chrono::Utc>,
         updated_at: chrono::DateTime<chrono::Utc>,
         last_login_at: Option<chrono::DateTime<chrono::Utc>>,
+        organization_id: Option<uuid::Uuid>,
         identity: Identity<'a>,
     }
     let u = user.user();
@@ -741,6 +742,7 @@ async fn me(user: ProvisionedUser) -> Response {
         created_at: u.created_at,
         updated_at: u.updated_at,
         last_login_at: u.last_login_at,
+        organization_id: u.organization_id,
         identity: Identity {
             issuer: key.issuer(),
             subject: key.subject(),
@@ -882,9 +884,9 @@ async fn open_store(
             })
             .transpose()?;
         let admin = admin_token.map(|token| {
-            let approvals = Approvals::new(store.clone());
+            let store = store.clone();
             let token = token.to_owned();
-            Box::new(move |layer| admin::router(approvals, layer, &token))
+            Box::new(move |layer| admin::router(store, layer, &token))
                 as Box<dyn FnOnce(ProvisioningLayer) -> Router + Send>
         });
         Ok(Doors { scim, admin })
@@ -1005,6 +1007,8 @@ async fn run() -> Result<(), String> {
     });
     let mut builder = builder
         .mapping(mapping)
+        // Organisations added through the admin API sign in from the next request.
+        .organizations(OrganizationDirectory::new().allow_http_loopback(settings.allow_http))
         .link_by_verified_email(settings.link_by_verified_email)
         .create_accounts(settings.create_accounts)
         .require_approval(settings.require_approval);
@@ -1234,13 +1238,25 @@ mod admin {
     use http::{StatusCode, header};
     use serde_json::{Value, json};
     use tower_jit_provisioning::approval::{ApprovalError, Approvals};
-    use tower_jit_provisioning::{Error, ProvisioningLayer, UserStore};
+    use tower_jit_provisioning::organization::{Connection, Organization, TenantPin};
+    use tower_jit_provisioning::{Error, ProvisioningLayer, StoreError, UserStore};
 
     /// What the admin routes share.
     #[derive(Clone)]
     struct Admin<S> {
         approvals: Approvals<S>,
         layer: ProvisioningLayer,
+        store: S,
+    }
+
+    /// The store, as the organisation routes take it.
+    #[derive(Clone)]
+    struct Organizations<S>(S);
+
+    impl<S: Clone> FromRef<Admin<S>> for Organizations<S> {
+        fn from_ref(admin: &Admin<S>) -> Self {
+            Self(admin.store.clone())
+        }
     }
 
     impl<S: Clone> FromRef<Admin<S>> for Approvals<S> {
@@ -1262,10 +1278,11 @@ mod admin {
     const APPROVER: &str = "admin-api";
 
     pub(super) fn router<S: UserStore + Clone>(
-        approvals: Approvals<S>,
+        store: S,
         layer: ProvisioningLayer,
         token: &str,
     ) -> Router {
+        let approvals = Approvals::new(store.clone());
         let expected = digest::digest(&digest::SHA256, token.as_bytes());
         let guard = move |request: Request, next: Next| {
             let presented = request
@@ -1298,8 +1315,28 @@ mod admin {
                 "/explain",
                 post(explain).layer(DefaultBodyLimit::max(MAX_EXPLAIN_BODY)),
             )
+            .route(
+                "/organizations",
+                get(list_organizations::<S>).post(create_organization::<S>),
+            )
+            .route(
+                "/organizations/{id}",
+                get(get_organization::<S>)
+                    .put(replace_organization::<S>)
+                    .delete(delete_organization::<S>),
+            )
+            .route("/organizations/{id}/connections", post(add_connection::<S>))
+            .route(
+                "/organizations/{id}/connections/{connection}",
+                axum::routing::delete(remove_connection::<S>),
+            )
+            .layer(DefaultBodyLimit::max(MAX_ORGANIZATION_BODY))
             .layer(middleware::from_fn(guard))
-            .with_state(Admin { approvals, layer })
+            .with_state(Admin {
+                approvals,
+                layer,
+                store,
+            })
     }
 
     /// `POST /admin/explain`: `{"token": "<jwt or opaque token>"}`, verified as a request's
@@ -1352,6 +1389,327 @@ mod admin {
 
     fn error(status: StatusCode, code: &str) -> Response {
         (status, Json(json!({ "error": code }))).into_response()
+    }
+
+    /// What `POST /admin/organizations` and `PUT /admin/organizations/{id}` read.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct OrganizationInput {
+        name: String,
+        #[serde(default)]
+        domains: Vec<String>,
+        #[serde(default)]
+        connections: Vec<ConnectionInput>,
+    }
+
+    /// A connection as the admin API reads it.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ConnectionInput {
+        /// Kept when given (a `PUT` that keeps a connection), else a new one.
+        #[serde(default)]
+        id: Option<uuid::Uuid>,
+        issuer: String,
+        audiences: Vec<String>,
+        #[serde(default)]
+        tenant: Option<TenantPin>,
+        #[serde(default)]
+        default_roles: Vec<String>,
+        /// `{"group": "role"}`.
+        #[serde(default)]
+        group_roles: std::collections::BTreeMap<String, String>,
+        #[serde(default = "yes")]
+        create_accounts: bool,
+        #[serde(default)]
+        require_approval: bool,
+    }
+
+    fn yes() -> bool {
+        true
+    }
+
+    impl ConnectionInput {
+        fn connection(self) -> Connection {
+            let mut connection = Connection::oidc(self.issuer, self.audiences)
+                .default_roles(self.default_roles)
+                .create_accounts(self.create_accounts)
+                .require_approval(self.require_approval);
+            if let Some(id) = self.id {
+                connection.id = id;
+            }
+            connection.tenant = self.tenant;
+            for (group, role) in self.group_roles {
+                connection = connection.group_role(group, role);
+            }
+            connection
+        }
+    }
+
+    /// The largest organisation document read.
+    const MAX_ORGANIZATION_BODY: usize = 256 * 1024;
+
+    /// An RFC 9457 problem document, naming the field that is wrong when one is.
+    struct Problem {
+        status: StatusCode,
+        code: &'static str,
+        field: String,
+        detail: String,
+    }
+
+    impl Problem {
+        fn new(status: StatusCode, code: &'static str, field: &str, detail: &str) -> Self {
+            Self {
+                status,
+                code,
+                field: field.to_owned(),
+                detail: detail.to_owned(),
+            }
+        }
+
+        fn not_found() -> Self {
+            Self::new(StatusCode::NOT_FOUND, "not_found", "", "no such connection")
+        }
+    }
+
+    impl IntoResponse for Problem {
+        fn into_response(self) -> Response {
+            let mut body = json!({
+                "type": "about:blank",
+                "title": self.code,
+                "status": self.status.as_u16(),
+                "detail": self.detail,
+            });
+            if !self.field.is_empty() {
+                body["field"] = Value::from(self.field);
+            }
+            let mut response = (self.status, Json(body)).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/problem+json"),
+            );
+            response
+        }
+    }
+
+    /// A 400 problem document naming the field that is wrong.
+    fn bad_field(field: &str, detail: &str) -> Problem {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_organization",
+            field,
+            detail,
+        )
+    }
+
+    /// `body` read as `T`, or the 400 that names the field that is wrong.
+    fn read<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+        let deserializer = &mut serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            // serde's message says what was expected; never the value that was sent.
+            let detail = error.inner().to_string();
+            let detail = detail.split(" at line").next().unwrap_or_default();
+            // A missing field is named by the message, below the object that lacks it.
+            let missing = detail
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next());
+            let field = match missing {
+                Some(name) if path.is_empty() => name.to_owned(),
+                Some(name) => format!("{path}.{name}"),
+                None => path,
+            };
+            bad_field(&field, detail)
+        })
+    }
+
+    /// A store's refusal as the answer it deserves.
+    fn store_refusal(refusal: &StoreError) -> Response {
+        match refusal {
+            StoreError::Duplicate("domain") => Problem::new(
+                StatusCode::CONFLICT,
+                "domain_taken",
+                "domains",
+                "a domain belongs to another organization",
+            )
+            .into_response(),
+            StoreError::Duplicate(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "connection_taken",
+                "connections",
+                "a connection (issuer and tenant) belongs to another organization",
+            )
+            .into_response(),
+            StoreError::NotFound => error(StatusCode::NOT_FOUND, "not_found"),
+            StoreError::Conflict => error(StatusCode::CONFLICT, "changed_concurrently"),
+            _ => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        }
+    }
+
+    /// `input` as an organisation (`id` for a replacement), validated.
+    fn organization(
+        input: OrganizationInput,
+        id: Option<uuid::Uuid>,
+    ) -> Result<Organization, Problem> {
+        let mut organization = Organization::new(input.name).domains(input.domains);
+        if let Some(id) = id {
+            organization.id = id;
+        }
+        for connection in input.connections {
+            organization = organization.connection(connection.connection());
+        }
+        organization
+            .validate()
+            .map_err(|invalid| bad_field(&invalid.field, invalid.reason))
+    }
+
+    fn created(organization: &Organization) -> Response {
+        (StatusCode::CREATED, Json(organization)).into_response()
+    }
+
+    async fn list_organizations<S: UserStore + Clone>(
+        State(Organizations(store)): State<Organizations<S>>,
+    ) -> Response {
+        match store.list_organizations().await {
+            Ok(organizations) => Json(json!({ "organizations": organizations })).into_response(),
+            Err(e) => store_refusal(&e),
+        }
+    }
+
+    async fn create_organization<S: UserStore + Clone>(
+        State(Organizations(store)): State<Organizations<S>>,
+        body: Bytes,
+    ) -> Response {
+        let organization = match read(&body).and_then(|input| organization(input, None)) {
+            Ok(organization) => organization,
+            Err(refused) => return refused.into_response(),
+        };
+        match store.create_organization(organization).await {
+            Ok(organization) => created(&organization),
+            Err(e) => store_refusal(&e),
+        }
+    }
+
+    async fn get_organization<S: UserStore + Clone>(
+        State(Organizations(store)): State<Organizations<S>>,
+        Path(id): Path<String>,
+    ) -> Response {
+        let Ok(id) = uuid::Uuid::parse_str(&id) else {
+            return error(StatusCode::NOT_FOUND, "not_found");
+        };
+        match store.get_organization(id).await {
+            Ok(Some(organization)) => Json(organization).into_response(),
+            Ok(None) => error(StatusCode::NOT_FOUND, "not_found"),
+            Err(e) => store_refusal(&e),
+        }
+    }
+
+    async fn replace_organization<S: UserStore + Clone>(
+        State(Organizations(store)): State<Organizations<S>>,
+        Path(id): Path<String>,
+        body: Bytes,
+    ) -> Response {
+        let Ok(id) = uuid::Uuid::parse_str(&id) else {
+            return error(StatusCode::NOT_FOUND, "not_found");
+        };
+        let organization = match read(&body).and_then(|input| organization(input, Some(id))) {
+            Ok(organization) => organization,
+            Err(refused) => return refused.into_response(),
+        };
+        match store.update_organization(organization, None).await {
+            Ok(organization) => Json(organization).into_response(),
+            Err(e) => store_refusal(&e),
+        }
+    }
+
+    async fn delete_organization<S: UserStore + Clone>(
+        State(Organizations(store)): State<Organizations<S>>,
+        Path(id): Path<String>,
+    ) -> Response {
+        let Ok(id) = uuid::Uuid::parse_str(&id) else {
+            return error(StatusCode::NOT_FOUND, "not_found");
+        };
+        match store.delete_organization(id).await {
+            Ok(true) => StatusCode::NO_CONTENT.into_response(),
+            Ok(false) => error(StatusCode::NOT_FOUND, "not_found"),
+            Err(e) => store_refusal(&e),
+        }
+    }
+
+    /// Changes an organisation by `change`, read-modify-write on its version, retried when
+    /// another write landed in between.
+    async fn change_organization<S: UserStore + Clone>(
+        store: &S,
+        id: uuid::Uuid,
+        change: impl Fn(&mut Organization) -> Result<(), Problem>,
+    ) -> Response {
+        for _ in 0..5 {
+            let mut organization = match store.get_organization(id).await {
+                Ok(Some(organization)) => organization,
+                Ok(None) => return error(StatusCode::NOT_FOUND, "not_found"),
+                Err(e) => return store_refusal(&e),
+            };
+            let version = organization.version;
+            if let Err(refused) = change(&mut organization) {
+                return refused.into_response();
+            }
+            let organization = match organization.validate() {
+                Ok(organization) => organization,
+                Err(invalid) => return bad_field(&invalid.field, invalid.reason).into_response(),
+            };
+            match store.update_organization(organization, Some(version)).await {
+                Ok(organization) => return created(&organization),
+                Err(StoreError::Conflict) => {}
+                Err(e) => return store_refusal(&e),
+            }
+        }
+        error(StatusCode::CONFLICT, "changed_concurrently")
+    }
+
+    async fn add_connection<S: UserStore + Clone>(
+        State(Organizations(store)): State<Organizations<S>>,
+        Path(id): Path<String>,
+        body: Bytes,
+    ) -> Response {
+        let Ok(id) = uuid::Uuid::parse_str(&id) else {
+            return error(StatusCode::NOT_FOUND, "not_found");
+        };
+        let input: ConnectionInput = match read(&body) {
+            Ok(input) => input,
+            Err(refused) => return refused.into_response(),
+        };
+        let connection = input.connection();
+        change_organization(&store, id, move |organization| {
+            organization.connections.push(connection.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_connection<S: UserStore + Clone>(
+        State(Organizations(store)): State<Organizations<S>>,
+        Path((id, connection)): Path<(String, String)>,
+    ) -> Response {
+        let (Ok(id), Ok(connection)) = (
+            uuid::Uuid::parse_str(&id),
+            uuid::Uuid::parse_str(&connection),
+        ) else {
+            return error(StatusCode::NOT_FOUND, "not_found");
+        };
+        let changed = change_organization(&store, id, |organization| {
+            let before = organization.connections.len();
+            organization.connections.retain(|c| c.id != connection);
+            if organization.connections.len() == before {
+                return Err(Problem::not_found());
+            }
+            Ok(())
+        })
+        .await;
+        if changed.status() == StatusCode::CREATED {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            changed
+        }
     }
 
     async fn pending<S: UserStore + Clone>(State(approvals): State<Approvals<S>>) -> Response {

@@ -1861,3 +1861,201 @@ async fn migration_waits_for_a_legacy_database_that_is_down() {
     .unwrap();
     assert!(store.list_users(None, 10).await.unwrap().is_empty());
 }
+
+/// Organisations through the admin API: refused input names its field and writes nothing; an
+/// organisation added at runtime signs its first person in at every server without a restart;
+/// another organisation cannot take its domain; removing its connection stops its tokens.
+async fn organisations_through_the_admin_api(postgres: Option<&str>) {
+    let idp = TestIssuer::start().await;
+    let pg = match postgres {
+        Some(test) => Some(common::PgDatabase::create(test).await),
+        None => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("jit.db").display());
+    let database = pg.as_ref().map_or(sqlite.as_str(), |db| db.url.as_str());
+    let admin = "admin-secret-of-sixteen-or-more";
+    let env = [
+        ("JIT_ISSUERS", "https://login.example.com"),
+        ("JIT_AUDIENCES", "test-client"),
+        ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ("JIT_ADMIN_TOKEN", admin),
+        ("JIT_DATABASE_URL", database),
+    ];
+    let one = start(&env, &dir);
+    let two = if pg.is_some() {
+        Some(start(&env, &dir))
+    } else {
+        None
+    };
+    let servers: Vec<&Running> = std::iter::once(&one).chain(two.as_ref()).collect();
+    let client = reqwest::Client::new();
+    let organizations = format!("{}/admin/organizations", one.base);
+    let post = |url: String, body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            common::reply(
+                client
+                    .post(url)
+                    .bearer_auth(admin)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let list = || async {
+        get_with(&client, &organizations, Some(admin)).await.json()["organizations"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    // Bad input: 400 naming the field, and nothing written.
+    let connection = json!({"issuer": idp.url(), "audiences": ["test-client"]});
+    for (body, field) in [
+        (json!({"domains": ["partner.example"]}), "name"),
+        (
+            json!({"name": "P", "connections": [{"audiences": ["a"]}]}),
+            "connections[0].issuer",
+        ),
+        (
+            json!({"name": "P", "domains": ["not a domain"]}),
+            "domains[0]",
+        ),
+        (
+            json!({"name": "P", "domains": "partner.example"}),
+            "domains",
+        ),
+        (
+            json!({"name": "P", "connections": [{"issuer": "http://idp.partner.example", "audiences": ["a"]}]}),
+            "connections[0].issuer",
+        ),
+        (
+            json!({"name": "P", "connections": [{"issuer": idp.url(), "audiences": []}]}),
+            "connections[0].audiences",
+        ),
+        (
+            json!({"name": "P", "connections": [{"issuer": idp.url(), "audiences": ["a"], "colour": "red"}]}),
+            "connections[0].colour",
+        ),
+    ] {
+        let refused = post(organizations.clone(), body.clone()).await;
+        assert_eq!(refused.status, 400, "{body}: {}", refused.body);
+        assert_eq!(
+            refused.header("content-type"),
+            Some("application/problem+json")
+        );
+        let problem = refused.json();
+        assert_eq!(
+            problem["field"].as_str().unwrap_or_default(),
+            field,
+            "{body}: {problem}"
+        );
+    }
+    assert_eq!(list().await, 0, "nothing written");
+    let anonymous = common::reply(
+        client
+            .post(&organizations)
+            .json(&json!({"name": "P"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+
+    // Added at runtime: its first person signs in at every server, in the organisation.
+    let ada = idp
+        .id_token()
+        .subject("ada")
+        .email("ada@partner.example", true)
+        .sign();
+    assert_eq!(
+        get_with(&client, &format!("{}/me", one.base), Some(&ada))
+            .await
+            .status,
+        401
+    );
+    let created = post(
+        organizations.clone(),
+        json!({"name": "Partner", "domains": ["Partner.example"], "connections": [connection]}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let partner = created.json();
+    assert_eq!(partner["domains"], json!(["partner.example"]));
+    let id = partner["id"].as_str().unwrap().to_owned();
+    for server in &servers {
+        let me = format!("{}/me", server.base);
+        let mut reply = get_with(&client, &me, Some(&ada)).await;
+        let started = std::time::Instant::now();
+        while reply.status != 200 && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            reply = get_with(&client, &me, Some(&ada)).await;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json()["organization_id"], id.as_str());
+    }
+
+    // Another organisation cannot take its domain (or its connection): 409, nothing written.
+    let grab = post(
+        organizations.clone(),
+        json!({"name": "Grab", "domains": ["partner.example"]}),
+    )
+    .await;
+    assert_eq!(grab.status, 409, "{}", grab.body);
+    assert_eq!(grab.json()["field"], "domains");
+    assert_eq!(list().await, 1);
+
+    // Its connection removed: its tokens stop at every server.
+    let connection_id = partner["connections"][0]["id"].as_str().unwrap();
+    let removed = common::reply(
+        client
+            .delete(format!("{organizations}/{id}/connections/{connection_id}"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(removed.status, 204, "{}", removed.body);
+    for server in &servers {
+        let me = format!("{}/me", server.base);
+        let mut status = get_with(&client, &me, Some(&ada)).await.status;
+        let started = std::time::Instant::now();
+        while status != 401 && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            status = get_with(&client, &me, Some(&ada)).await.status;
+        }
+        assert_eq!(status, 401);
+    }
+    let deleted = common::reply(
+        client
+            .delete(format!("{organizations}/{id}"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(deleted.status, 204);
+    let gone = get_with(&client, &format!("{organizations}/{id}"), Some(admin)).await;
+    assert_eq!(gone.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organisations_through_the_admin_api_on_sqlite() {
+    organisations_through_the_admin_api(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(jit_test_postgres),
+    ignore = "needs PostgreSQL: set JIT_TEST_POSTGRES_URL (bash .ci/run does)"
+)]
+async fn organisations_through_the_admin_api_on_two_servers_on_postgres() {
+    organisations_through_the_admin_api(Some("server::organizations")).await;
+}
