@@ -25,6 +25,7 @@
 //! | `JIT_GRAPH_TENANT`, `JIT_GRAPH_CLIENT_ID`, `JIT_GRAPH_CLIENT_SECRET` | Entra ID group overage: when a token says its groups did not fit, they are read from Microsoft Graph (`transitiveMemberOf`, as this application's client credentials); groups are object ids, so `JIT_GROUP_ROLES` maps GUIDs; until Graph answers, groups stay as they were | off |
 //! | `JIT_GRAPH_URL`, `JIT_GRAPH_TOKEN_URL` | Graph's base URL and the client-credentials token endpoint | `https://graph.microsoft.com/`, `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token` |
 //! | `JIT_SCIM_TOKEN` | mounts the SCIM 2.0 service provider at `/scim/v2` behind this bearer secret (16 characters at least) | no SCIM |
+//! | `JIT_SCIM_TOKEN_<ORG_ID>` | a SCIM secret scoped to one organisation (its id, 32 hex digits without hyphens, or with `_` in their place): that client sees, changes and creates only that organisation's users and groups (others answer 404); mounts SCIM too. Read at start: restart after adding one | none |
 //! | `JIT_PUBLIC_URL` | the server's external base URL; the redirect URI is exactly this + `/callback`, whatever `Host` or `X-Forwarded-*` say | `http://` + `JIT_LISTEN` |
 //! | `JIT_OIDC_CLIENT_ID`, `JIT_OIDC_CLIENT_SECRET` | the application's client at the issuers of `JIT_ISSUERS`: browser sign-in is on when the client id is set (no secret: a public client, PKCE only), and always with the development issuer. `JIT_AUDIENCES` defaults to the client id | off |
 //! | `JIT_OIDC_SCOPES` | scopes to ask for beside `openid email profile`, space-separated (`groups`) | none |
@@ -119,6 +120,8 @@ struct Settings {
     /// `JIT_ADMIN_TOKEN`: the admin API's bearer secret.
     admin_token: Option<String>,
     scim_token: Option<String>,
+    /// `JIT_SCIM_TOKEN_<ORG_ID>`: SCIM secrets each scoped to one organisation.
+    scim_organization_tokens: Vec<(uuid::Uuid, String)>,
     /// `None`: `http://` + `JIT_LISTEN`, with the port actually bound.
     public_url: Option<String>,
     /// The application's client for browser sign-in at `issuers`: id and secret.
@@ -502,7 +505,9 @@ fn settings() -> Result<Settings, BadSetting> {
             Ok(claim) => Some(claim.trim().to_owned()).filter(|c| !c.is_empty()),
             Err(_) => Some("sub".to_owned()),
         }
-        .filter(|_| var("JIT_SCIM_TOKEN").is_some()),
+        .filter(|_| {
+            var("JIT_SCIM_TOKEN").is_some() || std::env::vars().any(|(k, _)| is_org_scim_token(&k))
+        }),
         create_accounts: var("JIT_CREATE_ACCOUNTS").is_none() || flag("JIT_CREATE_ACCOUNTS")?,
         require_approval: flag("JIT_REQUIRE_APPROVAL")?,
         metrics: flag("JIT_METRICS")?,
@@ -517,6 +522,7 @@ fn settings() -> Result<Settings, BadSetting> {
             token => token,
         },
         scim_token: var("JIT_SCIM_TOKEN"),
+        scim_organization_tokens: organization_scim_tokens()?,
         public_url: public_url.map(|url| url.trim_end_matches('/').to_owned()),
         client,
         scopes,
@@ -559,6 +565,37 @@ fn variable_of(error: &ConfigError) -> &'static str {
         }
         _ => "JIT_ISSUERS",
     }
+}
+
+/// Whether `name` is a `JIT_SCIM_TOKEN_<ORG_ID>` variable.
+fn is_org_scim_token(name: &str) -> bool {
+    name.strip_prefix("JIT_SCIM_TOKEN_")
+        .is_some_and(|id| !id.is_empty())
+}
+
+/// `JIT_SCIM_TOKEN_<ORG_ID>=<secret>`: a SCIM client that manages the organisation whose id
+/// (32 hex digits, without hyphens, which variable names cannot hold; or with underscores in
+/// their place) ends the name.
+fn organization_scim_tokens() -> Result<Vec<(uuid::Uuid, String)>, BadSetting> {
+    let mut tokens = Vec::new();
+    for (name, secret) in std::env::vars() {
+        let Some(id) = name
+            .strip_prefix("JIT_SCIM_TOKEN_")
+            .filter(|id| !id.is_empty())
+        else {
+            continue;
+        };
+        let id = uuid::Uuid::parse_str(&id.replace('_', "-"))
+            .or_else(|_| uuid::Uuid::parse_str(id))
+            .map_err(|_| {
+                bad(
+                    "JIT_SCIM_TOKEN_<ORG_ID>",
+                    format!("{name}: not an organisation id"),
+                )
+            })?;
+        tokens.push((id, secret));
+    }
+    Ok(tokens)
 }
 
 /// The legacy accounts query when `JIT_LEGACY_QUERY` is not set: a `users` table of the old
@@ -852,6 +889,12 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// The SCIM secrets: the application's own client's, and one per organisation.
+struct ScimSecrets {
+    global: Option<String>,
+    organizations: Vec<(uuid::Uuid, String)>,
+}
+
 /// The routers beside the layer, on its store: SCIM when a SCIM secret is set, the admin
 /// API when an admin secret is.
 struct Doors {
@@ -865,24 +908,31 @@ struct Doors {
 async fn open_store(
     url: &str,
     mapping: &AttributeMapping,
-    scim_token: Option<&str>,
+    scim: &ScimSecrets,
     admin_token: Option<&str>,
 ) -> Result<(ProvisioningLayerBuilder, Doors), String> {
     fn doors<S: UserStore + Clone>(
         store: &S,
         mapping: &AttributeMapping,
-        scim_token: Option<&str>,
+        secrets: &ScimSecrets,
         admin_token: Option<&str>,
     ) -> Result<Doors, String> {
-        let scim = scim_token
-            .map(|token| {
-                Scim::new(store.clone())
-                    .bearer_token("scim", token)
-                    .mapping(mapping.clone())
-                    .router()
-                    .map_err(|e| format!("JIT_SCIM_TOKEN: {e}"))
-            })
-            .transpose()?;
+        let scim = if secrets.global.is_none() && secrets.organizations.is_empty() {
+            None
+        } else {
+            let mut scim = Scim::new(store.clone()).mapping(mapping.clone());
+            if let Some(token) = &secrets.global {
+                scim = scim.bearer_token("scim", token);
+            }
+            for (organization, token) in &secrets.organizations {
+                scim =
+                    scim.organization_token(format!("scim:{organization}"), token, *organization);
+            }
+            let router = scim
+                .router()
+                .map_err(|e| format!("JIT_SCIM_TOKEN / JIT_SCIM_TOKEN_<ORG_ID>: {e}"))?;
+            Some(router)
+        };
         let admin = admin_token.map(|token| {
             let store = store.clone();
             let token = token.to_owned();
@@ -901,12 +951,12 @@ async fn open_store(
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url).await.map_err(database)?;
         store.migrate().await.map_err(database)?;
-        let doors = doors(&store, mapping, scim_token, admin_token)?;
+        let doors = doors(&store, mapping, scim, admin_token)?;
         Ok((ProvisioningLayer::builder().store(store), doors))
     } else {
         let store = PostgresStore::connect(url).await.map_err(database)?;
         store.migrate().await.map_err(database)?;
-        let doors = doors(&store, mapping, scim_token, admin_token)?;
+        let doors = doors(&store, mapping, scim, admin_token)?;
         Ok((ProvisioningLayer::builder().store(store), doors))
     }
 }
@@ -962,10 +1012,14 @@ async fn run() -> Result<(), String> {
     for (group, role) in &settings.group_roles {
         mapping = mapping.group_role(group, role);
     }
+    let scim = ScimSecrets {
+        global: settings.scim_token.clone(),
+        organizations: settings.scim_organization_tokens.clone(),
+    };
     let (builder, doors) = open_store(
         &settings.database_url,
         &mapping,
-        settings.scim_token.as_deref(),
+        &scim,
         settings.admin_token.as_deref(),
     )
     .await?;

@@ -303,6 +303,9 @@ pub struct Group {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// The organisation whose SCIM client created it; `None` for the application's own.
+    #[serde(default)]
+    pub organization_id: Option<Uuid>,
 }
 
 /// A group a store is asked to create.
@@ -316,6 +319,8 @@ pub struct NewGroup {
     pub members: Vec<Uuid>,
     /// See [`Group::scim_attributes`].
     pub scim_attributes: Map<String, Value>,
+    /// See [`Group::organization_id`].
+    pub organization_id: Option<Uuid>,
 }
 
 /// A change to a group: each `Some` field is replaced.
@@ -347,6 +352,7 @@ impl Group {
             version: 1,
             created_at: now,
             updated_at: now,
+            organization_id: new.organization_id,
         }
     }
 

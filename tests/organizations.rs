@@ -7,8 +7,10 @@
 mod common;
 
 use common::stores::{Backend, Db};
-use common::{Server, get_with, user_app};
+use common::{Server, get_with, scim_request, user_app};
+use serde_json::{Value, json};
 use tower_jit_provisioning::organization::{Connection, Organization};
+use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::TestIssuer;
 use tower_jit_provisioning::{OrganizationDirectory, ProvisioningLayer, StoreError, UserStore};
 
@@ -213,9 +215,146 @@ async fn a_shared_issuer_is_pinned_to_each_organisations_tenant(backend: Backend
     );
 }
 
+/// A SCIM client scoped to one organisation sees, changes and deletes its users and groups
+/// only: another organisation's are not there to it; what it creates is its organisation's.
+async fn a_scim_token_of_one_organisation_reaches_no_other(backend: Backend) {
+    const GLOBAL: &str = "global-scim-secret-0123456789";
+    const SECRET_A: &str = "scim-secret-of-organisation-a";
+    const SECRET_B: &str = "scim-secret-of-organisation-b";
+    let db = Db::open(backend).await;
+    let a = create(&db, Organization::new("A").domains(["a.example"])).await;
+    let b = create(&db, Organization::new("B").domains(["b.example"])).await;
+    let router = with_store!(&db, store => {
+        let scim = Scim::new(store.clone())
+            .bearer_token("it", GLOBAL)
+            .organization_token("a-idp", SECRET_A, a.id)
+            .organization_token("b-idp", SECRET_B, b.id)
+            .router()
+            .unwrap();
+        user_app(server(store.clone())).nest("/scim/v2", scim)
+    });
+    let server = Server::start(router).await;
+    let http = reqwest::Client::new();
+    let scim = |secret: &'static str, method: &'static str, path: String, body: Option<Value>| {
+        let (http, url) = (http.clone(), server.url(&format!("/scim/v2{path}")));
+        async move { scim_request(&http, secret, method, &url, body.as_ref()).await }
+    };
+    let user = |name: &str| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": name, "externalId": name, "active": true
+        })
+    };
+    let total = |reply: common::Reply| reply.json()["totalResults"].as_u64().unwrap();
+
+    let alice = scim(
+        SECRET_A,
+        "POST",
+        "/Users".into(),
+        Some(user("alice@a.example")),
+    )
+    .await;
+    assert_eq!(alice.status, 201, "{}", alice.body);
+    let alice = alice.json()["id"].as_str().unwrap().to_owned();
+    let bob = scim(
+        SECRET_B,
+        "POST",
+        "/Users".into(),
+        Some(user("bob@b.example")),
+    )
+    .await;
+    let bob = bob.json()["id"].as_str().unwrap().to_owned();
+    let stored = with_store!(&db, store => store.find_by_external_id("alice@a.example").await.unwrap().unwrap());
+    assert_eq!(stored.organization_id, Some(a.id));
+
+    // B's client: A's user is not there, whatever it tries.
+    let alice_path = format!("/Users/{alice}");
+    assert_eq!(
+        scim(SECRET_B, "GET", alice_path.clone(), None).await.status,
+        404
+    );
+    let filter = "/Users?filter=userName%20eq%20%22alice@a.example%22".to_owned();
+    assert_eq!(total(scim(SECRET_B, "GET", filter.clone(), None).await), 0);
+    assert_eq!(total(scim(SECRET_B, "GET", "/Users".into(), None).await), 1);
+    let deactivate = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]
+    });
+    let patched = scim(SECRET_B, "PATCH", alice_path.clone(), Some(deactivate)).await;
+    assert_eq!(patched.status, 404);
+    let replaced = scim(
+        SECRET_B,
+        "PUT",
+        alice_path.clone(),
+        Some(user("alice@a.example")),
+    )
+    .await;
+    assert_eq!(replaced.status, 404);
+    assert_eq!(
+        scim(SECRET_B, "DELETE", alice_path.clone(), None)
+            .await
+            .status,
+        404
+    );
+    let still = scim(SECRET_A, "GET", alice_path, None).await;
+    assert_eq!(still.status, 200);
+    assert_eq!(still.json()["active"], true);
+
+    // Groups: B cannot enrol A's user, nor see A's group.
+    let group = |name: &str, members: &[&str]| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": name,
+            "members": members.iter().map(|m| json!({"value": m})).collect::<Vec<_>>()
+        })
+    };
+    let b_team = scim(
+        SECRET_B,
+        "POST",
+        "/Groups".into(),
+        Some(group("B team", &[&alice, &bob])),
+    )
+    .await;
+    assert_eq!(b_team.status, 201, "{}", b_team.body);
+    assert_eq!(
+        b_team.json()["members"].as_array().unwrap().len(),
+        1,
+        "A's user dropped"
+    );
+    let a_team = scim(
+        SECRET_A,
+        "POST",
+        "/Groups".into(),
+        Some(group("A team", &[&alice])),
+    )
+    .await;
+    let a_team = a_team.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        scim(SECRET_B, "GET", format!("/Groups/{a_team}"), None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        total(scim(SECRET_B, "GET", "/Groups".into(), None).await),
+        1
+    );
+    assert_eq!(
+        scim(SECRET_B, "DELETE", format!("/Groups/{a_team}"), None)
+            .await
+            .status,
+        404
+    );
+
+    // The application's own client sees every organisation.
+    assert_eq!(total(scim(GLOBAL, "GET", "/Users".into(), None).await), 2);
+    assert_eq!(total(scim(GLOBAL, "GET", "/Groups".into(), None).await), 2);
+}
+
 on_every_store!(
     "organizations";
     an_organisation_added_at_runtime_signs_its_people_in_on_every_server,
     a_connection_reaches_its_own_organisation_only,
     a_shared_issuer_is_pinned_to_each_organisations_tenant,
+    a_scim_token_of_one_organisation_reaches_no_other,
 );

@@ -2059,3 +2059,89 @@ async fn organisations_through_the_admin_api_on_sqlite() {
 async fn organisations_through_the_admin_api_on_two_servers_on_postgres() {
     organisations_through_the_admin_api(Some("server::organizations")).await;
 }
+
+/// The B2B flow on the reference server: an organisation created through the admin API, its
+/// IdP's SCIM client (`JIT_SCIM_TOKEN_<ORG_ID>`) provisioning a person, and that person's first
+/// sign-in through the organisation's connection finding that account; another
+/// organisation's SCIM client sees none of it.
+#[tokio::test]
+async fn an_organisations_scim_client_provisions_what_its_connection_signs_in() {
+    let idp = TestIssuer::start().await;
+    let db = tempfile::tempdir().unwrap();
+    let admin = "admin-secret-of-sixteen-or-more";
+    let base_env = [
+        ("JIT_ISSUERS", "https://login.example.com"),
+        ("JIT_AUDIENCES", "test-client"),
+        ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+        ("JIT_ADMIN_TOKEN", admin),
+    ];
+    let client = reqwest::Client::new();
+    let (partner, other) = {
+        let server = start(&base_env, &db);
+        let organizations = format!("{}/admin/organizations", server.base);
+        let mut ids = Vec::new();
+        for body in [
+            json!({"name": "Partner", "domains": ["partner.example"],
+                   "connections": [{"issuer": idp.url(), "audiences": ["test-client"]}]}),
+            json!({"name": "Other", "domains": ["other.example"]}),
+        ] {
+            let created = common::reply(
+                client
+                    .post(&organizations)
+                    .bearer_auth(admin)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(created.status, 201, "{}", created.body);
+            ids.push(created.json()["id"].as_str().unwrap().to_owned());
+        }
+        (ids[0].clone(), ids[1].clone())
+    };
+    // The organisations' SCIM secrets, read at start.
+    let (partner_var, other_var) = (
+        format!("JIT_SCIM_TOKEN_{}", partner.replace('-', "")),
+        format!("JIT_SCIM_TOKEN_{}", other.replace('-', "_")),
+    );
+    let (partner_secret, other_secret) = (
+        "partner-scim-secret-0123456789",
+        "other-scim-secret-0123456789",
+    );
+    let mut env = base_env.to_vec();
+    env.extend([
+        (partner_var.as_str(), partner_secret),
+        (other_var.as_str(), other_secret),
+    ]);
+    let server = start(&env, &db);
+    let users = format!("{}/scim/v2/Users", server.base);
+    let provisioned = common::scim_request(
+        &client,
+        partner_secret,
+        "POST",
+        &users,
+        Some(&json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "ada@partner.example", "externalId": "ada-sub", "active": true
+        })),
+    )
+    .await;
+    assert_eq!(provisioned.status, 201, "{}", provisioned.body);
+    let id = provisioned.json()["id"].as_str().unwrap().to_owned();
+    let seen_by_other =
+        common::scim_request(&client, other_secret, "GET", &format!("{users}/{id}"), None).await;
+    assert_eq!(seen_by_other.status, 404);
+
+    // The person's first sign-in through the organisation's connection finds that account.
+    let token = idp
+        .id_token()
+        .subject("ada-sub")
+        .email("ada@partner.example", true)
+        .sign();
+    let me = get_with(&client, &format!("{}/me", server.base), Some(&token)).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    let me = me.json();
+    assert_eq!(me["id"], id.as_str());
+    assert_eq!(me["organization_id"], partner.as_str());
+}

@@ -28,6 +28,7 @@ CREATE UNIQUE INDEX jit_connections_issuer ON jit_connections (issuer, tenant);
 CREATE INDEX jit_connections_organization_id ON jit_connections (organization_id);
 CREATE INDEX jit_organization_domains_organization_id ON jit_organization_domains (organization_id);
 
+ALTER TABLE jit_groups ADD COLUMN organization_id TEXT;
 ALTER TABLE jit_users ADD COLUMN organization_id TEXT;
 CREATE INDEX jit_users_organization_id ON jit_users (organization_id)
     WHERE organization_id IS NOT NULL;

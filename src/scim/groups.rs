@@ -153,11 +153,12 @@ fn member_error(error: StoreError) -> ScimError {
 }
 
 impl<S: UserStore + Clone> ScimState<S> {
-    /// The group `id`, or a 404.
-    async fn group(&self, id: Uuid) -> Result<Group, ScimError> {
+    /// The group `id`, or a 404 (also when `client` may not see it).
+    async fn group(&self, id: Uuid, client: &ClientName) -> Result<Group, ScimError> {
         self.store
             .get_group(id)
             .await?
+            .filter(|group| client.sees(group.organization_id))
             .ok_or_else(ScimError::not_found)
     }
 
@@ -168,12 +169,17 @@ impl<S: UserStore + Clone> ScimState<S> {
         &self,
         current: &[Uuid],
         proposed: Vec<Uuid>,
+        client: &ClientName,
     ) -> Result<Vec<Uuid>, ScimError> {
         let current: HashSet<&Uuid> = current.iter().collect();
         let mut known = Vec::with_capacity(proposed.len());
         let mut dropped = 0_usize;
         for id in proposed {
-            if current.contains(&id) || self.store.get_user(id).await?.is_some() {
+            let visible = || async {
+                let user = self.store.get_user(id).await?;
+                Ok::<_, ScimError>(user.is_some_and(|user| client.sees(user.organization_id)))
+            };
+            if current.contains(&id) || visible().await? {
                 known.push(id);
             } else {
                 dropped += 1;
@@ -251,8 +257,13 @@ impl<S: UserStore + Clone> ScimState<S> {
         Ok(groups)
     }
 
-    async fn list_groups(&self, params: &ListParams, base: &str) -> Result<Response, ScimError> {
-        Ok(params.respond(self.groups_matching(params, base).await?))
+    async fn list_groups(
+        &self,
+        params: &ListParams,
+        base: &str,
+        client: &ClientName,
+    ) -> Result<Response, ScimError> {
+        Ok(params.respond(self.groups_matching(params, base, client).await?))
     }
 
     /// Every group the request's filter matches, in SCIM form.
@@ -260,11 +271,13 @@ impl<S: UserStore + Clone> ScimState<S> {
         &self,
         params: &ListParams,
         base: &str,
+        client: &ClientName,
     ) -> Result<Vec<Value>, ScimError> {
         Ok(self
             .all_groups()
             .await?
             .iter()
+            .filter(|group| client.sees(group.organization_id))
             .map(|group| view(group, base))
             .filter(|resource| params.filter.as_ref().is_none_or(|f| matches(f, resource)))
             .collect())
@@ -273,35 +286,38 @@ impl<S: UserStore + Clone> ScimState<S> {
 
 pub(crate) async fn list<S: UserStore + Clone>(
     State(state): State<Arc<ScimState<S>>>,
+    Extension(client): Extension<ClientName>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
     let params = ListParams::from_query(query.as_deref())?;
     let base = state.base(&headers, &uri, "/Groups");
-    state.list_groups(&params, &base).await
+    state.list_groups(&params, &base, &client).await
 }
 
 pub(crate) async fn search<S: UserStore + Clone>(
     State(state): State<Arc<ScimState<S>>>,
+    Extension(client): Extension<ClientName>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     body: Body,
 ) -> Result<Response, ScimError> {
     let params = ListParams::read_search(&headers, body).await?;
     let base = state.base(&headers, &uri, "/Groups/.search");
-    state.list_groups(&params, &base).await
+    state.list_groups(&params, &base, &client).await
 }
 
 pub(crate) async fn fetch<S: UserStore + Clone>(
     State(state): State<Arc<ScimState<S>>>,
+    Extension(client): Extension<ClientName>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
     let params = ListParams::from_query(query.as_deref())?;
-    let group = state.group(parse_id(&id)?).await?;
+    let group = state.group(parse_id(&id)?, &client).await?;
     if Preconditions::from_headers(&headers).not_modified(group.version) {
         return Ok(not_modified(group.version));
     }
@@ -318,7 +334,7 @@ pub(crate) async fn create<S: UserStore + Clone>(
 ) -> Result<Response, ScimError> {
     let resource = read_json(&headers, body).await?;
     let mut projected = project(&resource)?;
-    projected.members = state.known_members(&[], projected.members).await?;
+    projected.members = state.known_members(&[], projected.members, &client).await?;
     let group = state
         .store
         .insert_group(NewGroup {
@@ -326,6 +342,7 @@ pub(crate) async fn create<S: UserStore + Clone>(
             external_id: projected.external_id,
             members: projected.members,
             scim_attributes: projected.extras,
+            organization_id: client.organization,
         })
         .await
         .map_err(member_error)?;
@@ -345,11 +362,11 @@ pub(crate) async fn replace<S: UserStore + Clone>(
     let id = parse_id(&id)?;
     let resource = read_json(&headers, body).await?;
     let mut projected = project(&resource)?;
-    let current = state.group(id).await?;
+    let current = state.group(id, &client).await?;
     let preconditions = Preconditions::from_headers(&headers);
     preconditions.check_write(current.version)?;
     projected.members = state
-        .known_members(&current.members, projected.members)
+        .known_members(&current.members, projected.members, &client)
         .await?;
     // Pinned by If-Match, the write must land on the version checked.
     let expected = preconditions.pins_version().then_some(current.version);
@@ -381,13 +398,13 @@ pub(crate) async fn patch<S: UserStore + Clone>(
     let preconditions = Preconditions::from_headers(&headers);
     let mut result = Err(ScimError::from(StoreError::Conflict));
     for _ in 0..RETRIES {
-        let group = state.group(id).await?;
+        let group = state.group(id, &client).await?;
         preconditions.check_write(group.version)?;
         let mut resource = view(&group, "");
         patching::apply(&mut resource, &operations, &READ_ONLY)?;
         let mut projected = project(&resource)?;
         projected.members = state
-            .known_members(&group.members, projected.members)
+            .known_members(&group.members, projected.members, &client)
             .await?;
         match state
             .store
@@ -415,8 +432,8 @@ pub(crate) async fn delete<S: UserStore + Clone>(
 ) -> Result<Response, ScimError> {
     let id = parse_id(&id)?;
     let preconditions = Preconditions::from_headers(&headers);
-    if preconditions.pins_version() {
-        let group = state.group(id).await?;
+    if preconditions.pins_version() || client.organization.is_some() {
+        let group = state.group(id, &client).await?;
         preconditions.check_write(group.version)?;
     }
     match state.store.delete_group(id).await? {

@@ -110,14 +110,18 @@ const MIN_SECRET_LEN: usize = 16;
 #[must_use]
 pub struct Scim<S> {
     store: S,
-    clients: Vec<(String, String)>,
+    clients: Vec<(String, String, Option<uuid::Uuid>)>,
     mapping: AttributeMapping,
     base_url: Option<String>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Scim<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let clients: Vec<&str> = self.clients.iter().map(|(name, _)| name.as_str()).collect();
+        let clients: Vec<&str> = self
+            .clients
+            .iter()
+            .map(|(name, ..)| name.as_str())
+            .collect();
         f.debug_struct("Scim")
             .field("store", &self.store)
             .field("clients", &clients)
@@ -142,7 +146,23 @@ impl<S: UserStore + Clone> Scim<S> {
     /// several times (several clients, or a secret being rotated). Secrets are compared in
     /// constant time and kept only as digests once the router is built.
     pub fn bearer_token(mut self, name: impl Into<String>, secret: impl Into<String>) -> Self {
-        self.clients.push((name.into(), secret.into()));
+        self.clients.push((name.into(), secret.into(), None));
+        self
+    }
+
+    /// Accepts requests bearing `secret` from a client that manages one
+    /// [organisation](crate::organization) only: it sees, changes and deletes that
+    /// organisation's users and groups and no others (another organisation's are answered
+    /// 404, as if they did not exist), and the users and groups it creates are that
+    /// organisation's, found by its connections' first sign-ins.
+    pub fn organization_token(
+        mut self,
+        name: impl Into<String>,
+        secret: impl Into<String>,
+        organization: uuid::Uuid,
+    ) -> Self {
+        self.clients
+            .push((name.into(), secret.into(), Some(organization)));
         self
     }
 
@@ -175,7 +195,7 @@ impl<S: UserStore + Clone> Scim<S> {
             });
         }
         let mut clients = Vec::with_capacity(self.clients.len());
-        for (name, secret) in self.clients {
+        for (name, secret, organization) in self.clients {
             if name.is_empty() {
                 return Err(ConfigError::InvalidSetting {
                     setting: "scim bearer_token".to_owned(),
@@ -191,6 +211,7 @@ impl<S: UserStore + Clone> Scim<S> {
             clients.push(Client {
                 name,
                 digest: sha256(secret.as_bytes()),
+                organization,
             });
         }
         let state = Arc::new(ScimState {
@@ -267,14 +288,15 @@ impl<S: UserStore + Clone> Scim<S> {
 /// `POST /.search` (RFC 7644 §3.4.3): users and groups alike, users first, one list.
 async fn search_all<S: UserStore + Clone>(
     State(state): State<Arc<ScimState<S>>>,
+    axum::Extension(client): axum::Extension<ClientName>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     body: Body,
 ) -> Result<Response, ScimError> {
     let params = ListParams::read_search(&headers, body).await?;
     let base = state.base(&headers, &uri, "/.search");
-    let mut resources = state.users_matching(&params, &base).await?;
-    resources.extend(state.groups_matching(&params, &base).await?);
+    let mut resources = state.users_matching(&params, &base, &client).await?;
+    resources.extend(state.groups_matching(&params, &base, &client).await?);
     Ok(params.respond(resources))
 }
 
@@ -309,6 +331,8 @@ async fn count(request: Request, next: Next) -> Response {
 struct Client {
     name: String,
     digest: [u8; 32],
+    /// The one organisation the client manages, if it is scoped.
+    organization: Option<uuid::Uuid>,
 }
 
 pub(crate) struct ScimState<S> {
@@ -320,7 +344,20 @@ pub(crate) struct ScimState<S> {
 
 /// The authenticated client, put into the request extensions.
 #[derive(Clone, Debug)]
-struct ClientName(String);
+struct ClientName {
+    name: String,
+    /// The one organisation it sees, if it is scoped: every other account and group is, to
+    /// it, not there.
+    organization: Option<uuid::Uuid>,
+}
+
+impl ClientName {
+    /// Whether a resource of `organization` is visible to this client.
+    fn sees(&self, organization: Option<uuid::Uuid>) -> bool {
+        self.organization
+            .is_none_or(|own| organization == Some(own))
+    }
+}
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -351,12 +388,15 @@ async fn authenticate<S: UserStore + Clone>(
     let mut matched = None;
     for client in &state.clients {
         if constant_time::verify_slices_are_equal(&client.digest, &presented).is_ok() {
-            matched = Some(client.name.clone());
+            matched = Some(ClientName {
+                name: client.name.clone(),
+                organization: client.organization,
+            });
         }
     }
     match matched {
-        Some(name) => {
-            request.extensions_mut().insert(ClientName(name));
+        Some(client) => {
+            request.extensions_mut().insert(client);
             next.run(request).await
         }
         None => {
@@ -415,7 +455,7 @@ fn parse_id(id: &str) -> Result<uuid::Uuid, ScimError> {
 }
 
 fn actor(request_client: &ClientName) -> Actor {
-    Actor::Scim(request_client.0.clone())
+    Actor::Scim(request_client.name.clone())
 }
 
 /// A SCIM JSON response.

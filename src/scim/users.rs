@@ -418,6 +418,16 @@ impl<S: UserStore + Clone> ScimState<S> {
     async fn candidate_users(
         &self,
         filter: Option<&scim_v2::filter::Filter>,
+        client: &ClientName,
+    ) -> Result<Vec<User>, ScimError> {
+        let mut users = self.unscoped_candidates(filter).await?;
+        users.retain(|user| client.sees(user.organization_id));
+        Ok(users)
+    }
+
+    async fn unscoped_candidates(
+        &self,
+        filter: Option<&scim_v2::filter::Filter>,
     ) -> Result<Vec<User>, ScimError> {
         let lookup = filter.and_then(as_lookup);
         let one = |user: Option<User>| Ok(user.into_iter().collect());
@@ -444,8 +454,13 @@ impl<S: UserStore + Clone> ScimState<S> {
         }
     }
 
-    async fn list_users(&self, params: &ListParams, base: &str) -> Result<Response, ScimError> {
-        Ok(params.respond(self.users_matching(params, base).await?))
+    async fn list_users(
+        &self,
+        params: &ListParams,
+        base: &str,
+        client: &ClientName,
+    ) -> Result<Response, ScimError> {
+        Ok(params.respond(self.users_matching(params, base, client).await?))
     }
 
     /// Every user the request's filter matches, in SCIM form.
@@ -453,8 +468,9 @@ impl<S: UserStore + Clone> ScimState<S> {
         &self,
         params: &ListParams,
         base: &str,
+        client: &ClientName,
     ) -> Result<Vec<Value>, ScimError> {
-        let users = self.candidate_users(params.filter.as_ref()).await?;
+        let users = self.candidate_users(params.filter.as_ref(), client).await?;
         let memberships = self.memberships().await?;
         let resources: Vec<Value> = users
             .iter()
@@ -470,11 +486,12 @@ impl<S: UserStore + Clone> ScimState<S> {
         Ok(resources)
     }
 
-    /// The user `id`, or a 404.
-    async fn user(&self, id: Uuid) -> Result<User, ScimError> {
+    /// The user `id`, or a 404 (also when `client` may not see it).
+    async fn user(&self, id: Uuid, client: &ClientName) -> Result<User, ScimError> {
         self.store
             .get_user(id)
             .await?
+            .filter(|user| client.sees(user.organization_id))
             .ok_or_else(ScimError::not_found)
     }
 
@@ -497,7 +514,7 @@ impl<S: UserStore + Clone> ScimState<S> {
         F: Fn(&User, &Value) -> Result<UserUpdate, ScimError>,
     {
         for _ in 0..RETRIES {
-            let user = self.user(id).await?;
+            let user = self.user(id, client).await?;
             preconditions.check_write(user.version)?;
             let current = self.user_view(&user, "").await?;
             let update = change(&user, &current)?;
@@ -521,35 +538,38 @@ impl<S: UserStore + Clone> ScimState<S> {
 
 pub(crate) async fn list<S: UserStore + Clone>(
     State(state): State<Arc<ScimState<S>>>,
+    Extension(client): Extension<ClientName>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
     let params = ListParams::from_query(query.as_deref())?;
     let base = state.base(&headers, &uri, "/Users");
-    state.list_users(&params, &base).await
+    state.list_users(&params, &base, &client).await
 }
 
 pub(crate) async fn search<S: UserStore + Clone>(
     State(state): State<Arc<ScimState<S>>>,
+    Extension(client): Extension<ClientName>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     body: Body,
 ) -> Result<Response, ScimError> {
     let params = ListParams::read_search(&headers, body).await?;
     let base = state.base(&headers, &uri, "/Users/.search");
-    state.list_users(&params, &base).await
+    state.list_users(&params, &base, &client).await
 }
 
 pub(crate) async fn fetch<S: UserStore + Clone>(
     State(state): State<Arc<ScimState<S>>>,
+    Extension(client): Extension<ClientName>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ScimError> {
     let params = ListParams::from_query(query.as_deref())?;
-    let user = state.user(parse_id(&id)?).await?;
+    let user = state.user(parse_id(&id)?, &client).await?;
     if Preconditions::from_headers(&headers).not_modified(user.version) {
         return Ok(not_modified(user.version));
     }
@@ -592,6 +612,7 @@ pub(crate) async fn create<S: UserStore + Clone>(
         external_id: projected.external_id.clone(),
         scim_attributes: projected.extras.clone(),
         scim_managed: projected.managed(),
+        organization_id: client.organization,
         ..NewUser::default()
     };
     let user = state
@@ -693,8 +714,8 @@ pub(crate) async fn delete<S: UserStore + Clone>(
 ) -> Result<Response, ScimError> {
     let id = parse_id(&id)?;
     let preconditions = Preconditions::from_headers(&headers);
-    if preconditions.pins_version() {
-        let user = state.user(id).await?;
+    if preconditions.pins_version() || client.organization.is_some() {
+        let user = state.user(id, &client).await?;
         preconditions.check_write(user.version)?;
     }
     let audit = AuditEvent::new(AuditKind::Deleted, actor(&client));

@@ -49,6 +49,7 @@ impl Queries {
         let groups = |rest: &str| {
             format!(
                 "SELECT g.id, g.display_name, g.external_id, g.scim_attributes, g.version, \
+                 g.organization_id, \
                  g.created_at, g.updated_at, {} AS members FROM jit_groups g {rest}",
                 f.group_members
             )
@@ -171,11 +172,12 @@ pub(crate) const DELETE_USER: &str = "DELETE FROM jit_users WHERE id = $1";
 
 /// The columns of a group write, in the order [`super::rows::group_params`] binds them.
 pub(crate) const INSERT_GROUP: &str = "INSERT INTO jit_groups (id, display_name, external_id, \
-    scim_attributes, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    scim_attributes, version, created_at, updated_at, organization_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 pub(crate) const UPDATE_GROUP: &str = "UPDATE jit_groups SET display_name = $2, \
-    external_id = $3, scim_attributes = $4, version = $5, created_at = $6, updated_at = $7 \
-    WHERE id = $1 AND version = $8";
+    external_id = $3, scim_attributes = $4, version = $5, created_at = $6, updated_at = $7, \
+    organization_id = $8 WHERE id = $1 AND version = $9";
 
 pub(crate) const GROUP_MEMBERS: &str = "SELECT user_id FROM jit_group_members WHERE group_id = $1";
 

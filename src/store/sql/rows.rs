@@ -130,6 +130,7 @@ pub(crate) fn group(row: &impl SqlRow) -> Result<Group, StoreError> {
         version: row.int("version")?,
         created_at: row.required("created_at", SqlRow::time)?,
         updated_at: row.required("updated_at", SqlRow::time)?,
+        organization_id: row.id("organization_id")?,
     })
 }
 
@@ -209,6 +210,7 @@ pub(crate) fn group_params(group: &Group) -> Vec<Param> {
         Param::Int(group.version),
         Param::time(group.created_at),
         Param::time(group.updated_at),
+        Param::Id(group.organization_id),
     ]
 }
 
