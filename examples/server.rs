@@ -20,7 +20,7 @@
 //! | `JIT_LINK_CLAIM` | with `JIT_SCIM_TOKEN`: links a first sign-in to the account SCIM created whose `externalId` equals this claim of the token (`oid` for Entra), if nobody has signed in to it yet; empty turns it off | `sub` |
 //! | `JIT_CREATE_ACCOUNTS` | `0`: pre-provisioned only; a first sign-in without an account (created by SCIM, or found by `JIT_LINK_CLAIM` or `JIT_LINK_BY_VERIFIED_EMAIL`) is refused 403 `not_provisioned` | `1` |
 //! | `JIT_REQUIRE_APPROVAL` | `1`: new accounts wait for approval (403 `pending_approval` until approved through the admin API) | off |
-//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse`, and `POST /admin/explain` with `{"token": …}` or `{"issuer": …, "claims": {…}}`, which answers the decision trace and the would-be account as JSON and writes nothing (an expired, forged or unknown-issuer token: 422 naming the reason); organisations: `POST /admin/organizations` (`{"name", "domains", "connections": [{"issuer", "audiences", "tenant": {"claim", "value"}, "default_roles", "group_roles": {"group": "role"}, "create_accounts", "require_approval"}]}`), `GET /admin/organizations`, `GET\|PUT\|DELETE /admin/organizations/{id}`, `POST /admin/organizations/{id}/connections`, `DELETE /admin/organizations/{id}/connections/{cid}`; bad input: 400 problem document naming the `field`, a domain or connection another organisation holds: 409, and nothing written. Their connections sign people in from the next request, on every server | no admin API |
+//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse`, and `POST /admin/explain` with `{"token": …}` or `{"issuer": …, "claims": {…}}`, which answers the decision trace and the would-be account as JSON and writes nothing (an expired, forged or unknown-issuer token: 422 naming the reason); organisations: `POST /admin/organizations` (`{"name", "domains", "connections": [{"issuer", "audiences", "tenant": {"claim", "value"}, "default_roles", "group_roles": {"group": "role"}, "create_accounts", "require_approval", "client_id", "client_secret"}]}`; a connection with a `client_id` takes browser sign-in, and `GET /login?email=` sends its organisation's domains there; the secret is never shown), `GET /admin/organizations`, `GET\|PUT\|DELETE /admin/organizations/{id}`, `POST /admin/organizations/{id}/connections`, `DELETE /admin/organizations/{id}/connections/{cid}`; bad input: 400 problem document naming the `field`, a domain or connection another organisation holds: 409, and nothing written. Their connections sign people in from the next request, on every server | no admin API |
 //! | `JIT_METRICS` | `1`: `GET /metrics` answers the layer's, the store's and SCIM's metrics in the Prometheus text format | off |
 //! | `JIT_GRAPH_TENANT`, `JIT_GRAPH_CLIENT_ID`, `JIT_GRAPH_CLIENT_SECRET` | Entra ID group overage: when a token says its groups did not fit, they are read from Microsoft Graph (`transitiveMemberOf`, as this application's client credentials); groups are object ids, so `JIT_GROUP_ROLES` maps GUIDs; until Graph answers, groups stay as they were | off |
 //! | `JIT_GRAPH_URL`, `JIT_GRAPH_TOKEN_URL` | Graph's base URL and the client-credentials token endpoint | `https://graph.microsoft.com/`, `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token` |
@@ -48,7 +48,8 @@
 //! | `JIT_LEGACY_QUERY` | the query, with the e-mail as `$1`: columns `id` (required), `roles` (comma-separated), `user_name`, `display_name`, and any other column becomes an attribute (never select secrets) | `SELECT id, display_name, roles FROM users WHERE lower(email) = lower($1)` |
 //! | `JIT_INTROSPECTION_CACHE_SECS` | the longest an introspection answer is trusted (never past the token's `exp`): how long a revoked token may still work | `60` |
 //!
-//! Routes: `GET /` a page: signed out, a link to sign in; signed in, who you are, your roles
+//! Routes: `GET /` a page: signed out, a link to sign in and a work e-mail field
+//! (`GET /login?email=`, home-realm discovery); signed in, who you are, your roles
 //! and a sign-out button. `GET /me` answers the provisioned user as JSON, for a bearer token or
 //! a session cookie alike (401 with neither). With browser sign-in, `GET /login`,
 //! `GET /callback`, `POST /logout` and `POST /backchannel-logout` (register `JIT_PUBLIC_URL` +
@@ -841,6 +842,12 @@ async fn home(user: Option<ProvisionedUser>, links: Arc<Vec<SignInLink>>) -> Res
                     escape(&link.label)
                 ));
             }
+            // Home-realm discovery: an organisation's people go to its own IdP.
+            body.push_str(
+                "<form id=\"work-email\" method=\"get\" action=\"/login\"><p>\
+                 <label>Work e-mail <input type=\"email\" name=\"email\" required></label> \
+                 <button type=\"submit\">Continue</button></p></form>",
+            );
             body
         }
         None => "<h1>Signed out</h1>\
@@ -1476,6 +1483,11 @@ mod admin {
         create_accounts: bool,
         #[serde(default)]
         require_approval: bool,
+        /// The application's client at the issuer, for browser sign-in.
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        client_secret: Option<String>,
     }
 
     fn yes() -> bool {
@@ -1490,6 +1502,12 @@ mod admin {
                 .require_approval(self.require_approval);
             if let Some(id) = self.id {
                 connection.id = id;
+            }
+            if let Some(client_id) = self.client_id {
+                connection = connection.browser_client(client_id, self.client_secret);
+            } else {
+                // Kept for validation to name: a secret without a client id.
+                connection.client_secret = self.client_secret;
             }
             connection.tenant = self.tenant;
             for (group, role) in self.group_roles {
@@ -1618,14 +1636,30 @@ mod admin {
     }
 
     fn created(organization: &Organization) -> Response {
-        (StatusCode::CREATED, Json(organization)).into_response()
+        (StatusCode::CREATED, Json(shown(organization))).into_response()
+    }
+
+    /// An organisation as the admin API shows it: its connections' client secrets left out
+    /// (`client_secret_set` says whether there is one).
+    fn shown(organization: &Organization) -> Value {
+        let mut shown = serde_json::to_value(organization).unwrap_or_default();
+        if let Some(connections) = shown["connections"].as_array_mut() {
+            for connection in connections.iter_mut().filter_map(Value::as_object_mut) {
+                let set = connection.remove("client_secret").is_some();
+                connection.insert("client_secret_set".into(), Value::from(set));
+            }
+        }
+        shown
     }
 
     async fn list_organizations<S: UserStore + Clone>(
         State(Organizations(store)): State<Organizations<S>>,
     ) -> Response {
         match store.list_organizations().await {
-            Ok(organizations) => Json(json!({ "organizations": organizations })).into_response(),
+            Ok(organizations) => {
+                let shown: Vec<Value> = organizations.iter().map(shown).collect();
+                Json(json!({ "organizations": shown })).into_response()
+            }
             Err(e) => store_refusal(&e),
         }
     }
@@ -1652,7 +1686,7 @@ mod admin {
             return error(StatusCode::NOT_FOUND, "not_found");
         };
         match store.get_organization(id).await {
-            Ok(Some(organization)) => Json(organization).into_response(),
+            Ok(Some(organization)) => Json(shown(&organization)).into_response(),
             Ok(None) => error(StatusCode::NOT_FOUND, "not_found"),
             Err(e) => store_refusal(&e),
         }
@@ -1666,12 +1700,24 @@ mod admin {
         let Ok(id) = uuid::Uuid::parse_str(&id) else {
             return error(StatusCode::NOT_FOUND, "not_found");
         };
-        let organization = match read(&body).and_then(|input| organization(input, Some(id))) {
+        let mut organization = match read(&body).and_then(|input| organization(input, Some(id))) {
             Ok(organization) => organization,
             Err(refused) => return refused.into_response(),
         };
+        // The admin API never shows a client secret, so a replacement that names a
+        // connection's client without one keeps the secret it has.
+        if let Ok(Some(current)) = store.get_organization(id).await {
+            for connection in &mut organization.connections {
+                let kept = current.find_connection(connection.id).filter(|kept| {
+                    connection.client_secret.is_none() && kept.client_id == connection.client_id
+                });
+                if let Some(kept) = kept {
+                    connection.client_secret.clone_from(&kept.client_secret);
+                }
+            }
+        }
         match store.update_organization(organization, None).await {
-            Ok(organization) => Json(organization).into_response(),
+            Ok(organization) => Json(shown(&organization)).into_response(),
             Err(e) => store_refusal(&e),
         }
     }

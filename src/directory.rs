@@ -28,6 +28,8 @@ use crate::provision::{ConnectionProvisioning, ConnectionRules};
 use crate::sign_in::ConnectionRef;
 use crate::store::{DynStore, StoreEvent, Subscription};
 use crate::token::fetch::Fetcher;
+#[cfg(feature = "login")]
+use crate::token::verify::DomainRoute;
 use crate::token::verify::{IssuerVerifier, RuntimeIssuer, RuntimeIssuers};
 
 /// How a layer signs in the people of the [organisations](crate::organization) in its store:
@@ -65,6 +67,12 @@ struct Snapshot {
     /// By issuer URL: every connection of that issuer (several tenants of a shared issuer).
     by_issuer: HashMap<String, Vec<Entry>>,
     rules: HashMap<Uuid, Arc<ConnectionProvisioning>>,
+    /// Every organisation's domain, and the first of its connections with a browser client.
+    #[cfg_attr(not(feature = "login"), allow(dead_code))]
+    by_domain: HashMap<String, Option<Uuid>>,
+    /// The connections with a browser client.
+    #[cfg_attr(not(feature = "login"), allow(dead_code))]
+    browser: HashMap<Uuid, Arc<RuntimeIssuer>>,
 }
 
 /// The organisations' connections of one layer.
@@ -144,6 +152,9 @@ impl Directory {
         let previous = self.snapshot.load();
         let mut next = Snapshot::default();
         for organization in organizations {
+            for domain in &organization.domains {
+                next.by_domain.insert(domain.clone(), None);
+            }
             for connection in &organization.connections {
                 let kept = previous
                     .by_issuer
@@ -171,6 +182,15 @@ impl Directory {
                 match built {
                     Ok((rules, issuer)) => {
                         next.rules.insert(connection.id, Arc::new(rules));
+                        if connection.client_id.is_some() {
+                            next.browser.insert(connection.id, Arc::clone(&issuer));
+                            for domain in &organization.domains {
+                                next.by_domain
+                                    .entry(domain.clone())
+                                    .or_default()
+                                    .get_or_insert(connection.id);
+                            }
+                        }
                         next.by_issuer
                             .entry(connection.issuer.clone())
                             .or_default()
@@ -229,6 +249,10 @@ impl Directory {
         if !organization.domains.is_empty() {
             issuer = issuer.trust_email_domains(organization.domains.iter().cloned());
         }
+        #[cfg(feature = "login")]
+        if let Some(client_id) = &connection.client_id {
+            issuer = issuer.browser_client(client_id, connection.client_secret.clone());
+        }
         let mut valid = issuer.validate()?;
         valid.rules.claims.connection = Some(ConnectionRef {
             organization: organization.id,
@@ -277,6 +301,29 @@ impl RuntimeIssuers for Directory {
                 .or_else(unpinned)
                 .map(|entry| Arc::clone(&entry.issuer)))
         })
+    }
+
+    #[cfg(feature = "login")]
+    fn for_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<DomainRoute, Error>> {
+        Box::pin(async move {
+            let snapshot = self.current().await?;
+            Ok(match snapshot.by_domain.get(domain) {
+                None => DomainRoute::Unknown,
+                Some(None) => DomainRoute::Closed,
+                Some(Some(id)) => match snapshot.browser.get(id) {
+                    Some(issuer) => DomainRoute::Connection(*id, Arc::clone(issuer)),
+                    None => DomainRoute::Closed,
+                },
+            })
+        })
+    }
+
+    #[cfg(feature = "login")]
+    fn browser_connection(
+        &self,
+        id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<Arc<RuntimeIssuer>>, Error>> {
+        Box::pin(async move { Ok(self.current().await?.browser.get(&id).cloned()) })
     }
 }
 

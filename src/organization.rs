@@ -121,6 +121,17 @@ impl Organization {
             {
                 return Err(invalid(field("tenant"), "needs a claim and a value"));
             }
+            if connection.client_secret.is_some()
+                && connection
+                    .client_id
+                    .as_deref()
+                    .is_none_or(|id| id.trim().is_empty())
+            {
+                return Err(invalid(
+                    field("client_id"),
+                    "a client secret needs a client id",
+                ));
+            }
             if self.connections[..i].iter().any(|c| c.id == connection.id) {
                 return Err(invalid(field("id"), "another connection has this id"));
             }
@@ -183,7 +194,7 @@ pub struct InvalidOrganization {
 }
 
 /// An OpenID Connect issuer whose tokens sign in an organisation's people.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Connection {
     /// Stable identifier, a UUID v7.
     pub id: Uuid,
@@ -209,6 +220,33 @@ pub struct Connection {
     /// Whether accounts it creates wait for approval.
     #[serde(default)]
     pub require_approval: bool,
+    /// The application's client at the issuer, for browser sign-in (home-realm discovery
+    /// sends the organisation's people there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// That client's secret; `None` for a public client (PKCE only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("tenant", &self.tenant)
+            .field("default_roles", &self.default_roles)
+            .field("group_roles", &self.group_roles)
+            .field("create_accounts", &self.create_accounts)
+            .field("require_approval", &self.require_approval)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 fn yes() -> bool {
@@ -240,7 +278,19 @@ impl Connection {
             group_roles: Vec::new(),
             create_accounts: true,
             require_approval: false,
+            client_id: None,
+            client_secret: None,
         }
+    }
+
+    /// Lets the organisation's people sign in with a browser through this connection, as
+    /// the application's client `client_id` at the issuer (`secret`: `None` for a public
+    /// client, PKCE only). Its audiences should include the client id.
+    #[must_use]
+    pub fn browser_client(mut self, client_id: impl Into<String>, secret: Option<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self.client_secret = secret;
+        self
     }
 
     /// Pins the issuer to one tenant: tokens must carry `claim` = `value`.

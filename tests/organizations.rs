@@ -6,9 +6,11 @@
 
 mod common;
 
+use common::browser::Browser;
 use common::stores::{Backend, Db};
 use common::{Server, get_with, scim_request, user_app};
 use serde_json::{Value, json};
+use tower_jit_provisioning::login::BrowserLogin;
 use tower_jit_provisioning::organization::{Connection, Organization};
 use tower_jit_provisioning::scim::Scim;
 use tower_jit_provisioning::testing::TestIssuer;
@@ -351,10 +353,104 @@ async fn a_scim_token_of_one_organisation_reaches_no_other(backend: Backend) {
     assert_eq!(total(scim(GLOBAL, "GET", "/Groups".into(), None).await), 2);
 }
 
+/// Home-realm discovery and browser sign-in through an organisation's connection: an address
+/// of an organisation's domain goes to its IdP and signs in to its account; an unknown domain
+/// gets the sign-in open to everyone; an organisation without browser sign-in gets a clear
+/// page; whether an address has an account changes nothing in the answer.
+async fn home_realm_discovery_routes_by_domain_alone(backend: Backend) {
+    let db = Db::open(backend).await;
+    let public = TestIssuer::start().await;
+    let partner_idp = TestIssuer::start().await;
+    let partner = create(
+        &db,
+        Organization::new("Partner")
+            .domains(["partner.example"])
+            .connection(
+                Connection::oidc(partner_idp.url(), [TestIssuer::CLIENT_ID]).browser_client(
+                    TestIssuer::CLIENT_ID,
+                    Some(TestIssuer::CLIENT_SECRET.to_owned()),
+                ),
+            ),
+    )
+    .await;
+    create(&db, Organization::new("Closed").domains(["closed.example"])).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let layer = with_store!(&db, store => ProvisioningLayer::builder()
+        .issuer(public.issuer().browser_client(
+            TestIssuer::CLIENT_ID,
+            Some(TestIssuer::CLIENT_SECRET.to_owned()),
+        ))
+        .organizations(OrganizationDirectory::new().allow_http_loopback(true))
+        .browser_login(BrowserLogin::new(base.as_str()))
+        .store(store.clone())
+        .optional(true)
+        .build()
+        .unwrap());
+    let app = user_app(layer.clone()).merge(layer.login_router());
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let login = |email: &str| format!("{base}/login?email={}", email.replace('@', "%40"));
+    let browser = Browser::new();
+
+    // The organisation's domain goes to its IdP, which signs the person in to its account.
+    let start = browser.get(&login("ada@partner.example")).await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let authorize = start.location.clone().unwrap();
+    assert!(authorize.starts_with(partner_idp.url()), "{authorize}");
+    assert!(
+        authorize.contains("login_hint=ada%40partner.example"),
+        "{authorize}"
+    );
+    let issued = browser.get(&authorize).await;
+    let signed_in = browser.get(&issued.location.unwrap()).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let me = browser.get(&format!("{base}/me")).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    let me: Value = serde_json::from_str(&me.body).unwrap();
+    assert_eq!(me["organization_id"], partner.id.to_string());
+    assert_eq!(me["email_verified"], true);
+
+    // Whether an address has an account changes nothing: same answer, same destination.
+    let stranger = Browser::new().get(&login("nobody@partner.example")).await;
+    let known = Browser::new().get(&login("ada@partner.example")).await;
+    assert_eq!(stranger.status, known.status);
+    let until_query = |page: &common::browser::Page| {
+        page.location
+            .clone()
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(until_query(&stranger), until_query(&known));
+
+    // An unknown domain: the sign-in open to everyone. An organisation without browser
+    // sign-in: a page that says so. Not an address: 400.
+    let elsewhere = Browser::new().get(&login("eve@elsewhere.example")).await;
+    assert_eq!(elsewhere.status, 303);
+    assert!(elsewhere.location.unwrap().starts_with(public.url()));
+    let closed = Browser::new().get(&login("bob@closed.example")).await;
+    assert_eq!(closed.status, 404, "{}", closed.body);
+    assert!(
+        closed.body.contains("No sign-in for this domain"),
+        "{}",
+        closed.body
+    );
+    assert_eq!(
+        Browser::new().get(&login("not-an-address")).await.status,
+        400
+    );
+    task.abort();
+}
+
 on_every_store!(
     "organizations";
     an_organisation_added_at_runtime_signs_its_people_in_on_every_server,
     a_connection_reaches_its_own_organisation_only,
     a_shared_issuer_is_pinned_to_each_organisations_tenant,
     a_scim_token_of_one_organisation_reaches_no_other,
+    home_realm_discovery_routes_by_domain_alone,
 );

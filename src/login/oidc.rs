@@ -48,6 +48,9 @@ type OidcClient = Client<
 #[derive(Serialize, Deserialize)]
 pub(crate) struct FlowData {
     pub(crate) issuer: String,
+    /// The organisation's connection the issuer is, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) connection: Option<uuid::Uuid>,
     pub(crate) nonce: String,
     pub(crate) verifier: String,
     pub(crate) return_to: String,
@@ -137,6 +140,7 @@ pub(crate) fn authorization_request(
         url,
         FlowData {
             issuer: issuer.rules.issuer.to_string(),
+            connection: None,
             nonce,
             verifier: verifier.secret().clone(),
             return_to,

@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::layer::{ProvisioningLayer, Shared};
 use crate::session::{SessionHash, SessionSelector};
 use crate::sign_in::{SignIn, SignInSource};
-use crate::token::verify::IssuerVerifier;
+use crate::token::verify::{DomainRoute, IssuerVerifier, RuntimeIssuer};
 
 impl<H> ProvisioningLayer<H> {
     /// The browser sign-in routes (feature `login`), for the application to mount at the root
@@ -37,6 +37,9 @@ impl<H> ProvisioningLayer<H> {
     ///
     /// - `GET /login[?issuer=URL][&return_to=PATH][&login_hint=…]`: 303 to the issuer (the first
     ///   with a browser client unless `issuer` names one exactly; an unknown one is 400).
+    ///   With organisations: `?email=ADDRESS` goes to the connection of the organisation that
+    ///   owns the address's domain (else as without it, or a 404 page when that organisation
+    ///   has no browser sign-in), and `?connection=ID` to that connection.
     /// - `GET /callback`: finishes the sign-in, provisions the account, starts a session, 303
     ///   to `return_to` (a path on this site) or the public URL's path.
     /// - `POST /logout`: from this site's own pages only (403 otherwise), ends the session, 303
@@ -104,33 +107,116 @@ fn browser_issuers(shared: &Shared) -> impl Iterator<Item = &IssuerVerifier> {
         .filter(|issuer| issuer.rules.browser.is_some())
 }
 
-/// Where `/login` sends the browser: an issuer by its exact URL, a provider by its id, or by
-/// default the first issuer with a browser client, else the first provider.
+/// Where `/login` sends the browser: an issuer by its exact URL, a provider by its id, an
+/// organisation's connection (by its id, or by the domain of an e-mail address), or by default
+/// the first issuer with a browser client, else the first provider.
 enum Destination<'a> {
     Issuer(&'a IssuerVerifier),
+    /// An organisation's connection, by its id.
+    Connection(uuid::Uuid, Arc<RuntimeIssuer>),
     Provider(&'a Provider),
 }
 
-fn destination<'a>(
+impl Destination<'_> {
+    /// The issuer of an OpenID Connect destination, and the connection it is, if it is one.
+    fn issuer(&self) -> Option<(&IssuerVerifier, Option<uuid::Uuid>)> {
+        match self {
+            Self::Issuer(issuer) => Some((issuer, None)),
+            Self::Connection(id, issuer) => Some((&issuer.verifier, Some(*id))),
+            Self::Provider(_) => None,
+        }
+    }
+
+    /// The provider of an OAuth2 destination.
+    fn provider(&self) -> Option<&Provider> {
+        match self {
+            Self::Provider(provider) => Some(provider),
+            Self::Issuer(_) | Self::Connection(..) => None,
+        }
+    }
+}
+
+/// The destination `params` ask for, or the page that says there is none.
+async fn destination<'a>(
     shared: &'a Shared,
     login: &'a Login,
     params: &HashMap<String, String>,
-) -> Option<Destination<'a>> {
-    match (params.get("issuer"), params.get("provider")) {
-        (Some(wanted), None) => browser_issuers(shared)
+) -> Result<Destination<'a>, Response> {
+    let unknown = || {
+        page(
+            StatusCode::BAD_REQUEST,
+            "Unknown identity provider",
+            "There is no sign-in at that identity provider here.",
+        )
+    };
+    let open_to_everyone = || {
+        browser_issuers(shared)
+            .next()
+            .map(Destination::Issuer)
+            .or_else(|| login.providers.first().map(|p| Destination::Provider(p)))
+    };
+    let runtime = shared.tokens.runtime_issuers();
+    match (
+        params.get("issuer"),
+        params.get("provider"),
+        params.get("connection"),
+        params.get("email"),
+    ) {
+        (Some(wanted), None, None, None) => browser_issuers(shared)
             .find(|i| *i.rules.issuer == **wanted)
-            .map(Destination::Issuer),
-        (None, Some(wanted)) => login
+            .map(Destination::Issuer)
+            .ok_or_else(unknown),
+        (None, Some(wanted), None, None) => login
             .providers
             .iter()
             .find(|p| p.settings.id == *wanted)
-            .map(|p| Destination::Provider(p)),
-        (None, None) => browser_issuers(shared)
-            .next()
-            .map(Destination::Issuer)
-            .or_else(|| login.providers.first().map(|p| Destination::Provider(p))),
-        (Some(_), Some(_)) => None,
+            .map(|p| Destination::Provider(p))
+            .ok_or_else(unknown),
+        (None, None, Some(wanted), None) => {
+            let (Some(runtime), Ok(id)) = (runtime, uuid::Uuid::parse_str(wanted)) else {
+                return Err(unknown());
+            };
+            match runtime.browser_connection(id).await {
+                Ok(Some(issuer)) => Ok(Destination::Connection(id, issuer)),
+                Ok(None) => Err(unknown()),
+                Err(_) => Err(store_page()),
+            }
+        }
+        // Home-realm discovery: by the address's domain alone, never by whether an account
+        // holds the address, so the answer tells nothing about accounts.
+        (None, None, None, Some(email)) => {
+            let Some(address) = crate::provision::policy::EmailAddress::parse(email.trim()) else {
+                return Err(page(
+                    StatusCode::BAD_REQUEST,
+                    "Not an e-mail address",
+                    "Enter your work e-mail address to sign in.",
+                ));
+            };
+            let route = match runtime {
+                Some(runtime) => match runtime.for_domain(&address.domain).await {
+                    Ok(route) => route,
+                    Err(_) => return Err(store_page()),
+                },
+                None => DomainRoute::Unknown,
+            };
+            match route {
+                DomainRoute::Connection(id, issuer) => Ok(Destination::Connection(id, issuer)),
+                DomainRoute::Unknown => open_to_everyone().ok_or_else(no_sign_in_for_domain),
+                DomainRoute::Closed => Err(no_sign_in_for_domain()),
+            }
+        }
+        (None, None, None, None) => open_to_everyone().ok_or_else(unknown),
+        _ => Err(unknown()),
     }
+}
+
+/// The page for an address whose domain has no sign-in here.
+fn no_sign_in_for_domain() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "No sign-in for this domain",
+        "There is no sign-in here for addresses of this domain. Ask your administrator.",
+    )
 }
 
 async fn login(
@@ -139,23 +225,22 @@ async fn login(
     Query(params): Params,
 ) -> Response {
     let login = login_of(&shared);
-    let Some(destination) = destination(&shared, login, &params) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Unknown identity provider",
-            "There is no sign-in at that identity provider here.",
-        );
+    let destination = match destination(&shared, login, &params).await {
+        Ok(destination) => destination,
+        Err(page) => return page,
     };
     let Some(return_to) = flow::return_to(&params, home(login)) else {
         return elsewhere_page();
     };
+    // The address home-realm discovery was given is the hint, unless another is.
     let login_hint = params
         .get("login_hint")
+        .or_else(|| params.get("email"))
         .filter(|hint| hint.len() <= 256 && !hint.chars().any(char::is_control))
         .map(String::as_str);
     let key = flow::new_key();
-    let started = match destination {
-        Destination::Issuer(issuer) => {
+    let started = match destination.issuer() {
+        Some((issuer, connection)) => {
             let Some(endpoints) = issuer.keys.endpoints().await else {
                 return unreachable_page();
             };
@@ -167,11 +252,16 @@ async fn login(
                 return_to,
                 login_hint,
             )
-            .map(|(url, data)| (url, OIDC_FLOW, serde_json::to_value(data)))
+            .map(|(url, data)| {
+                let data = FlowData { connection, ..data };
+                (url, OIDC_FLOW, serde_json::to_value(data))
+            })
         }
-        Destination::Provider(provider) => provider
-            .authorization_request(&login.redirect_uri, &key, return_to, login_hint)
-            .map(|(url, data)| (url, OAUTH2_FLOW, serde_json::to_value(data))),
+        None => destination.provider().and_then(|provider| {
+            provider
+                .authorization_request(&login.redirect_uri, &key, return_to, login_hint)
+                .map(|(url, data)| (url, OAUTH2_FLOW, serde_json::to_value(data)))
+        }),
     };
     let Some((url, kind, Ok(data))) = started else {
         return unreachable_page();
@@ -283,8 +373,23 @@ async fn finish_oidc(shared: &Shared, login: &Login, code: String, data: Value) 
     let Ok(data) = serde_json::from_value::<FlowData>(data) else {
         return Err(again_page());
     };
-    let Some(issuer) = browser_issuers(shared).find(|i| *i.rules.issuer == data.issuer) else {
-        return Err(again_page());
+    // An organisation's connection is found by its id (it must still exist), a configured
+    // issuer by its URL.
+    let runtime;
+    let issuer = match (data.connection, shared.tokens.runtime_issuers()) {
+        (Some(id), Some(issuers)) => match issuers.browser_connection(id).await {
+            Ok(Some(found)) if *found.verifier.rules.issuer == data.issuer => {
+                runtime = found;
+                &runtime.verifier
+            }
+            Ok(_) => return Err(again_page()),
+            Err(_) => return Err(store_page()),
+        },
+        (Some(_), None) => return Err(again_page()),
+        (None, _) => match browser_issuers(shared).find(|i| *i.rules.issuer == data.issuer) {
+            Some(issuer) => issuer,
+            None => return Err(again_page()),
+        },
     };
     let Some(endpoints) = issuer.keys.endpoints().await else {
         return Err(unreachable_page());

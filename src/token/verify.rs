@@ -477,6 +477,32 @@ pub(crate) trait RuntimeIssuers: Send + Sync + 'static {
         iss: &'a str,
         claims: &'a Map<String, Value>,
     ) -> futures_util::future::BoxFuture<'a, Result<Option<Arc<RuntimeIssuer>>, Error>>;
+
+    /// Where the people of e-mail `domain` sign in with a browser (home-realm discovery).
+    #[cfg(feature = "login")]
+    fn for_domain<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<DomainRoute, Error>>;
+
+    /// The connection `id`'s issuer, if it still exists and has a browser client.
+    #[cfg(feature = "login")]
+    fn browser_connection(
+        &self,
+        id: uuid::Uuid,
+    ) -> futures_util::future::BoxFuture<'_, Result<Option<Arc<RuntimeIssuer>>, Error>>;
+}
+
+/// Where home-realm discovery sends the people of one e-mail domain.
+#[cfg(feature = "login")]
+#[cfg_attr(not(feature = "organizations"), allow(dead_code))]
+pub(crate) enum DomainRoute {
+    /// The domain's organisation's connection (its id), which has a browser client.
+    Connection(uuid::Uuid, Arc<RuntimeIssuer>),
+    /// An organisation's domain whose organisation has no browser sign-in.
+    Closed,
+    /// No organisation's domain.
+    Unknown,
 }
 
 impl<M> std::fmt::Debug for VerifiedToken<M> {
@@ -576,6 +602,12 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
             introspected,
             answerers,
         }
+    }
+
+    /// The issuers added at runtime, if the layer has any.
+    #[cfg(feature = "login")]
+    pub(crate) fn runtime_issuers(&self) -> Option<&Arc<dyn RuntimeIssuers>> {
+        self.runtime.as_ref()
     }
 
     /// Asks `runtime` about tokens of issuers that are not configured.
