@@ -20,7 +20,7 @@
 //! | `JIT_LINK_CLAIM` | with `JIT_SCIM_TOKEN`: links a first sign-in to the account SCIM created whose `externalId` equals this claim of the token (`oid` for Entra), if nobody has signed in to it yet; empty turns it off | `sub` |
 //! | `JIT_CREATE_ACCOUNTS` | `0`: pre-provisioned only; a first sign-in without an account (created by SCIM, or found by `JIT_LINK_CLAIM` or `JIT_LINK_BY_VERIFIED_EMAIL`) is refused 403 `not_provisioned` | `1` |
 //! | `JIT_REQUIRE_APPROVAL` | `1`: new accounts wait for approval (403 `pending_approval` until approved through the admin API) | off |
-//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse`, and `POST /admin/explain` with `{"token": …}` or `{"issuer": …, "claims": {…}}`, which answers the decision trace and the would-be account as JSON and writes nothing (an expired, forged or unknown-issuer token: 422 naming the reason); organisations: `POST /admin/organizations` (`{"name", "domains", "connections": [{"issuer", "audiences", "tenant": {"claim", "value"}, "default_roles", "group_roles": {"group": "role"}, "create_accounts", "require_approval", "client_id", "client_secret"}]}`; a connection with a `client_id` takes browser sign-in, and `GET /login?email=` sends its organisation's domains there; the secret is never shown), `GET /admin/organizations`, `GET\|PUT\|DELETE /admin/organizations/{id}`, `POST /admin/organizations/{id}/connections`, `DELETE /admin/organizations/{id}/connections/{cid}`; bad input: 400 problem document naming the `field`, a domain or connection another organisation holds: 409, and nothing written. Their connections sign people in from the next request, on every server | no admin API |
+//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse`, and `POST /admin/explain` with `{"token": …}` or `{"issuer": …, "claims": {…}}`, which answers the decision trace and the would-be account as JSON and writes nothing (an expired, forged or unknown-issuer token: 422 naming the reason); organisations: `POST /admin/organizations` (`{"name", "domains", "connections": [{"issuer", "audiences", "tenant": {"claim", "value"}, "default_roles", "group_roles": {"group": "role"}, "create_accounts", "require_approval", "claims": {"display_name": "nickname", "groups": "teams", "attributes.department": "dept"}, "client_id", "client_secret"}]}`; a connection with a `client_id` takes browser sign-in, and `GET /login?email=` sends its organisation's domains there; the secret is never shown), `GET /admin/organizations`, `GET\|PUT\|DELETE /admin/organizations/{id}`, `POST /admin/organizations/{id}/connections`, `DELETE /admin/organizations/{id}/connections/{cid}`; bad input: 400 problem document naming the `field`, a domain or connection another organisation holds: 409, and nothing written. Their connections sign people in from the next request, on every server | no admin API |
 //! | `JIT_METRICS` | `1`: `GET /metrics` answers the layer's, the store's and SCIM's metrics in the Prometheus text format | off |
 //! | `JIT_GRAPH_TENANT`, `JIT_GRAPH_CLIENT_ID`, `JIT_GRAPH_CLIENT_SECRET` | Entra ID group overage: when a token says its groups did not fit, they are read from Microsoft Graph (`transitiveMemberOf`, as this application's client credentials); groups are object ids, so `JIT_GROUP_ROLES` maps GUIDs; until Graph answers, groups stay as they were | off |
 //! | `JIT_GRAPH_URL`, `JIT_GRAPH_TOKEN_URL` | Graph's base URL and the client-credentials token endpoint | `https://graph.microsoft.com/`, `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token` |
@@ -1483,6 +1483,9 @@ mod admin {
         create_accounts: bool,
         #[serde(default)]
         require_approval: bool,
+        /// Field or `attributes.<name>` → claim path.
+        #[serde(default)]
+        claims: std::collections::BTreeMap<String, String>,
         /// The application's client at the issuer, for browser sign-in.
         #[serde(default)]
         client_id: Option<String>,
@@ -1510,6 +1513,7 @@ mod admin {
                 connection.client_secret = self.client_secret;
             }
             connection.tenant = self.tenant;
+            connection.claims = self.claims;
             for (group, role) in self.group_roles {
                 connection = connection.group_role(group, role);
             }

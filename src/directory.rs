@@ -269,6 +269,7 @@ impl Directory {
             rules: valid.provisioning,
             default_roles: connection.default_roles.clone(),
             group_roles: connection.group_roles.clone(),
+            claims: connection.claims.clone(),
         };
         Ok((
             rules,

@@ -121,6 +121,21 @@ impl Organization {
             {
                 return Err(invalid(field("tenant"), "needs a claim and a value"));
             }
+            for (target, path) in &connection.claims {
+                let known = CLAIM_TARGETS.contains(&target.as_str())
+                    || target
+                        .strip_prefix("attributes.")
+                        .is_some_and(|name| !name.is_empty());
+                if !known {
+                    return Err(invalid(
+                        field(&format!("claims.{target}")),
+                        "not a field the mapping fills (`email` comes from `email` only)",
+                    ));
+                }
+                if path.trim().is_empty() {
+                    return Err(invalid(field(&format!("claims.{target}")), "name a claim"));
+                }
+            }
             if connection.client_secret.is_some()
                 && connection
                     .client_id
@@ -220,6 +235,12 @@ pub struct Connection {
     /// Whether accounts it creates wait for approval.
     #[serde(default)]
     pub require_approval: bool,
+    /// Where its tokens carry what the layer's mapping reads elsewhere: a profile field
+    /// (`user_name`, `display_name`, `given_name`, `family_name`, `picture`, `locale`), more
+    /// groups (`groups`), or an attribute (`attributes.<name>`), each from a claim path. The
+    /// e-mail address is always the `email` claim, vouched for by `email_verified`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub claims: std::collections::BTreeMap<String, String>,
     /// The application's client at the issuer, for browser sign-in (home-realm discovery
     /// sends the organisation's people there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,6 +261,7 @@ impl std::fmt::Debug for Connection {
             .field("group_roles", &self.group_roles)
             .field("create_accounts", &self.create_accounts)
             .field("require_approval", &self.require_approval)
+            .field("claims", &self.claims)
             .field("client_id", &self.client_id)
             .field(
                 "client_secret",
@@ -248,6 +270,18 @@ impl std::fmt::Debug for Connection {
             .finish()
     }
 }
+
+/// The profile fields a connection's [`claims`](Connection::claims) may fill, besides
+/// `attributes.<name>`.
+const CLAIM_TARGETS: [&str; 7] = [
+    "user_name",
+    "display_name",
+    "given_name",
+    "family_name",
+    "picture",
+    "locale",
+    "groups",
+];
 
 fn yes() -> bool {
     true
@@ -278,6 +312,7 @@ impl Connection {
             group_roles: Vec::new(),
             create_accounts: true,
             require_approval: false,
+            claims: std::collections::BTreeMap::new(),
             client_id: None,
             client_secret: None,
         }
@@ -318,6 +353,14 @@ impl Connection {
     #[must_use]
     pub fn group_role(mut self, group: impl Into<String>, role: impl Into<String>) -> Self {
         self.group_roles.push((group.into(), role.into()));
+        self
+    }
+
+    /// Reads `target` (`display_name`, `groups`, `attributes.department`, …: see
+    /// [`claims`](Self::claims)) from the claim at `path`.
+    #[must_use]
+    pub fn claim(mut self, target: impl Into<String>, path: impl Into<String>) -> Self {
+        self.claims.insert(target.into(), path.into());
         self
     }
 

@@ -446,6 +446,46 @@ async fn home_realm_discovery_routes_by_domain_alone(backend: Backend) {
     task.abort();
 }
 
+/// A connection reads its IdP's own claim names: profile fields, groups (which earn the
+/// connection's group roles) and attributes; a mapping target that does not exist is refused.
+async fn a_connection_maps_its_idps_own_claims(backend: Backend) {
+    let db = Db::open(backend).await;
+    let server = app(&db).await;
+    let client = reqwest::Client::new();
+    let idp = TestIssuer::start().await;
+    let connection = Connection::oidc(idp.url(), ["test-client"])
+        .claim("display_name", "nickname")
+        .claim("groups", "teams")
+        .claim("attributes.department", "org.dept")
+        .group_role("red", "red-team");
+    create(
+        &db,
+        Organization::new("Mapped")
+            .domains(["mapped.example"])
+            .connection(connection.clone()),
+    )
+    .await;
+    let token = idp
+        .id_token()
+        .subject("m1")
+        .email("m1@mapped.example", true)
+        .claim("nickname", "Em")
+        .claim("teams", json!(["red", "blue"]))
+        .claim("org", json!({"dept": "R&D"}))
+        .sign();
+    let me = get_with(&client, &server.url("/me"), Some(&token)).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    let me = me.json();
+    assert_eq!(me["display_name"], "Em");
+    assert_eq!(me["groups"], json!(["blue", "red"]));
+    assert_eq!(me["attributes"]["department"], "R&D");
+    assert_eq!(me["roles"], json!(["red-team"]));
+
+    let wrong = Organization::new("Wrong").connection(connection.claim("email", "upn"));
+    let refused = wrong.validate().unwrap_err();
+    assert_eq!(refused.field, "connections[0].claims.email");
+}
+
 on_every_store!(
     "organizations";
     an_organisation_added_at_runtime_signs_its_people_in_on_every_server,
@@ -453,4 +493,5 @@ on_every_store!(
     a_shared_issuer_is_pinned_to_each_organisations_tenant,
     a_scim_token_of_one_organisation_reaches_no_other,
     home_realm_discovery_routes_by_domain_alone,
+    a_connection_maps_its_idps_own_claims,
 );

@@ -51,6 +51,12 @@ impl ProvisionedUser {
         self.account.user.id
     }
 
+    /// The [organisation](crate::organization) the account belongs to, if any: the one whose
+    /// connection signed this request in.
+    pub fn organization_id(&self) -> Option<Uuid> {
+        self.account.user.organization_id
+    }
+
     /// The identity this request signed in with.
     pub fn identity(&self) -> &Identity {
         &self.account.identity

@@ -169,9 +169,48 @@ pub(crate) struct ConnectionProvisioning {
     pub(crate) rules: IssuerProvisioning,
     pub(crate) default_roles: Vec<String>,
     pub(crate) group_roles: Vec<(String, String)>,
+    /// Field or `attributes.<name>` → claim path.
+    pub(crate) claims: std::collections::BTreeMap<String, String>,
 }
 
 impl ConnectionProvisioning {
+    /// Fills `profile` from the claims the connection names, recording what it read.
+    fn map_claims(&self, sign_in: &SignIn, profile: &mut MappedProfile, tracer: &mut Tracer) {
+        for (target, path) in &self.claims {
+            let Some(value) = sign_in.claim(path) else {
+                continue;
+            };
+            let text = value.as_str().map(str::to_owned);
+            match target.as_str() {
+                "user_name" => profile.user_name = text.or(profile.user_name.take()),
+                "display_name" => profile.display_name = text.or(profile.display_name.take()),
+                "given_name" => profile.given_name = text.or(profile.given_name.take()),
+                "family_name" => profile.family_name = text.or(profile.family_name.take()),
+                "picture" => profile.picture = text.or(profile.picture.take()),
+                "locale" => profile.locale = text.or(profile.locale.take()),
+                "groups" => {
+                    profile.groups.extend(crate::sign_in::strings(value));
+                    profile.groups.sort();
+                    profile.groups.dedup();
+                    profile.groups_asserted = true;
+                }
+                other => {
+                    if let Some(name) = other.strip_prefix("attributes.") {
+                        profile.attributes.insert(name.to_owned(), value.clone());
+                    }
+                }
+            }
+            tracer.detail(|| {
+                TraceStep::new(
+                    Stage::Mapping,
+                    format!("connection:{target}"),
+                    Verdict::Mapped,
+                )
+                .seen(path.clone())
+            });
+        }
+    }
+
     /// The grants its group rules give `groups`, under rule ids of their own (`connection:…`),
     /// which a sync keeps while the sign-in justifies them.
     fn group_grants(&self, groups: &[String]) -> Vec<crate::user::RoleGrant> {
@@ -580,6 +619,14 @@ impl Provisioner {
             return Err(DenyReason::NotProvisioned);
         }
         if let Rules::Connection(connection) = &all_rules {
+            connection.map_claims(sign_in, &mut profile, tracer);
+            // Groups read from the connection's own claim earn the mapping's group rules too.
+            let mut roles: Vec<_> = std::mem::take(&mut profile.roles)
+                .into_iter()
+                .filter(|grant| !matches!(&grant.source, crate::user::RoleSource::Mapping(rule) if rule.starts_with("group:")))
+                .collect();
+            roles.extend(self.config.mapping.group_grants(&profile.groups));
+            profile.roles = crate::user::normalize_roles(roles);
             confine_to_organization(&mut profile, connection, tracer);
         }
         let rules = all_rules.get();
