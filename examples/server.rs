@@ -1682,13 +1682,29 @@ mod admin {
         }
     }
 
+    /// An organisation's id from the path; anything that is not a UUID names none (404).
+    struct OrganizationId(uuid::Uuid);
+
+    impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OrganizationId {
+        type Rejection = Response;
+
+        async fn from_request_parts(
+            parts: &mut http::request::Parts,
+            state: &S,
+        ) -> Result<Self, Response> {
+            let Path(id) = Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+            uuid::Uuid::parse_str(&id)
+                .map(Self)
+                .map_err(|_| error(StatusCode::NOT_FOUND, "not_found"))
+        }
+    }
+
     async fn get_organization<S: UserStore + Clone>(
         State(Organizations(store)): State<Organizations<S>>,
-        Path(id): Path<String>,
+        OrganizationId(id): OrganizationId,
     ) -> Response {
-        let Ok(id) = uuid::Uuid::parse_str(&id) else {
-            return error(StatusCode::NOT_FOUND, "not_found");
-        };
         match store.get_organization(id).await {
             Ok(Some(organization)) => Json(shown(&organization)).into_response(),
             Ok(None) => error(StatusCode::NOT_FOUND, "not_found"),
@@ -1698,12 +1714,9 @@ mod admin {
 
     async fn replace_organization<S: UserStore + Clone>(
         State(Organizations(store)): State<Organizations<S>>,
-        Path(id): Path<String>,
+        OrganizationId(id): OrganizationId,
         body: Bytes,
     ) -> Response {
-        let Ok(id) = uuid::Uuid::parse_str(&id) else {
-            return error(StatusCode::NOT_FOUND, "not_found");
-        };
         let mut organization = match read(&body).and_then(|input| organization(input, Some(id))) {
             Ok(organization) => organization,
             Err(refused) => return refused.into_response(),
@@ -1728,11 +1741,8 @@ mod admin {
 
     async fn delete_organization<S: UserStore + Clone>(
         State(Organizations(store)): State<Organizations<S>>,
-        Path(id): Path<String>,
+        OrganizationId(id): OrganizationId,
     ) -> Response {
-        let Ok(id) = uuid::Uuid::parse_str(&id) else {
-            return error(StatusCode::NOT_FOUND, "not_found");
-        };
         match store.delete_organization(id).await {
             Ok(true) => StatusCode::NO_CONTENT.into_response(),
             Ok(false) => error(StatusCode::NOT_FOUND, "not_found"),
@@ -1772,12 +1782,9 @@ mod admin {
 
     async fn add_connection<S: UserStore + Clone>(
         State(Organizations(store)): State<Organizations<S>>,
-        Path(id): Path<String>,
+        OrganizationId(id): OrganizationId,
         body: Bytes,
     ) -> Response {
-        let Ok(id) = uuid::Uuid::parse_str(&id) else {
-            return error(StatusCode::NOT_FOUND, "not_found");
-        };
         let input: ConnectionInput = match read(&body) {
             Ok(input) => input,
             Err(refused) => return refused.into_response(),

@@ -2044,6 +2044,8 @@ async fn organisations_through_the_admin_api(postgres: Option<&str>) {
     assert_eq!(deleted.status, 204);
     let gone = get_with(&client, &format!("{organizations}/{id}"), Some(admin)).await;
     assert_eq!(gone.status, 404);
+    let malformed = get_with(&client, &format!("{organizations}/not-an-id"), Some(admin)).await;
+    assert_eq!(malformed.status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
