@@ -779,8 +779,7 @@ impl AttributeMapping {
     }
 
     /// `roles` with the group-rule grants replaced by what `groups` justify now: for a
-    /// membership change made by SCIM.
-    #[cfg(feature = "scim")]
+    /// membership change made by SCIM, or groups an organisation's connection read.
     pub(crate) fn regrant_for_groups(
         &self,
         roles: &[RoleGrant],

@@ -621,12 +621,10 @@ impl Provisioner {
         if let Rules::Connection(connection) = &all_rules {
             connection.map_claims(sign_in, &mut profile, tracer);
             // Groups read from the connection's own claim earn the mapping's group rules too.
-            let mut roles: Vec<_> = std::mem::take(&mut profile.roles)
-                .into_iter()
-                .filter(|grant| !matches!(&grant.source, crate::user::RoleSource::Mapping(rule) if rule.starts_with("group:")))
-                .collect();
-            roles.extend(self.config.mapping.group_grants(&profile.groups));
-            profile.roles = crate::user::normalize_roles(roles);
+            profile.roles = self
+                .config
+                .mapping
+                .regrant_for_groups(&profile.roles, &profile.groups);
             confine_to_organization(&mut profile, connection, tracer);
         }
         let rules = all_rules.get();
