@@ -165,21 +165,7 @@ impl Directory {
                         })
                     })
                     .map(|entry| Arc::clone(&entry.issuer));
-                let built = match kept {
-                    Some(issuer) => {
-                        // Unchanged: same verifier; the rules depend on the organisation too.
-                        self.connection_rules(organization, connection)
-                            .map(|(rules, _)| (rules, issuer))
-                    }
-                    None => {
-                        self.connection_rules(organization, connection)
-                            .map(|(rules, verifier)| {
-                                let issuer = RuntimeIssuer::new(verifier, Arc::clone(&self.stale));
-                                (rules, Arc::new(issuer))
-                            })
-                    }
-                };
-                match built {
+                match self.connection_rules(organization, connection, kept) {
                     Ok((rules, issuer)) => {
                         next.rules.insert(connection.id, Arc::new(rules));
                         if connection.client_id.is_some() {
@@ -232,12 +218,15 @@ impl Directory {
     }
 
     /// A connection's provisioning rules and a verifier for its issuer, by the rules of a
-    /// configured [`Issuer`].
+    /// configured [`Issuer`]: `kept`, the verifier of the same connection unchanged (with the
+    /// keys it fetched), or a new one. The rules are built anew either way: they depend on the
+    /// organisation too.
     fn connection_rules(
         &self,
         organization: &Organization,
         connection: &Connection,
-    ) -> Result<(ConnectionProvisioning, IssuerVerifier), crate::ConfigError> {
+        kept: Option<Arc<RuntimeIssuer>>,
+    ) -> Result<(ConnectionProvisioning, Arc<RuntimeIssuer>), crate::ConfigError> {
         let mut issuer = Issuer::new(&connection.issuer)
             .audiences(connection.audiences.iter().cloned())
             .allow_http_loopback(self.settings.allow_http_loopback)
@@ -258,11 +247,6 @@ impl Directory {
             organization: organization.id,
             connection: connection.id,
         });
-        let fetcher = Fetcher::new(
-            self.client.clone(),
-            valid.url_policy,
-            self.max_document_bytes,
-        );
         let rules = ConnectionProvisioning {
             organization: organization.id,
             domains: organization.domains.clone(),
@@ -271,10 +255,16 @@ impl Directory {
             group_roles: connection.group_roles.clone(),
             claims: connection.claims.clone(),
         };
-        Ok((
-            rules,
-            IssuerVerifier::new(valid.rules, fetcher, valid.timing),
-        ))
+        let issuer = kept.unwrap_or_else(|| {
+            let fetcher = Fetcher::new(
+                self.client.clone(),
+                valid.url_policy,
+                self.max_document_bytes,
+            );
+            let verifier = IssuerVerifier::new(valid.rules, fetcher, valid.timing);
+            Arc::new(RuntimeIssuer::new(verifier, Arc::clone(&self.stale)))
+        });
+        Ok((rules, issuer))
     }
 }
 
