@@ -20,7 +20,7 @@
 //! | `JIT_LINK_CLAIM` | with `JIT_SCIM_TOKEN`: links a first sign-in to the account SCIM created whose `externalId` equals this claim of the token (`oid` for Entra), if nobody has signed in to it yet; empty turns it off | `sub` |
 //! | `JIT_CREATE_ACCOUNTS` | `0`: pre-provisioned only; a first sign-in without an account (created by SCIM, or found by `JIT_LINK_CLAIM` or `JIT_LINK_BY_VERIFIED_EMAIL`) is refused 403 `not_provisioned` | `1` |
 //! | `JIT_REQUIRE_APPROVAL` | `1`: new accounts wait for approval (403 `pending_approval` until approved through the admin API) | off |
-//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse`, and `POST /admin/explain` with `{"token": …}` or `{"issuer": …, "claims": {…}}`, which answers the decision trace and the would-be account as JSON and writes nothing (an expired, forged or unknown-issuer token: 422 naming the reason); organisations: `POST /admin/organizations` (`{"name", "domains", "connections": [{"issuer", "audiences", "tenant": {"claim", "value"}, "default_roles", "group_roles": {"group": "role"}, "create_accounts", "require_approval", "claims": {"display_name": "nickname", "groups": "teams", "attributes.department": "dept"}, "client_id", "client_secret"}]}`; a connection with a `client_id` takes browser sign-in, and `GET /login?email=` sends its organisation's domains there; the secret is never shown), `GET /admin/organizations`, `GET\|PUT\|DELETE /admin/organizations/{id}`, `POST /admin/organizations/{id}/connections`, `DELETE /admin/organizations/{id}/connections/{cid}`; bad input: 400 problem document naming the `field`, a domain or connection another organisation holds: 409, and nothing written. Their connections sign people in from the next request, on every server | no admin API |
+//! | `JIT_ADMIN_TOKEN` | mounts the admin API at `/admin` behind this bearer secret (16 characters at least): `GET /admin/pending`, `POST /admin/users/{id}/approve`, `POST /admin/users/{id}/refuse`, and `POST /admin/explain` with `{"token": …}` or `{"issuer": …, "claims": {…}}`, which answers the decision trace and the would-be account as JSON and writes nothing (an expired, forged or unknown-issuer token: 422 naming the reason); organisations: `POST /admin/organizations` (`{"name", "domains", "connections": [{"issuer", "audiences", "tenant": {"claim", "value"}, "default_roles", "group_roles": {"group": "role"}, "create_accounts", "require_approval", "claims": {"display_name": "nickname", "groups": "teams", "attributes.department": "dept"}, "client_id", "client_secret"}]}`, or for a SAML IdP `{"protocol": "saml", "issuer": ENTITYID, "saml_metadata": XML \| "saml_metadata_url": URL, "subject_attribute", "default_roles", …}`; an OpenID Connect connection with a `client_id`, and every SAML connection, take browser sign-in, and `GET /login?email=` sends its organisation's domains there; the secret is never shown), `GET /admin/organizations`, `GET\|PUT\|DELETE /admin/organizations/{id}`, `POST /admin/organizations/{id}/connections`, `DELETE /admin/organizations/{id}/connections/{cid}`; bad input: 400 problem document naming the `field`, a domain or connection another organisation holds: 409, and nothing written. Their connections sign people in from the next request, on every server | no admin API |
 //! | `JIT_METRICS` | `1`: `GET /metrics` answers the layer's, the store's and SCIM's metrics in the Prometheus text format | off |
 //! | `JIT_GRAPH_TENANT`, `JIT_GRAPH_CLIENT_ID`, `JIT_GRAPH_CLIENT_SECRET` | Entra ID group overage: when a token says its groups did not fit, they are read from Microsoft Graph (`transitiveMemberOf`, as this application's client credentials); groups are object ids, so `JIT_GROUP_ROLES` maps GUIDs; until Graph answers, groups stay as they were | off |
 //! | `JIT_GRAPH_URL`, `JIT_GRAPH_TOKEN_URL` | Graph's base URL and the client-credentials token endpoint | `https://graph.microsoft.com/`, `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token` |
@@ -36,7 +36,7 @@
 //! | `JIT_GITHUB_URL`, `JIT_GITHUB_API_URL` | GitHub Enterprise Server or a test double (plain http only on loopback with `JIT_ALLOW_HTTP_ISSUERS=1`) | `https://github.com`, `https://api.github.com` (`<JIT_GITHUB_URL>/api/v3` for another `JIT_GITHUB_URL`) |
 //! | `JIT_GITHUB_SCOPES` | the scopes to ask GitHub for, space- or comma-separated | `read:user user:email read:org` |
 //! | `JIT_GITHUB_ACCEPT_TOKENS` | `1`: GitHub access tokens are also accepted as bearer tokens, resolved through GitHub's API (cached 60 s) | off |
-//! | `JIT_SAML_IDP_METADATA` | SAML sign-in at these IdPs: their metadata, comma-separated, each a file path or a URL (fetched at start to learn the entity ids, then kept fresh by its `cacheDuration`; plain http only on loopback with `JIT_ALLOW_HTTP_ISSUERS=1`). Adds `GET /saml/metadata`, `GET /saml/login[?idp=ENTITYID][&return_to=PATH]`, `POST /saml/acs` | off |
+//! | `JIT_SAML_IDP_METADATA` | SAML sign-in at these IdPs: their metadata, comma-separated, each a file path or a URL (fetched at start to learn the entity ids, then kept fresh by its `cacheDuration`; plain http only on loopback with `JIT_ALLOW_HTTP_ISSUERS=1`). Adds `GET /saml/metadata`, `GET /saml/login[?idp=ENTITYID\|?connection=ID][&return_to=PATH]`, `POST /saml/acs`, `GET\|POST /saml/slo`; with `JIT_ADMIN_TOKEN` these are on without it, for organisations' SAML connections | off (on with `JIT_ADMIN_TOKEN`) |
 //! | `JIT_SAML_SP_ENTITY_ID` | the SP's entity id | `JIT_PUBLIC_URL` + `/saml/metadata` |
 //! | `JIT_SAML_SP_KEY`, `JIT_SAML_SP_CERT` | PEM files of the SP's RSA key and certificate: AuthnRequests are signed and the metadata lists the certificate | unsigned requests |
 //! | `JIT_SAML_SUBJECT_ATTRIBUTE` | the identity is this attribute (its `Name`, e.g. `http://schemas.microsoft.com/identity/claims/objectidentifier`) instead of the persistent NameID | the persistent NameID |
@@ -153,10 +153,12 @@ struct SamlSettings {
     allow_sha1: bool,
 }
 
-/// `JIT_SAML_*`: `None` when `JIT_SAML_IDP_METADATA` is not set.
+/// `JIT_SAML_*`: `None` when `JIT_SAML_IDP_METADATA` is not set and no organisation can be
+/// added (no `JIT_ADMIN_TOKEN`): with the admin API, organisations' SAML connections need the
+/// service provider even when the server trusts no IdP of its own.
 fn saml_settings() -> Result<Option<SamlSettings>, BadSetting> {
     let metadata = list("JIT_SAML_IDP_METADATA");
-    if metadata.is_empty() {
+    if metadata.is_empty() && var("JIT_ADMIN_TOKEN").is_none() {
         return Ok(None);
     }
     let read = |variable: &'static str, path: String| {
@@ -1299,7 +1301,7 @@ mod admin {
     use http::{StatusCode, header};
     use serde_json::{Value, json};
     use tower_jit_provisioning::approval::{ApprovalError, Approvals};
-    use tower_jit_provisioning::organization::{Connection, Organization, TenantPin};
+    use tower_jit_provisioning::organization::{Connection, Organization, Protocol, TenantPin};
     use tower_jit_provisioning::{Error, ProvisioningLayer, StoreError, UserStore};
 
     /// What the admin routes share.
@@ -1470,8 +1472,21 @@ mod admin {
         /// Kept when given (a `PUT` that keeps a connection), else a new one.
         #[serde(default)]
         id: Option<uuid::Uuid>,
+        /// `oidc` (the default) or `saml`.
+        #[serde(default)]
+        protocol: Protocol,
+        /// An OpenID Connect issuer URL, or a SAML IdP's entity id.
         issuer: String,
+        #[serde(default)]
         audiences: Vec<String>,
+        /// SAML: the IdP's metadata document, or the URL it is published at.
+        #[serde(default)]
+        saml_metadata: Option<String>,
+        #[serde(default)]
+        saml_metadata_url: Option<String>,
+        /// SAML: the attribute that identifies people instead of the persistent NameID.
+        #[serde(default)]
+        subject_attribute: Option<String>,
         #[serde(default)]
         tenant: Option<TenantPin>,
         #[serde(default)]
@@ -1499,7 +1514,15 @@ mod admin {
 
     impl ConnectionInput {
         fn connection(self) -> Connection {
-            let mut connection = Connection::oidc(self.issuer, self.audiences)
+            let mut connection = match self.protocol {
+                Protocol::Saml => Connection::saml(self.issuer),
+                _ => Connection::oidc(self.issuer, std::iter::empty::<String>()),
+            };
+            connection.audiences = self.audiences;
+            connection.saml_metadata = self.saml_metadata;
+            connection.saml_metadata_url = self.saml_metadata_url;
+            connection.subject_attribute = self.subject_attribute;
+            let mut connection = connection
                 .default_roles(self.default_roles)
                 .create_accounts(self.create_accounts)
                 .require_approval(self.require_approval);

@@ -21,13 +21,24 @@ use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+#[cfg(feature = "saml")]
+use crate::IssuerPolicy;
 use crate::builder::issuer::Issuer;
 use crate::error::{Error, ErrorChain};
-use crate::organization::{Connection, Organization};
+#[cfg(feature = "saml")]
+use crate::login::saml::{
+    self,
+    connections::{ConnectionIdp, RuntimeIdps},
+    idps::IdpSource,
+    verify::TrustedIdp,
+};
+use crate::organization::{Connection, Organization, Protocol};
 use crate::provision::{ConnectionProvisioning, ConnectionRules};
 use crate::sign_in::ConnectionRef;
 use crate::store::{DynStore, StoreEvent, Subscription};
 use crate::token::fetch::Fetcher;
+#[cfg(feature = "saml")]
+use crate::token::fetch::UrlPolicy;
 #[cfg(feature = "login")]
 use crate::token::verify::DomainRoute;
 use crate::token::verify::{IssuerVerifier, RuntimeIssuer, RuntimeIssuers};
@@ -61,9 +72,23 @@ struct Entry {
     issuer: Arc<RuntimeIssuer>,
 }
 
+/// One SAML connection, ready for the service provider.
+#[cfg(feature = "saml")]
+struct SamlEntry {
+    organization: Uuid,
+    connection: Connection,
+    idp: Arc<ConnectionIdp>,
+}
+
 /// The connections as last read.
 #[derive(Default)]
 struct Snapshot {
+    /// SAML connections by their IdP's entity id.
+    #[cfg(feature = "saml")]
+    saml: HashMap<String, SamlEntry>,
+    /// SAML connections' entity ids by connection id.
+    #[cfg(feature = "saml")]
+    saml_ids: HashMap<Uuid, String>,
     /// By issuer URL: every connection of that issuer (several tenants of a shared issuer).
     by_issuer: HashMap<String, Vec<Entry>>,
     rules: HashMap<Uuid, Arc<ConnectionProvisioning>>,
@@ -156,6 +181,10 @@ impl Directory {
                 next.by_domain.insert(domain.clone(), None);
             }
             for connection in &organization.connections {
+                if connection.protocol == Protocol::Saml {
+                    self.add_saml(&mut next, &previous, organization, connection);
+                    continue;
+                }
                 let kept = previous
                     .by_issuer
                     .get(&connection.issuer)
@@ -170,12 +199,7 @@ impl Directory {
                         next.rules.insert(connection.id, Arc::new(rules));
                         if connection.client_id.is_some() {
                             next.browser.insert(connection.id, Arc::clone(&issuer));
-                            for domain in &organization.domains {
-                                next.by_domain
-                                    .entry(domain.clone())
-                                    .or_default()
-                                    .get_or_insert(connection.id);
-                            }
+                            next.route_domains(organization, connection.id);
                         }
                         next.by_issuer
                             .entry(connection.issuer.clone())
@@ -186,17 +210,123 @@ impl Directory {
                                 issuer,
                             });
                     }
-                    Err(reason) => tracing::warn!(
-                        target: "tower_jit_provisioning::organizations",
-                        organization = %organization.id,
-                        connection = %connection.id,
-                        %reason,
-                        "a connection that cannot work signs nobody in"
-                    ),
+                    Err(reason) => unusable(organization, connection, &reason),
                 }
             }
         }
         next
+    }
+
+    /// A SAML connection: its rules, and its IdP (kept from `previous` when the connection did
+    /// not change, with the metadata it fetched).
+    #[cfg(feature = "saml")]
+    fn add_saml(
+        &self,
+        next: &mut Snapshot,
+        previous: &Snapshot,
+        organization: &Organization,
+        connection: &Connection,
+    ) {
+        let kept = previous
+            .saml
+            .get(&connection.issuer)
+            .filter(|e| e.organization == organization.id && e.connection == *connection)
+            .map(|e| Arc::clone(&e.idp));
+        let idp = match kept {
+            Some(idp) => Ok(idp),
+            None => self.saml_idp(organization, connection).map(Arc::new),
+        };
+        let built = idp.and_then(|idp| {
+            let mut policy = IssuerPolicy::new()
+                .create_accounts(connection.create_accounts)
+                .require_approval(connection.require_approval);
+            if !organization.domains.is_empty() {
+                policy = policy.trust_email_domains(organization.domains.iter().cloned());
+            }
+            let rules = policy
+                .validate(&connection.issuer)
+                .map_err(|e| e.to_string())?;
+            Ok((idp, rules))
+        });
+        match built {
+            Ok((idp, rules)) => {
+                next.rules.insert(
+                    connection.id,
+                    Arc::new(ConnectionProvisioning {
+                        organization: organization.id,
+                        domains: organization.domains.clone(),
+                        rules,
+                        default_roles: connection.default_roles.clone(),
+                        group_roles: connection.group_roles.clone(),
+                        claims: connection.claims.clone(),
+                    }),
+                );
+                next.saml_ids
+                    .insert(connection.id, connection.issuer.clone());
+                next.route_domains(organization, connection.id);
+                next.saml.insert(
+                    connection.issuer.clone(),
+                    SamlEntry {
+                        organization: organization.id,
+                        connection: connection.clone(),
+                        idp,
+                    },
+                );
+            }
+            Err(reason) => unusable(organization, connection, &reason),
+        }
+    }
+
+    /// The IdP of a SAML connection, by its metadata or its metadata URL.
+    #[cfg(feature = "saml")]
+    fn saml_idp(
+        &self,
+        organization: &Organization,
+        connection: &Connection,
+    ) -> Result<ConnectionIdp, String> {
+        let allow_http = self.settings.allow_http_loopback;
+        let source = match (&connection.saml_metadata, &connection.saml_metadata_url) {
+            (Some(xml), _) => IdpSource::Fixed(Arc::new(
+                TrustedIdp::from_metadata(xml, &connection.issuer, allow_http)
+                    .map_err(|reason| format!("its metadata {reason}"))?,
+            )),
+            (None, Some(url)) => {
+                let policy = UrlPolicy {
+                    allow_http_loopback: allow_http,
+                };
+                let url = url::Url::parse(url)
+                    .ok()
+                    .filter(|url| policy.check(url).is_ok())
+                    .ok_or("its metadata URL is not an https URL")?;
+                let fetcher = Fetcher::new(self.client.clone(), policy, saml::MAX_METADATA_BYTES);
+                IdpSource::remote(connection.issuer.clone(), url, fetcher, allow_http, None)
+            }
+            (None, None) => return Err("it has no metadata".to_owned()),
+        };
+        Ok(ConnectionIdp {
+            source,
+            connection: ConnectionRef {
+                organization: organization.id,
+                connection: connection.id,
+            },
+            subject_attribute: connection.subject_attribute.clone(),
+        })
+    }
+
+    /// Without the `saml` feature a SAML connection signs nobody in.
+    #[cfg(not(feature = "saml"))]
+    fn add_saml(
+        &self,
+        _next: &mut Snapshot,
+        _previous: &Snapshot,
+        organization: &Organization,
+        connection: &Connection,
+    ) {
+        unusable(
+            organization,
+            connection,
+            &"SAML connections need the `saml` feature",
+        );
     }
 
     /// Marks every verifier of `previous` that is not in the current snapshot as retired.
@@ -268,6 +398,30 @@ impl Directory {
     }
 }
 
+/// Says that `connection` cannot work, and why.
+fn unusable(organization: &Organization, connection: &Connection, reason: &dyn std::fmt::Display) {
+    tracing::warn!(
+        target: "tower_jit_provisioning::organizations",
+        organization = %organization.id,
+        connection = %connection.id,
+        %reason,
+        "a connection that cannot work signs nobody in"
+    );
+}
+
+impl Snapshot {
+    /// Sends the browsers of `organization`'s domains to `connection`, unless an earlier
+    /// connection of it takes them.
+    fn route_domains(&mut self, organization: &Organization, connection: Uuid) {
+        for domain in &organization.domains {
+            self.by_domain
+                .entry(domain.clone())
+                .or_default()
+                .get_or_insert(connection);
+        }
+    }
+}
+
 impl RuntimeIssuers for Directory {
     fn find<'a>(
         &'a self,
@@ -303,6 +457,8 @@ impl RuntimeIssuers for Directory {
                 Some(None) => DomainRoute::Closed,
                 Some(Some(id)) => match snapshot.browser.get(id) {
                     Some(issuer) => DomainRoute::Connection(*id, Arc::clone(issuer)),
+                    #[cfg(feature = "saml")]
+                    None if snapshot.saml_ids.contains_key(id) => DomainRoute::Saml(*id),
                     None => DomainRoute::Closed,
                 },
             })
@@ -315,6 +471,37 @@ impl RuntimeIssuers for Directory {
         id: Uuid,
     ) -> BoxFuture<'_, Result<Option<Arc<RuntimeIssuer>>, Error>> {
         Box::pin(async move { Ok(self.current().await?.browser.get(&id).cloned()) })
+    }
+}
+
+#[cfg(feature = "saml")]
+impl RuntimeIdps for Directory {
+    fn by_entity<'a>(
+        &'a self,
+        entity_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<ConnectionIdp>>, Error>> {
+        Box::pin(async move {
+            let snapshot = self.current().await?;
+            Ok(snapshot.saml.get(entity_id).map(|e| Arc::clone(&e.idp)))
+        })
+    }
+
+    fn by_connection(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Arc<ConnectionIdp>>, Error>> {
+        Box::pin(async move {
+            let snapshot = self.current().await?;
+            Ok(snapshot
+                .saml_ids
+                .get(&id)
+                .and_then(|entity_id| snapshot.saml.get(entity_id))
+                .map(|e| Arc::clone(&e.idp)))
+        })
+    }
+
+    fn all(&self) -> BoxFuture<'_, Result<Vec<Arc<ConnectionIdp>>, Error>> {
+        Box::pin(async move {
+            let snapshot = self.current().await?;
+            Ok(snapshot.saml.values().map(|e| Arc::clone(&e.idp)).collect())
+        })
     }
 }
 

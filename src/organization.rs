@@ -102,19 +102,26 @@ impl Organization {
         self.domains = domains;
         for (i, connection) in self.connections.iter().enumerate() {
             let field = |name: &str| format!("connections[{i}].{name}");
-            let url = url::Url::parse(&connection.issuer)
-                .map_err(|_| invalid(field("issuer"), "not a URL"))?;
-            let loopback = match url.host() {
-                Some(url::Host::Domain(host)) => host == "localhost",
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            };
-            if !(url.scheme() == "https" || url.scheme() == "http" && loopback) {
-                return Err(invalid(field("issuer"), "must be an https URL"));
-            }
-            if connection.audiences.iter().all(|a| a.trim().is_empty()) {
-                return Err(invalid(field("audiences"), "name at least one audience"));
+            match connection.protocol {
+                Protocol::Oidc => {
+                    if !is_https_or_loopback(&connection.issuer) {
+                        return Err(invalid(field("issuer"), "must be an https URL"));
+                    }
+                    if connection.audiences.iter().all(|a| a.trim().is_empty()) {
+                        return Err(invalid(field("audiences"), "name at least one audience"));
+                    }
+                    for (name, set) in [
+                        ("saml_metadata", connection.saml_metadata.is_some()),
+                        ("saml_metadata_url", connection.saml_metadata_url.is_some()),
+                        ("subject_attribute", connection.subject_attribute.is_some()),
+                    ] {
+                        if set {
+                            return Err(invalid(field(name), "only for a SAML connection"));
+                        }
+                    }
+                }
+                Protocol::Saml => validate_saml(connection)
+                    .map_err(|(name, reason)| invalid(field(name), reason))?,
             }
             if let Some(pin) = &connection.tenant
                 && (pin.claim.trim().is_empty() || pin.value.trim().is_empty())
@@ -197,6 +204,70 @@ impl Organization {
     }
 }
 
+/// Whether `url` is an `https` URL, or `http` on a loopback host (a test IdP).
+fn is_https_or_loopback(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(host)) => host == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    url.scheme() == "https" || url.scheme() == "http" && loopback
+}
+
+/// What a SAML connection needs: an entity id, its metadata (which must describe that entity
+/// with a usable signing key, when the `saml` feature can read it) or a URL for it, and none of
+/// the OpenID Connect settings.
+fn validate_saml(connection: &Connection) -> Result<(), (&'static str, &'static str)> {
+    let entity_id = connection.issuer.as_str();
+    if entity_id.trim().is_empty()
+        || entity_id.len() > 1024
+        || entity_id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(("issuer", "must be the IdP's entity id"));
+    }
+    if connection.audiences.iter().any(|a| !a.trim().is_empty()) {
+        return Err((
+            "audiences",
+            "a SAML IdP's assertions are addressed to the service provider's entity id",
+        ));
+    }
+    if connection.tenant.is_some() {
+        return Err(("tenant", "only for an OpenID Connect connection"));
+    }
+    if connection.client_id.is_some() || connection.client_secret.is_some() {
+        return Err(("client_id", "only for an OpenID Connect connection"));
+    }
+    if connection
+        .subject_attribute
+        .as_deref()
+        .is_some_and(|name| name.trim().is_empty())
+    {
+        return Err(("subject_attribute", "name an attribute"));
+    }
+    match (&connection.saml_metadata, &connection.saml_metadata_url) {
+        (None, None) => Err(("saml_metadata", "give the IdP's metadata or its URL")),
+        (Some(_), Some(_)) => Err((
+            "saml_metadata_url",
+            "give the IdP's metadata or its URL, not both",
+        )),
+        (None, Some(url)) if !is_https_or_loopback(url) => {
+            Err(("saml_metadata_url", "must be an https URL"))
+        }
+        (None, Some(_)) => Ok(()),
+        #[cfg(feature = "saml")]
+        (Some(xml), None) => crate::login::saml::verify::check_idp_metadata(xml, entity_id)
+            .map_err(|reason| ("saml_metadata", reason)),
+        #[cfg(not(feature = "saml"))]
+        (Some(_), None) => Ok(()),
+    }
+}
+
 /// Why an [`Organization`] cannot be stored: the field (`domains[2]`,
 /// `connections[0].issuer`) and the reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -208,16 +279,36 @@ pub struct InvalidOrganization {
     pub reason: &'static str,
 }
 
-/// An OpenID Connect issuer whose tokens sign in an organisation's people.
+/// An identity provider whose sign-ins are an organisation's people: an OpenID Connect issuer
+/// ([`Connection::oidc`]) or a SAML 2.0 IdP ([`Connection::saml`]).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Connection {
     /// Stable identifier, a UUID v7.
     pub id: Uuid,
-    /// The issuer URL, compared exactly with tokens' `iss`; its keys are discovered from it on
-    /// first use.
+    /// How the IdP signs people in.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// OpenID Connect: the issuer URL, compared exactly with tokens' `iss`, its keys discovered
+    /// from it on first use. SAML: the IdP's entity id, compared exactly with assertions'
+    /// `Issuer`.
     pub issuer: String,
-    /// The audiences its tokens may carry (the application's client id at that IdP).
+    /// OpenID Connect: the audiences its tokens may carry (the application's client id at that
+    /// IdP). SAML: unused (assertions must name the service provider's entity id).
+    #[serde(default)]
     pub audiences: Vec<String>,
+    /// SAML: the IdP's metadata document, whose signing certificates verify its assertions
+    /// (never a key from the message itself). One of this and
+    /// [`saml_metadata_url`](Self::saml_metadata_url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml_metadata: Option<String>,
+    /// SAML: where the IdP publishes its metadata (`https`), fetched on first use and again
+    /// when its `cacheDuration` runs out; a document naming another entity is never used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml_metadata_url: Option<String>,
+    /// SAML: the attribute (by `Name`) that identifies the person instead of the persistent
+    /// NameID, such as Entra ID's `objectidentifier`. It must be immutable and single-valued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_attribute: Option<String>,
     /// For an issuer shared by many tenants: the claim and the value that pin it to this
     /// organisation's tenant (Entra ID `tid`, Google `hd`). Tokens of other tenants are
     /// refused.
@@ -254,8 +345,15 @@ impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("id", &self.id)
+            .field("protocol", &self.protocol)
             .field("issuer", &self.issuer)
             .field("audiences", &self.audiences)
+            .field(
+                "saml_metadata",
+                &self.saml_metadata.as_ref().map(String::len),
+            )
+            .field("saml_metadata_url", &self.saml_metadata_url)
+            .field("subject_attribute", &self.subject_attribute)
             .field("tenant", &self.tenant)
             .field("default_roles", &self.default_roles)
             .field("group_roles", &self.group_roles)
@@ -287,6 +385,18 @@ fn yes() -> bool {
     true
 }
 
+/// How a [`Connection`]'s identity provider signs people in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Protocol {
+    /// OpenID Connect: bearer tokens and, with a browser client, the authorization code flow.
+    #[default]
+    Oidc,
+    /// SAML 2.0 Web Browser SSO, at the layer's service provider (feature `saml`).
+    Saml,
+}
+
 /// A claim whose value a token must carry: a tenant of a multi-tenant issuer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantPin {
@@ -305,8 +415,12 @@ impl Connection {
     {
         Self {
             id: Uuid::now_v7(),
+            protocol: Protocol::Oidc,
             issuer: issuer.into(),
             audiences: audiences.into_iter().map(Into::into).collect(),
+            saml_metadata: None,
+            saml_metadata_url: None,
+            subject_attribute: None,
             tenant: None,
             default_roles: Vec::new(),
             group_roles: Vec::new(),
@@ -316,6 +430,45 @@ impl Connection {
             client_id: None,
             client_secret: None,
         }
+    }
+
+    /// A SAML 2.0 identity provider, `entity_id`, trusted by the signing certificates of its
+    /// metadata: give it with [`saml_metadata`](Self::saml_metadata) or
+    /// [`saml_metadata_url`](Self::saml_metadata_url). Its people sign in with a browser at the
+    /// layer's service provider ([`SamlLogin`](crate::login::SamlLogin), feature `saml`); the
+    /// e-mail addresses it sends count as verified in the organisation's domains only.
+    pub fn saml(entity_id: impl Into<String>) -> Self {
+        Self {
+            protocol: Protocol::Saml,
+            ..Self::oidc(entity_id, std::iter::empty::<String>())
+        }
+    }
+
+    /// SAML: the IdP's metadata document.
+    #[must_use]
+    pub fn saml_metadata(mut self, xml: impl Into<String>) -> Self {
+        self.saml_metadata = Some(xml.into());
+        self
+    }
+
+    /// SAML: the URL of the IdP's metadata, fetched on first use and kept fresh.
+    #[must_use]
+    pub fn saml_metadata_url(mut self, url: impl Into<String>) -> Self {
+        self.saml_metadata_url = Some(url.into());
+        self
+    }
+
+    /// SAML: the attribute that identifies the person instead of the persistent NameID.
+    #[must_use]
+    pub fn subject_attribute(mut self, name: impl Into<String>) -> Self {
+        self.subject_attribute = Some(name.into());
+        self
+    }
+
+    /// Whether people sign in through it with a browser: a SAML IdP, or an OpenID Connect
+    /// issuer with a [`browser_client`](Self::browser_client).
+    pub fn signs_in_browsers(&self) -> bool {
+        self.protocol == Protocol::Saml || self.client_id.is_some()
     }
 
     /// Lets the organisation's people sign in with a browser through this connection, as
@@ -429,5 +582,50 @@ mod tests {
             .validate()
             .unwrap();
         assert_eq!(valid.domains, ["partner.example"]);
+    }
+
+    #[test]
+    fn a_saml_connection_needs_metadata_and_no_oidc_settings() {
+        let saml = || Connection::saml("https://idp.partner.example/saml");
+        let by_url = || saml().saml_metadata_url("https://idp.partner.example/metadata");
+        let cases = [
+            (saml(), "saml_metadata"),
+            (by_url().saml_metadata("<x/>"), "saml_metadata_url"),
+            (
+                saml().saml_metadata_url("http://idp.partner.example/metadata"),
+                "saml_metadata_url",
+            ),
+            (
+                Connection::saml(" ").saml_metadata_url("https://a.example/m"),
+                "issuer",
+            ),
+            (by_url().tenant("tid", "t"), "tenant"),
+            (by_url().browser_client("client", None), "client_id"),
+            (by_url().subject_attribute(" "), "subject_attribute"),
+            (
+                Connection {
+                    audiences: vec!["app".into()],
+                    ..by_url()
+                },
+                "audiences",
+            ),
+            (
+                Connection::oidc("https://idp.partner.example", ["app"])
+                    .saml_metadata_url("https://idp.partner.example/metadata"),
+                "saml_metadata_url",
+            ),
+            #[cfg(feature = "saml")]
+            (saml().saml_metadata("<not-metadata/>"), "saml_metadata"),
+        ];
+        for (connection, field) in cases {
+            let organization = Organization::new("P").connection(connection);
+            assert_eq!(field_of(organization), format!("connections[0].{field}"));
+        }
+        assert!(
+            Organization::new("P")
+                .connection(by_url())
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -212,9 +212,18 @@ pub struct SignInBuilder {
     email: Option<(String, bool)>,
     groups: Option<Vec<String>>,
     expires_at: Option<DateTime<Utc>>,
+    connection: Option<ConnectionRef>,
 }
 
 impl SignInBuilder {
+    /// The organisation's connection that vouched for it: a sign-in source the layer runs for
+    /// organisations (an application's own sign-ins name none).
+    #[cfg_attr(not(feature = "saml"), allow(dead_code))]
+    pub(crate) fn connection(mut self, connection: Option<ConnectionRef>) -> Self {
+        self.connection = connection;
+        self
+    }
+
     /// Replaces the attributes: the source's claims, assertion attributes or profile fields,
     /// as one JSON object. Mapping reads them by name or dotted path; `name`, `given_name`,
     /// `family_name`, `preferred_username`, `picture` and `locale` fill the profile.
@@ -288,7 +297,7 @@ impl SignInBuilder {
         };
         Ok(SignIn(Arc::new(Inner {
             source: self.source,
-            connection: None,
+            connection: self.connection,
             issuer: self.issuer,
             subject: self.subject.into_boxed_str(),
             email: email.map(String::into_boxed_str),
@@ -321,7 +330,7 @@ pub(crate) struct TokenSignIn<'a> {
 }
 
 /// An organisation's connection, as a sign-in names the one that vouched for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ConnectionRef {
     pub(crate) organization: uuid::Uuid,
     pub(crate) connection: uuid::Uuid,
@@ -343,6 +352,7 @@ impl SignIn {
             email: None,
             groups: None,
             expires_at: None,
+            connection: None,
         }
     }
 

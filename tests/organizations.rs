@@ -7,14 +7,18 @@
 mod common;
 
 use common::browser::Browser;
+use common::saml::{form_value, post_cross_site};
 use common::stores::{Backend, Db};
 use common::{Server, get_with, scim_request, user_app};
 use serde_json::{Value, json};
-use tower_jit_provisioning::login::BrowserLogin;
+use tower_jit_provisioning::login::{BrowserLogin, SamlLogin};
 use tower_jit_provisioning::organization::{Connection, Organization};
 use tower_jit_provisioning::scim::Scim;
-use tower_jit_provisioning::testing::TestIssuer;
-use tower_jit_provisioning::{OrganizationDirectory, ProvisioningLayer, StoreError, UserStore};
+use tower_jit_provisioning::testing::{SamlUser, TestIssuer, TestSamlIdp};
+use tower_jit_provisioning::{
+    IdentityKey, OrganizationDirectory, ProvisioningLayer, ProvisioningLayerBuilder, StoreError,
+    UserStore,
+};
 
 /// An application server signing in the organisations of `store`, and nothing else.
 fn server(store: impl UserStore + Clone) -> ProvisioningLayer {
@@ -374,23 +378,14 @@ async fn home_realm_discovery_routes_by_domain_alone(backend: Backend) {
     )
     .await;
     create(&db, Organization::new("Closed").domains(["closed.example"])).await;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let layer = with_store!(&db, store => ProvisioningLayer::builder()
-        .issuer(public.issuer().browser_client(
+    let app = LoginApp::start(&db, |builder| {
+        builder.issuer(public.issuer().browser_client(
             TestIssuer::CLIENT_ID,
             Some(TestIssuer::CLIENT_SECRET.to_owned()),
         ))
-        .organizations(OrganizationDirectory::new().allow_http_loopback(true))
-        .browser_login(BrowserLogin::new(base.as_str()))
-        .store(store.clone())
-        .optional(true)
-        .build()
-        .unwrap());
-    let app = user_app(layer.clone()).merge(layer.login_router());
-    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    })
+    .await;
+    let base = app.base.clone();
     let login = |email: &str| format!("{base}/login?email={}", email.replace('@', "%40"));
     let browser = Browser::new();
 
@@ -443,7 +438,6 @@ async fn home_realm_discovery_routes_by_domain_alone(backend: Backend) {
         Browser::new().get(&login("not-an-address")).await.status,
         400
     );
-    task.abort();
 }
 
 /// A connection reads its IdP's own claim names: profile fields, groups (which earn the
@@ -486,6 +480,180 @@ async fn a_connection_maps_its_idps_own_claims(backend: Backend) {
     assert_eq!(refused.field, "connections[0].claims.email");
 }
 
+const SAML_EMAIL: &str = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress";
+
+/// One application server with browser sign-in for the organisations' connections, and
+/// whatever else the test adds to it.
+struct LoginApp {
+    base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LoginApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LoginApp {
+    async fn start(
+        db: &Db,
+        more: impl FnOnce(ProvisioningLayerBuilder) -> ProvisioningLayerBuilder,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let builder = ProvisioningLayer::builder()
+            .organizations(OrganizationDirectory::new().allow_http_loopback(true))
+            .browser_login(BrowserLogin::new(base.as_str()))
+            .optional(true);
+        let layer = with_store!(db, store => more(builder.store(store.clone())).build().unwrap());
+        let app = user_app(layer.clone()).merge(layer.login_router());
+        let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { base, task }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Starts a sign-in in `browser` at `path` and follows it to the IdP: the IdP's answer
+    /// page, and the id of the AuthnRequest it received.
+    async fn to_idp(&self, browser: &Browser, idp: &TestSamlIdp, path: &str) -> (String, String) {
+        let start = browser.get(&self.url(path)).await;
+        assert_eq!(start.status, 303, "{}", start.body);
+        let mut location = start.location.unwrap();
+        if location.starts_with("/saml/login") {
+            let saml = browser.get(&self.url(&location)).await;
+            assert_eq!(saml.status, 303, "{}", saml.body);
+            location = saml.location.unwrap();
+        }
+        assert!(
+            location.starts_with(&idp.entity_id().replace("/saml", "/sso")),
+            "{location}"
+        );
+        let page = reqwest::get(&location).await.unwrap().text().await.unwrap();
+        (page, idp.requests().last().unwrap().id.clone())
+    }
+
+    /// Posts `encoded` to the ACS cross-site (no cookies) and, when it is accepted, finishes
+    /// in `browser`: the last page.
+    async fn deliver(&self, browser: &Browser, encoded: &str) -> common::browser::Page {
+        let posted = post_cross_site(&self.url("/saml/acs"), encoded).await;
+        if posted.status != 303 {
+            return posted;
+        }
+        browser.get(&self.url(&posted.location.unwrap())).await
+    }
+
+    async fn me(&self, browser: &Browser) -> Value {
+        let me = browser.get(&self.url("/me")).await;
+        assert_eq!(me.status, 200, "{}", me.body);
+        serde_json::from_str(&me.body).unwrap()
+    }
+}
+
+/// A SAML IdP as an organisation's connection: added while the application runs (its
+/// metadata fetched on first use), reached by home-realm discovery, it signs the
+/// organisation's people in to accounts of that organisation with their e-mail verified in its
+/// domains only; its entity id is trusted by its own key only; removed, it signs nobody in.
+async fn an_organisations_saml_idp_signs_its_people_in(backend: Backend) {
+    let db = Db::open(backend).await;
+    // A SAML service provider for the organisations' SAML connections only: it trusts no IdP
+    // of its own.
+    let app = LoginApp::start(&db, |builder| {
+        builder.saml(SamlLogin::new().allow_http_endpoints(true))
+    })
+    .await;
+    let idp = TestSamlIdp::start().await;
+    let forger = TestSamlIdp::start().await;
+    let (sp, acs) = (app.url("/saml/metadata"), app.url("/saml/acs"));
+
+    // Nobody trusts the IdP yet: its answer is refused and nothing is written.
+    let early = idp
+        .response(&SamlUser::persistent("p-early"), &sp, &acs)
+        .encoded();
+    assert_eq!(app.deliver(&Browser::new(), &early).await.status, 400);
+
+    let partner = create(
+        &db,
+        Organization::new("Partner")
+            .domains(["partner.example"])
+            .connection(
+                Connection::saml(idp.entity_id())
+                    .saml_metadata_url(idp.metadata_url())
+                    .default_roles(["partner"]),
+            ),
+    )
+    .await;
+    let connection = partner.connections[0].id;
+
+    // Home-realm discovery sends the domain's people to the IdP, which signs Ada in.
+    idp.sign_in_as(SamlUser::persistent("p-ada").attribute(SAML_EMAIL, ["ada@partner.example"]));
+    let ada = Browser::new();
+    let (page, _) = app
+        .to_idp(&ada, &idp, "/login?email=ada%40partner.example")
+        .await;
+    let done = app.deliver(&ada, &form_value(&page, "SAMLResponse")).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let me = app.me(&ada).await;
+    assert_eq!(me["source"], "saml");
+    assert_eq!(me["issuer"], idp.entity_id());
+    assert_eq!(me["subject"], "p-ada");
+    assert_eq!(me["organization_id"], partner.id.to_string());
+    assert_eq!(me["email_verified"], true);
+    assert_eq!(me["roles"], json!(["partner"]));
+
+    // An address outside the organisation's domains is the person's, but never verified.
+    idp.sign_in_as(SamlUser::persistent("p-eve").attribute(SAML_EMAIL, ["eve@victim.example"]));
+    let eve = Browser::new();
+    let (page, _) = app
+        .to_idp(&eve, &idp, &format!("/saml/login?connection={connection}"))
+        .await;
+    let done = app.deliver(&eve, &form_value(&page, "SAMLResponse")).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let me = app.me(&eve).await;
+    assert_eq!(me["organization_id"], partner.id.to_string());
+    assert_eq!(me["email_verified"], false);
+
+    // Another IdP's key cannot speak for the connection's entity id.
+    let mallory = Browser::new();
+    let (_, request) = app
+        .to_idp(
+            &mallory,
+            &idp,
+            &format!("/saml/login?connection={connection}"),
+        )
+        .await;
+    let forged = forger
+        .response(&SamlUser::persistent("p-mallory"), &sp, &acs)
+        .issuer(idp.entity_id())
+        .in_response_to(request)
+        .encoded();
+    assert_eq!(app.deliver(&mallory, &forged).await.status, 400);
+    let mallory_user = with_store!(&db, store => store
+        .find_by_identity(&IdentityKey::new(idp.entity_id(), "p-mallory"))
+        .await
+        .unwrap());
+    assert!(mallory_user.is_none());
+
+    // Removed: a sign-in started before is refused at the ACS, and none starts.
+    let late = Browser::new();
+    let (page, _) = app
+        .to_idp(&late, &idp, &format!("/saml/login?connection={connection}"))
+        .await;
+    let mut removed = partner.clone();
+    removed.connections.clear();
+    update(&db, removed).await;
+    let refused = app.deliver(&late, &form_value(&page, "SAMLResponse")).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    let start = Browser::new()
+        .get(&app.url(&format!("/saml/login?connection={connection}")))
+        .await;
+    assert_eq!(start.status, 400, "{}", start.body);
+}
+
 on_every_store!(
     "organizations";
     an_organisation_added_at_runtime_signs_its_people_in_on_every_server,
@@ -494,4 +662,5 @@ on_every_store!(
     a_scim_token_of_one_organisation_reaches_no_other,
     home_realm_discovery_routes_by_domain_alone,
     a_connection_maps_its_idps_own_claims,
+    an_organisations_saml_idp_signs_its_people_in,
 );

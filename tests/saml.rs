@@ -8,6 +8,7 @@ use axum::Router;
 use axum::routing::get;
 use chrono::{TimeDelta, Utc};
 use common::browser::{Browser, Page};
+use common::saml::{form_value, post_cross_site};
 use common::stores::{Backend, Db};
 use common::user_json;
 use serde_json::Value;
@@ -91,20 +92,7 @@ impl App {
 
     /// Posts `encoded` to the ACS as the IdP's page does: cross-site, so without cookies.
     async fn post_response(&self, encoded: &str) -> Page {
-        let plain = Browser::new();
-        plain
-            .send(
-                plain
-                    .client
-                    .post(self.acs())
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(format!(
-                        "SAMLResponse={}",
-                        url::form_urlencoded::byte_serialize(encoded.as_bytes())
-                            .collect::<String>()
-                    )),
-            )
-            .await
+        post_cross_site(&self.acs(), encoded).await
     }
 
     /// Posts `encoded` and, when it is accepted, finishes in `browser`: the last page.
@@ -139,16 +127,6 @@ impl App {
 
 fn idp_base(idp: &TestSamlIdp) -> String {
     idp.entity_id().trim_end_matches("/saml").to_owned()
-}
-
-/// The value of the hidden input `name` of an HTML form.
-fn form_value(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap() + marker.len();
-    let end = html[start..].find('"').unwrap() + start;
-    html[start..end]
-        .replace("&amp;", "&")
-        .replace("&quot;", "\"")
 }
 
 fn alice() -> SamlUser {

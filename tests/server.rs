@@ -1524,8 +1524,22 @@ async fn the_admin_api_explains_decisions_and_writes_nothing() {
 /// The SAML sign-in of the person the IdP signs in, as a browser goes through it: the IdP's
 /// page posts the response cross-site (no cookies), and the server finishes on its own page.
 async fn saml_sign_in(server: &Running, browser: &Browser) -> Page {
-    let start = browser.get(&format!("{}/saml/login", server.base)).await;
+    saml_sign_in_from(server, browser, "/saml/login").await
+}
+
+/// A SAML sign-in started at `path` (`/saml/login`, or a `/login` that sends the browser
+/// there), through the IdP's page and the ACS, finished in `browser`.
+async fn saml_sign_in_from(server: &Running, browser: &Browser, path: &str) -> Page {
+    let mut start = browser.get(&format!("{}{path}", server.base)).await;
     assert_eq!(start.status, 303, "{}", start.body);
+    if let Some(saml_login) = start
+        .location
+        .clone()
+        .filter(|l| l.starts_with("/saml/login"))
+    {
+        start = browser.get(&format!("{}{saml_login}", server.base)).await;
+        assert_eq!(start.status, 303, "{}", start.body);
+    }
     let idp_page = reqwest::get(start.location.unwrap())
         .await
         .unwrap()
@@ -1893,18 +1907,7 @@ async fn organisations_through_the_admin_api(postgres: Option<&str>) {
     let organizations = format!("{}/admin/organizations", one.base);
     let post = |url: String, body: serde_json::Value| {
         let client = client.clone();
-        async move {
-            common::reply(
-                client
-                    .post(url)
-                    .bearer_auth(admin)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }
+        async move { common::post_json(&client, &url, admin, &body).await }
     };
     let list = || async {
         get_with(&client, &organizations, Some(admin)).await.json()["organizations"]
@@ -2146,4 +2149,74 @@ async fn an_organisations_scim_client_provisions_what_its_connection_signs_in() 
     let me = me.json();
     assert_eq!(me["id"], id.as_str());
     assert_eq!(me["organization_id"], partner.as_str());
+}
+
+/// A SAML IdP as an organisation's connection on the reference server: created through the
+/// admin API (metadata that cannot verify anything refused, naming the field), it signs the
+/// organisation's people in through home-realm discovery, without a restart and without
+/// `JIT_SAML_IDP_METADATA`.
+#[tokio::test]
+async fn an_organisations_saml_idp_added_through_the_admin_api_signs_people_in() {
+    let idp = tower_jit_provisioning::testing::TestSamlIdp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("jit.db").display());
+    let admin = "admin-secret-of-sixteen-or-more";
+    let server = start(
+        &[
+            ("JIT_ISSUERS", "https://login.example.com"),
+            ("JIT_AUDIENCES", "test-client"),
+            ("JIT_ALLOW_HTTP_ISSUERS", "1"),
+            ("JIT_ADMIN_TOKEN", admin),
+            ("JIT_DATABASE_URL", sqlite.as_str()),
+        ],
+        &dir,
+    );
+    let client = reqwest::Client::new();
+    let organizations = format!("{}/admin/organizations", server.base);
+    let post = |body: serde_json::Value| {
+        let (client, url) = (client.clone(), organizations.clone());
+        async move { common::post_json(&client, &url, admin, &body).await }
+    };
+    let saml = |metadata: String| {
+        json!({
+            "name": "Partner",
+            "domains": ["partner.example"],
+            "connections": [{
+                "protocol": "saml",
+                "issuer": idp.entity_id(),
+                "saml_metadata": metadata,
+                "default_roles": ["partner"],
+            }],
+        })
+    };
+    let other = tower_jit_provisioning::testing::TestSamlIdp::start().await;
+    for metadata in ["<EntityDescriptor/>".to_owned(), other.metadata()] {
+        let refused = post(saml(metadata)).await;
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert_eq!(
+            refused.json()["field"],
+            "connections[0].saml_metadata",
+            "{}",
+            refused.body
+        );
+    }
+    let created = post(saml(idp.metadata())).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let organization = created.json()["id"].as_str().unwrap().to_owned();
+
+    idp.sign_in_as(
+        tower_jit_provisioning::testing::SamlUser::persistent("p-ada").attribute(
+            "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+            ["ada@partner.example"],
+        ),
+    );
+    let browser = Browser::new();
+    let finished = saml_sign_in_from(&server, &browser, "/login?email=ada%40partner.example").await;
+    assert_eq!(finished.status, 303, "{}", finished.body);
+    let me = browser.get(&format!("{}/me", server.base)).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    let me: serde_json::Value = serde_json::from_str(&me.body).unwrap();
+    assert_eq!(me["organization_id"], organization.as_str());
+    assert_eq!(me["email_verified"], true);
+    assert_eq!(me["roles"], json!(["partner"]));
 }

@@ -563,20 +563,44 @@ impl<H> ProvisioningLayerBuilder<H> {
             (Some(_), Some(_))
                 if providers.is_empty()
                     && !issuers.iter().any(|i| i.rules.browser.is_some())
-                    && !has_saml =>
+                    && !has_saml
+                    && !has_organizations =>
             {
                 return Err(ConfigError::InvalidSetting {
                     setting: "browser_login".to_owned(),
-                    reason: "no issuer has a browser client, no OAuth2 provider and no SAML IdP \
-                             is set: add `Issuer::browser_client`, `oauth2_provider` or `saml`",
+                    reason: "no issuer has a browser client, no OAuth2 provider, no SAML IdP and \
+                             no organisations are set: add `Issuer::browser_client`, \
+                             `oauth2_provider`, `saml` or `organizations`",
                 });
             }
             (Some(login), Some(store)) => Some(login.validate(Arc::clone(store), providers)?),
         };
+        // The organisations' connections, read from the store while the layer runs.
+        #[cfg(feature = "organizations")]
+        let directory = match (self.organizations, &settings.store) {
+            (Some(directory), Some(store)) => Some(Arc::new(crate::directory::Directory::new(
+                Arc::clone(store),
+                client.clone(),
+                MAX_DOCUMENT_BYTES,
+                directory,
+            ))),
+            _ => None,
+        };
         #[cfg(feature = "saml")]
         let login = match (login, &self.saml) {
             (Some(mut login), Some(saml)) => {
-                let validated = saml.validate(login.base(), &client)?;
+                #[cfg(feature = "organizations")]
+                let runtime_idps = directory.is_some();
+                #[cfg(not(feature = "organizations"))]
+                let runtime_idps = false;
+                #[allow(unused_mut)]
+                let mut validated = saml.validate(login.base(), &client, runtime_idps)?;
+                #[cfg(feature = "organizations")]
+                {
+                    validated.runtime = directory
+                        .clone()
+                        .map(|d| d as Arc<dyn crate::login::saml::connections::RuntimeIdps>);
+                }
                 for entity_id in validated.entity_ids() {
                     if issuer_provisioning.iter().any(|(i, _)| **i == *entity_id) {
                         return Err(ConfigError::DuplicateIssuer {
@@ -598,17 +622,6 @@ impl<H> ProvisioningLayerBuilder<H> {
                 });
             }
             (login, None) => login,
-        };
-        // The organisations' connections, read from the store while the layer runs.
-        #[cfg(feature = "organizations")]
-        let directory = match (self.organizations, &settings.store) {
-            (Some(directory), Some(store)) => Some(Arc::new(crate::directory::Directory::new(
-                Arc::clone(store),
-                client.clone(),
-                MAX_DOCUMENT_BYTES,
-                directory,
-            ))),
-            _ => None,
         };
         let provisioner = match settings.store {
             None => None,

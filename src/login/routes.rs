@@ -114,6 +114,9 @@ enum Destination<'a> {
     Issuer(&'a IssuerVerifier),
     /// An organisation's connection, by its id.
     Connection(uuid::Uuid, Arc<RuntimeIssuer>),
+    /// An organisation's SAML connection, by its id: its sign-in starts at `/saml/login`.
+    #[cfg(feature = "saml")]
+    Saml(uuid::Uuid),
     Provider(&'a Provider),
 }
 
@@ -123,6 +126,8 @@ impl Destination<'_> {
         match self {
             Self::Issuer(issuer) => Some((issuer, None)),
             Self::Connection(id, issuer) => Some((&issuer.verifier, Some(*id))),
+            #[cfg(feature = "saml")]
+            Self::Saml(_) => None,
             Self::Provider(_) => None,
         }
     }
@@ -132,6 +137,8 @@ impl Destination<'_> {
         match self {
             Self::Provider(provider) => Some(provider),
             Self::Issuer(_) | Self::Connection(..) => None,
+            #[cfg(feature = "saml")]
+            Self::Saml(_) => None,
         }
     }
 }
@@ -201,6 +208,11 @@ async fn destination<'a>(
             };
             match route {
                 DomainRoute::Connection(id, issuer) => Ok(Destination::Connection(id, issuer)),
+                // Only where this layer is a SAML service provider.
+                #[cfg(feature = "saml")]
+                DomainRoute::Saml(id) if login.saml.is_some() => Ok(Destination::Saml(id)),
+                #[cfg(feature = "saml")]
+                DomainRoute::Saml(_) => Err(no_sign_in_for_domain()),
                 DomainRoute::Unknown => open_to_everyone().ok_or_else(no_sign_in_for_domain),
                 DomainRoute::Closed => Err(no_sign_in_for_domain()),
             }
@@ -232,6 +244,19 @@ async fn login(
     let Some(return_to) = flow::return_to(&params, home(login)) else {
         return elsewhere_page();
     };
+    // A SAML connection's sign-in is the SAML service provider's to start.
+    #[cfg(feature = "saml")]
+    if let Destination::Saml(id) = destination {
+        let base = url::Url::parse(login.base())
+            .map(|url| url.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        let return_to: String =
+            url::form_urlencoded::byte_serialize(return_to.as_bytes()).collect();
+        return redirect(
+            &format!("{base}/saml/login?connection={id}&return_to={return_to}"),
+            &[],
+        );
+    }
     // The address home-realm discovery was given is the hint, unless another is.
     let login_hint = params
         .get("login_hint")

@@ -499,6 +499,9 @@ pub(crate) trait RuntimeIssuers: Send + Sync + 'static {
 pub(crate) enum DomainRoute {
     /// The domain's organisation's connection (its id), which has a browser client.
     Connection(uuid::Uuid, Arc<RuntimeIssuer>),
+    /// The domain's organisation's SAML connection (its id).
+    #[cfg(feature = "saml")]
+    Saml(uuid::Uuid),
     /// An organisation's domain whose organisation has no browser sign-in.
     Closed,
     /// No organisation's domain.

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod reference;
+pub mod saml;
 pub mod stores;
 
 use std::io::Write;
@@ -172,6 +173,20 @@ pub async fn scim_request(
 }
 
 /// A response, read whole.
+/// `POST url` with `body` as JSON and `bearer` as the credential.
+pub async fn post_json(client: &reqwest::Client, url: &str, bearer: &str, body: &Value) -> Reply {
+    reply(
+        client
+            .post(url)
+            .bearer_auth(bearer)
+            .json(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 pub async fn reply(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();

@@ -14,7 +14,6 @@ use chrono::Utc;
 use openidconnect::AsyncHttpClient as _;
 use url::Url;
 
-use super::metadata::parse_idp_metadata;
 use super::verify::TrustedIdp;
 use crate::token::fetch::Fetcher;
 
@@ -29,16 +28,58 @@ const RETRY: Duration = Duration::from_secs(30);
 
 /// The IdPs, in configuration order.
 pub(crate) struct Idps {
-    entries: Vec<Entry>,
+    entries: Vec<IdpSource>,
 }
 
-enum Entry {
+/// One IdP: by metadata read once, or by a metadata URL kept fresh.
+pub(crate) enum IdpSource {
     Fixed(Arc<TrustedIdp>),
     Remote(Remote),
 }
 
+impl IdpSource {
+    /// An IdP by its metadata `url`; `fetched` is its metadata as just fetched, if it was.
+    pub(crate) fn remote(
+        entity_id: String,
+        url: Url,
+        fetcher: Fetcher,
+        allow_http: bool,
+        fetched: Option<TrustedIdp>,
+    ) -> Self {
+        let next_fetch = match &fetched {
+            Some(idp) => Instant::now() + cache_time(idp),
+            None => Instant::now(),
+        };
+        Self::Remote(Remote {
+            entity_id,
+            url,
+            fetcher,
+            allow_http,
+            current: ArcSwapOption::new(fetched.map(Arc::new)),
+            next_fetch: tokio::sync::Mutex::new(next_fetch),
+        })
+    }
+
+    /// The IdP's entity id, fetched or not.
+    pub(crate) fn entity_id(&self) -> &str {
+        match self {
+            Self::Fixed(idp) => idp.metadata.entity_id.as_str(),
+            Self::Remote(remote) => remote.entity_id.as_str(),
+        }
+    }
+
+    /// The IdP, its metadata refreshed when it is due; `None` when its metadata was never
+    /// fetched, or expired and cannot be fetched again.
+    pub(crate) async fn current(&self) -> Option<Arc<TrustedIdp>> {
+        match self {
+            Self::Fixed(idp) => Some(Arc::clone(idp)),
+            Self::Remote(remote) => remote.current().await,
+        }
+    }
+}
+
 /// An IdP whose metadata lives at a URL.
-struct Remote {
+pub(crate) struct Remote {
     entity_id: String,
     url: Url,
     fetcher: Fetcher,
@@ -56,7 +97,7 @@ impl Idps {
     }
 
     pub(crate) fn add_fixed(&mut self, idp: TrustedIdp) {
-        self.entries.push(Entry::Fixed(Arc::new(idp)));
+        self.entries.push(IdpSource::Fixed(Arc::new(idp)));
     }
 
     /// An IdP by its metadata URL; `fetched` is its metadata as just fetched, if it was.
@@ -68,26 +109,14 @@ impl Idps {
         allow_http: bool,
         fetched: Option<TrustedIdp>,
     ) {
-        let next_fetch = match &fetched {
-            Some(idp) => Instant::now() + cache_time(idp),
-            None => Instant::now(),
-        };
-        self.entries.push(Entry::Remote(Remote {
-            entity_id,
-            url,
-            fetcher,
-            allow_http,
-            current: ArcSwapOption::new(fetched.map(Arc::new)),
-            next_fetch: tokio::sync::Mutex::new(next_fetch),
-        }));
+        self.entries.push(IdpSource::remote(
+            entity_id, url, fetcher, allow_http, fetched,
+        ));
     }
 
     /// Every configured entity id, fetched or not.
     pub(crate) fn entity_ids(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|entry| match entry {
-            Entry::Fixed(idp) => idp.metadata.entity_id.as_str(),
-            Entry::Remote(remote) => remote.entity_id.as_str(),
-        })
+        self.entries.iter().map(IdpSource::entity_id)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -99,13 +128,8 @@ impl Idps {
     pub(crate) async fn current(&self) -> Vec<Arc<TrustedIdp>> {
         let mut idps = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
-            match entry {
-                Entry::Fixed(idp) => idps.push(Arc::clone(idp)),
-                Entry::Remote(remote) => {
-                    if let Some(idp) = remote.current().await {
-                        idps.push(idp);
-                    }
-                }
+            if let Some(idp) = entry.current().await {
+                idps.push(idp);
             }
         }
         idps
@@ -150,12 +174,7 @@ impl Remote {
 
     async fn fetch(&self) -> Result<TrustedIdp, &'static str> {
         let xml = fetch_text(&self.fetcher, &self.url).await?;
-        let metadata = parse_idp_metadata(&xml, self.allow_http, Utc::now())
-            .map_err(|_| "unusable metadata")?
-            .into_iter()
-            .find(|m| m.entity_id == self.entity_id)
-            .ok_or("another entity")?;
-        TrustedIdp::new(metadata).ok_or("no usable signing key")
+        TrustedIdp::from_metadata(&xml, &self.entity_id, self.allow_http)
     }
 }
 
@@ -216,7 +235,7 @@ mod tests {
         assert_eq!(fetched[0].metadata.entity_id, idp.entity_id());
         // The IdP goes away and the metadata is due: the last good metadata still answers.
         drop(idp);
-        let Entry::Remote(remote) = &idps.entries[0] else {
+        let IdpSource::Remote(remote) = &idps.entries[0] else {
             unreachable!()
         };
         *remote.next_fetch.lock().await = Instant::now();

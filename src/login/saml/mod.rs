@@ -17,8 +17,10 @@
 //! ```
 
 mod attributes;
+#[cfg(feature = "organizations")]
+pub(crate) mod connections;
 pub(crate) mod dom;
-mod idps;
+pub(crate) mod idps;
 mod logout;
 pub(crate) mod metadata;
 mod request;
@@ -29,6 +31,8 @@ pub(crate) mod verify;
 mod tests;
 
 use std::path::PathBuf;
+#[cfg(feature = "organizations")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::signature::RsaKeyPair;
@@ -47,7 +51,7 @@ use crate::error::ConfigError;
 use crate::token::fetch::{Fetcher, UrlPolicy};
 
 /// The largest IdP metadata document fetched.
-const MAX_METADATA_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_METADATA_BYTES: usize = 4 * 1024 * 1024;
 
 /// SAML 2.0 sign-in settings (feature `saml`): the identity providers people sign in at, by
 /// their metadata, and how their assertions are read. Given to
@@ -279,16 +283,19 @@ impl SamlLogin {
     }
 
     /// The settings checked and the metadata files and documents read, with the browser
-    /// sign-in's public base URL and the HTTP client for metadata URLs.
+    /// sign-in's public base URL and the HTTP client for metadata URLs. `runtime_idps`: IdPs
+    /// come from organisations' connections too, so the settings may name none.
     pub(crate) fn validate(
         &self,
         base: &str,
         client: &reqwest::Client,
+        runtime_idps: bool,
     ) -> Result<Saml, ConfigError> {
         let bad = |reason: String| ConfigError::Saml(reason);
-        if self.metadata.is_empty() {
+        if self.metadata.is_empty() && !runtime_idps {
             return Err(bad(
-                "no IdP metadata: add `idp_metadata_file`, `idp_metadata` or `idp_metadata_url`"
+                "no IdP metadata: add `idp_metadata_file`, `idp_metadata` or `idp_metadata_url` \
+                 (or organisations, whose SAML connections bring their own)"
                     .into(),
             ));
         }
@@ -399,6 +406,8 @@ impl SamlLogin {
             allow_idp_initiated: self.allow_idp_initiated,
             allow_sha1: self.allow_sha1,
             leeway: TimeDelta::from_std(leeway).unwrap_or(TimeDelta::seconds(60)),
+            #[cfg(feature = "organizations")]
+            runtime: None,
         })
     }
 }
@@ -438,6 +447,9 @@ pub(crate) struct Saml {
     allow_idp_initiated: bool,
     allow_sha1: bool,
     leeway: TimeDelta,
+    /// Organisations' SAML connections, when organisations are on.
+    #[cfg(feature = "organizations")]
+    pub(crate) runtime: Option<Arc<dyn connections::RuntimeIdps>>,
 }
 
 impl Saml {

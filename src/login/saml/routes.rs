@@ -23,10 +23,12 @@ use serde_json::{Map, Value};
 
 use super::Saml;
 use super::attributes::{self, NoIdentity};
+#[cfg(feature = "organizations")]
+use super::connections::ConnectionIdp;
 use super::logout::{Binding, LogoutExpectations, verify_logout_request};
 use super::metadata::{SpDescription, sp_metadata};
 use super::request::{AuthnRequest, LogoutResponse};
-use super::verify::{self, Expectations, MAX_RESPONSE_BYTES, Refusal};
+use super::verify::{self, Expectations, MAX_RESPONSE_BYTES, Refusal, TrustedIdp};
 use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::layer::Shared;
 use crate::login::Login;
@@ -36,7 +38,7 @@ use crate::login::pages::{
     again_page, elsewhere_page, home, page, redirect, refused, store_page, unreachable_page,
 };
 use crate::session::{LoginFlow, SessionHash, SessionSelector};
-use crate::sign_in::{SignIn, SignInSource};
+use crate::sign_in::{ConnectionRef, SignIn, SignInSource};
 
 /// The flow kind of a sign-in started at `/saml/login`.
 const SAML_FLOW: &str = "saml";
@@ -94,6 +96,9 @@ async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
 #[derive(Debug, Serialize, Deserialize)]
 struct FlowData {
     idp: String,
+    /// The organisation's connection the sign-in started at, if it did.
+    #[serde(default)]
+    connection: Option<uuid::Uuid>,
     return_to: String,
 }
 
@@ -103,22 +108,13 @@ async fn login(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let (login, saml) = parts(&shared);
-    let wanted = match params.get("idp") {
-        Some(wanted) => saml.entity_ids().find(|id| *id == wanted.as_str()),
-        None if saml.idps.len() == 1 => saml.entity_ids().next(),
-        None => None,
-    };
-    let Some(wanted) = wanted else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Unknown identity provider",
-            "There is no SAML sign-in at that identity provider here.",
-        );
-    };
-    let current = saml.idps.current().await;
-    let Some(idp) = current.iter().find(|i| i.metadata.entity_id == wanted) else {
-        // Configured, but its metadata cannot be had.
-        return unreachable_page();
+    let Chosen {
+        idp,
+        persistent_name_id,
+        connection,
+    } = match chosen_idp(saml, &params).await {
+        Ok(chosen) => chosen,
+        Err(page) => return page,
     };
     let Some(return_to) = flow::return_to(&params, home(login)) else {
         return elsewhere_page();
@@ -129,7 +125,7 @@ async fn login(
         sp_entity_id: &saml.entity_id,
         acs_url: &saml.acs_url,
         destination: &idp.metadata.sso_redirect,
-        persistent_name_id: saml.subject_attribute.is_none(),
+        persistent_name_id,
         issued_at: Utc::now(),
     })
     .redirect_url(saml.signing_key.as_ref()) else {
@@ -137,6 +133,7 @@ async fn login(
     };
     let data = FlowData {
         idp: idp.metadata.entity_id.clone(),
+        connection,
         return_to,
     };
     let Ok(data) = serde_json::to_value(data) else {
@@ -163,6 +160,124 @@ fn request_id(key: &str) -> String {
     format!("_{key}")
 }
 
+/// How one IdP's assertions are read: by the layer's SAML settings, or, for an organisation's
+/// connection, by its own.
+struct Reading<'a> {
+    subject_attribute: Option<&'a str>,
+    trust_email: bool,
+    connection: Option<ConnectionRef>,
+}
+
+impl Saml {
+    /// The reading of the layer's own IdPs.
+    fn own_reading(&self) -> Reading<'_> {
+        Reading {
+            subject_attribute: self.subject_attribute.as_deref(),
+            trust_email: self.trust_email,
+            connection: None,
+        }
+    }
+}
+
+/// The reading of an organisation's connection: its subject attribute, and its e-mail
+/// addresses taken as verified (provisioning counts them only in the organisation's domains).
+#[cfg(feature = "organizations")]
+fn connection_reading(idp: &ConnectionIdp) -> Reading<'_> {
+    Reading {
+        subject_attribute: idp.subject_attribute.as_deref(),
+        trust_email: true,
+        connection: Some(idp.connection),
+    }
+}
+
+/// Where `/saml/login` sends the browser.
+struct Chosen {
+    idp: Arc<TrustedIdp>,
+    /// Whether to ask for a persistent NameID (no subject attribute identifies people).
+    persistent_name_id: bool,
+    /// The organisation's connection, if it is one.
+    connection: Option<uuid::Uuid>,
+}
+
+/// The IdP `/saml/login` sends the browser to: `?connection=ID` (an organisation's SAML
+/// connection), `?idp=ENTITYID` (one of the layer's own), or the layer's only one; or the page
+/// that says why not.
+async fn chosen_idp(saml: &Saml, params: &HashMap<String, String>) -> Result<Chosen, Response> {
+    let unknown = || {
+        page(
+            StatusCode::BAD_REQUEST,
+            "Unknown identity provider",
+            "There is no SAML sign-in at that identity provider here.",
+        )
+    };
+    #[cfg(feature = "organizations")]
+    if let Some(wanted) = params.get("connection") {
+        let (Some(runtime), Ok(id)) = (&saml.runtime, uuid::Uuid::parse_str(wanted)) else {
+            return Err(unknown());
+        };
+        let connection = match runtime.by_connection(id).await {
+            Ok(Some(connection)) => connection,
+            Ok(None) => return Err(unknown()),
+            Err(_) => return Err(store_page()),
+        };
+        // A connection naming one of the layer's own IdPs never speaks for it.
+        if saml
+            .entity_ids()
+            .any(|own| own == connection.source.entity_id())
+        {
+            return Err(unknown());
+        }
+        let Some(idp) = connection.current().await else {
+            return Err(unreachable_page());
+        };
+        return Ok(Chosen {
+            idp,
+            persistent_name_id: connection.subject_attribute.is_none(),
+            connection: Some(id),
+        });
+    }
+    let wanted = match params.get("idp") {
+        Some(wanted) => saml.entity_ids().find(|id| *id == wanted.as_str()),
+        None if saml.idps.len() == 1 => saml.entity_ids().next(),
+        None => None,
+    };
+    let Some(wanted) = wanted else {
+        return Err(unknown());
+    };
+    let current = saml.idps.current().await;
+    match current.into_iter().find(|i| i.metadata.entity_id == wanted) {
+        Some(idp) => Ok(Chosen {
+            idp,
+            persistent_name_id: saml.subject_attribute.is_none(),
+            connection: None,
+        }),
+        // Configured, but its metadata cannot be had.
+        None => Err(unreachable_page()),
+    }
+}
+
+/// The organisation's SAML connection whose IdP the response `xml` claims to come from, with
+/// its metadata: none when it claims none, or one of the layer's own IdPs.
+#[cfg(feature = "organizations")]
+async fn claimed_connection(
+    saml: &Saml,
+    xml: &str,
+) -> Result<Option<(Arc<ConnectionIdp>, Arc<TrustedIdp>)>, crate::error::Error> {
+    let Some(runtime) = &saml.runtime else {
+        return Ok(None);
+    };
+    let Some(claimed) = verify::claimed_issuer(xml) else {
+        return Ok(None);
+    };
+    if saml.entity_ids().any(|own| own == claimed) {
+        return Ok(None);
+    }
+    let Some(connection) = runtime.by_entity(&claimed).await? else {
+        return Ok(None);
+    };
+    Ok(connection.current().await.map(|idp| (connection, idp)))
+}
+
 /// A verified sign-in parked between the IdP's POST and the browser's GET.
 #[derive(Debug, Serialize, Deserialize)]
 struct Parked {
@@ -173,6 +288,9 @@ struct Parked {
     expires_at: DateTime<Utc>,
     session_index: Option<String>,
     in_response_to: Option<String>,
+    /// The organisation's connection whose IdP signed it, if one did.
+    #[serde(default)]
+    connection: Option<ConnectionRef>,
 }
 
 impl Parked {
@@ -183,7 +301,8 @@ impl Parked {
             self.subject.as_str(),
         )
         .attributes(self.attributes.clone())
-        .expires_at(self.expires_at);
+        .expires_at(self.expires_at)
+        .connection(self.connection);
         if let Some((address, verified)) = &self.email {
             builder = builder.email(address.clone(), *verified);
         }
@@ -203,35 +322,54 @@ async fn acs(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             "This is not a SAML response.",
         );
     };
-    let idps = saml.idps.current().await;
-    let verified = verify::decode(&posted).and_then(|xml| {
-        verify::verify_response(
-            &xml,
-            &idps,
-            &Expectations {
-                sp_entity_id: &saml.entity_id,
-                acs_url: &saml.acs_url,
-                now: Utc::now(),
-                leeway: saml.leeway,
-                require_signed_assertion: saml.require_signed_assertion,
-                allow_sha1: saml.allow_sha1,
-                allow_unsolicited: saml.allow_idp_initiated,
-            },
-            saml.decryptor.as_ref(),
-        )
-    });
+    let xml = match verify::decode(&posted) {
+        Ok(xml) => xml,
+        Err(refusal) => return refusal_page(refusal),
+    };
+    #[allow(unused_mut)]
+    let mut idps = saml.idps.current().await;
+    #[cfg(feature = "organizations")]
+    let connection = match claimed_connection(saml, &xml).await {
+        Ok(connection) => connection,
+        Err(_) => return store_page(),
+    };
+    #[cfg(feature = "organizations")]
+    if let Some((_, idp)) = &connection {
+        idps.push(Arc::clone(idp));
+    }
+    let verified = verify::verify_response(
+        &xml,
+        &idps,
+        &Expectations {
+            sp_entity_id: &saml.entity_id,
+            acs_url: &saml.acs_url,
+            now: Utc::now(),
+            leeway: saml.leeway,
+            require_signed_assertion: saml.require_signed_assertion,
+            allow_sha1: saml.allow_sha1,
+            allow_unsolicited: saml.allow_idp_initiated,
+        },
+        saml.decryptor.as_ref(),
+    );
     let assertion = match verified {
         Ok(assertion) => assertion,
         Err(refusal) => return refusal_page(refusal),
     };
-    let sign_in = match attributes::sign_in(
-        &assertion,
-        saml.subject_attribute.as_deref(),
-        saml.trust_email,
-    ) {
-        Ok(sign_in) => sign_in,
-        Err(no_identity) => return no_identity_page(no_identity),
+    // The connection's settings apply only when its own key verified the assertion.
+    #[cfg(feature = "organizations")]
+    let reading = match &connection {
+        Some((connection, idp)) if idp.metadata.entity_id == assertion.idp => {
+            connection_reading(connection)
+        }
+        _ => saml.own_reading(),
     };
+    #[cfg(not(feature = "organizations"))]
+    let reading = saml.own_reading();
+    let sign_in =
+        match attributes::sign_in(&assertion, reading.subject_attribute, reading.trust_email) {
+            Ok(sign_in) => sign_in,
+            Err(no_identity) => return no_identity_page(no_identity),
+        };
     // Spent before anything else is written: a replay, on this server or another, before or
     // after a restart, stops here.
     let once = SessionHash::of(format!("{}\n{}", assertion.idp, assertion.id).as_bytes());
@@ -261,6 +399,7 @@ async fn acs(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         expires_at: assertion.valid_until,
         session_index: assertion.session_index.clone(),
         in_response_to: assertion.in_response_to.clone(),
+        connection: reading.connection,
     };
     let Ok(data) = serde_json::to_value(&parked) else {
         return store_page();
@@ -326,8 +465,14 @@ async fn finish(
                 Err(_) => return store_page(),
             };
             match serde_json::from_value::<FlowData>(flow.data) {
-                // The response must come from the IdP the request went to.
-                Ok(data) if data.idp == parked.issuer => data.return_to,
+                // The response must come from the IdP the request went to, through the same
+                // connection.
+                Ok(data)
+                    if data.idp == parked.issuer
+                        && data.connection == parked.connection.map(|c| c.connection) =>
+                {
+                    data.return_to
+                }
                 _ => {
                     refused("saml_finish", "other_idp");
                     return again_page();
@@ -410,7 +555,27 @@ fn with_relay_state(response: Response, relay_state: &str) -> Response {
 /// Ends the sessions a verified LogoutRequest names, on every server, and answers the IdP.
 async fn single_logout(shared: &Shared, binding: &Binding<'_>) -> Response {
     let (login, saml) = parts(shared);
-    let idps = saml.idps.current().await;
+    #[allow(unused_mut)]
+    let mut idps = saml.idps.current().await;
+    // Organisations' SAML IdPs too, each by its own keys; never one naming an IdP of the
+    // layer's own.
+    #[cfg(feature = "organizations")]
+    let connections = match &saml.runtime {
+        Some(runtime) => match runtime.all().await {
+            Ok(all) => all,
+            Err(_) => return store_page(),
+        },
+        None => Vec::new(),
+    };
+    #[cfg(feature = "organizations")]
+    for connection in &connections {
+        let entity_id = connection.source.entity_id();
+        if saml.entity_ids().all(|own| own != entity_id)
+            && let Some(idp) = connection.current().await
+        {
+            idps.push(idp);
+        }
+    }
     let now = Utc::now();
     let request = match verify_logout_request(
         binding,
@@ -452,7 +617,17 @@ async fn single_logout(shared: &Shared, binding: &Binding<'_>) -> Response {
     }
     // SAML core §3.7.1: SessionIndex names sessions at the IdP; without one, every session of
     // the NameID. The NameID is the identity's subject only when no attribute is.
-    let name_is_subject = saml.subject_attribute.is_none()
+    #[cfg(feature = "organizations")]
+    let subject_attribute = match connections
+        .iter()
+        .find(|c| c.source.entity_id() == issuer && saml.entity_ids().all(|own| own != issuer))
+    {
+        Some(connection) => connection.subject_attribute.as_deref(),
+        None => saml.subject_attribute.as_deref(),
+    };
+    #[cfg(not(feature = "organizations"))]
+    let subject_attribute = saml.subject_attribute.as_deref();
+    let name_is_subject = subject_attribute.is_none()
         && request.name_id.format.as_deref() == Some(super::verify::PERSISTENT);
     let selectors: Vec<SessionSelector> = if !request.session_indexes.is_empty() {
         request

@@ -25,7 +25,7 @@ use bergshamra::{DsigContext, EncContext, KeysManager, VerifyResult};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::dom::{self, ASSERTION, DSIG, PROTOCOL, XMLENC};
-use super::metadata::{IdpMetadata, parse_time};
+use super::metadata::{IdpMetadata, parse_idp_metadata, parse_time};
 
 /// The largest `SAMLResponse` form value read, base64 as posted.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -51,6 +51,21 @@ impl std::fmt::Debug for TrustedIdp {
 }
 
 impl TrustedIdp {
+    /// The IdP `entity_id` as its metadata document `xml` describes it; `allow_http` admits plain
+    /// http endpoints (loopback tests).
+    pub(crate) fn from_metadata(
+        xml: &str,
+        entity_id: &str,
+        allow_http: bool,
+    ) -> Result<Self, &'static str> {
+        parse_idp_metadata(xml, allow_http, Utc::now())
+            .map_err(|_| "not SAML 2.0 IdP metadata, or expired")?
+            .into_iter()
+            .find(|m| m.entity_id == entity_id)
+            .ok_or("describes no IdP with this connection's entity id (`issuer`)")
+            .and_then(|metadata| Self::new(metadata).ok_or("has no usable signing certificate"))
+    }
+
     /// The IdP with its metadata's signing keys; `None` when none of its certificates holds a
     /// key that can verify.
     pub(crate) fn new(metadata: IdpMetadata) -> Option<Self> {
@@ -76,6 +91,12 @@ impl TrustedIdp {
             public_keys,
         })
     }
+}
+
+/// Whether `xml` is metadata for the IdP `entity_id` that can verify its assertions, for
+/// [`Organization::validate`](crate::organization::Organization::validate).
+pub(crate) fn check_idp_metadata(xml: &str, entity_id: &str) -> Result<(), &'static str> {
+    TrustedIdp::from_metadata(xml, entity_id, true).map(drop)
 }
 
 /// What the response must match.
@@ -244,6 +265,25 @@ pub(crate) fn named_idp<'i>(
     idps.iter()
         .find(|idp| idp.metadata.entity_id == issuer)
         .ok_or(Refusal::UnknownIdp)
+}
+
+/// The entity id a response says it comes from (its own `Issuer`, else its one plain
+/// assertion's), unverified: only to choose which IdP's keys to try. An IdP is trusted by
+/// nothing but its own key verifying the signature.
+#[cfg(feature = "organizations")]
+pub(crate) fn claimed_issuer(xml: &str) -> Option<String> {
+    let doc = dom::parse(xml).ok()?;
+    let response = doc.document_element()?;
+    let issuer_of = |node| {
+        dom::only_child(&doc, node, ASSERTION, "Issuer")
+            .ok()
+            .flatten()
+            .and_then(|issuer| dom::text(&doc, issuer))
+    };
+    issuer_of(response).or_else(|| match dom::all(&doc, ASSERTION, "Assertion")[..] {
+        [assertion] => issuer_of(assertion),
+        _ => None,
+    })
 }
 
 /// Verifies the response `xml` from one of `idps` against `expected`.
