@@ -638,6 +638,17 @@ async fn an_organisations_saml_idp_signs_its_people_in(backend: Backend) {
         .unwrap());
     assert!(mallory_user.is_none());
 
+    // Its Single Logout ends Ada's session, and only when its own key signed the request.
+    let slo = app.url("/saml/slo");
+    let impostor = forger.logout_request("p-ada", None, &slo).redirect_url();
+    assert_eq!(Browser::new().get(&impostor).await.status, 400);
+    assert_eq!(ada.get(&app.url("/me")).await.status, 200);
+    let logout = idp.logout_request("p-ada", None, &slo).redirect_url();
+    let answered = Browser::new().get(&logout).await;
+    assert!(matches!(answered.status, 200 | 303), "{}", answered.body);
+    assert_eq!(ada.get(&app.url("/me")).await.status, 401);
+    assert_eq!(eve.get(&app.url("/me")).await.status, 200);
+
     // Removed: a sign-in started before is refused at the ACS, and none starts.
     let late = Browser::new();
     let (page, _) = app
