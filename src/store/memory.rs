@@ -40,6 +40,10 @@ struct Inner {
 #[derive(Default)]
 struct State {
     users: HashMap<Uuid, User>,
+    /// The users' unique values, so that a write checks them without reading every user:
+    /// login names lower-cased (they compare ignoring ASCII case), and external ids.
+    user_names: HashMap<String, Uuid>,
+    external_ids: HashMap<String, Uuid>,
     identities: HashMap<IdentityKey, Identity>,
     tombstones: HashSet<IdentityKey>,
     /// Adopted legacy accounts, by legacy id: kept when the user is deleted.
@@ -76,22 +80,59 @@ impl State {
 
     /// Refuses a user record whose unique values another user holds.
     fn check_unique(&self, user: &User) -> Result<(), StoreError> {
-        let others = || self.users.values().filter(|u| u.id != user.id);
+        let someone_else = |holder: Option<&Uuid>| holder.is_some_and(|id| *id != user.id);
         if let Some(name) = &user.user_name
-            && others().any(|u| {
-                u.user_name
-                    .as_ref()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            })
+            && someone_else(self.user_names.get(&name.to_ascii_lowercase()))
         {
             return Err(StoreError::Duplicate("user_name"));
         }
         if let Some(external_id) = &user.external_id
-            && others().any(|u| u.external_id.as_ref() == Some(external_id))
+            && someone_else(self.external_ids.get(external_id))
         {
             return Err(StoreError::Duplicate("external_id"));
         }
         Ok(())
+    }
+
+    /// Stores `user` (checked by [`check_unique`](Self::check_unique)), its unique values
+    /// indexed in place of its previous version's.
+    fn put_user(&mut self, user: User) {
+        if let Some(previous) = self.users.get(&user.id) {
+            let (id, name, external_id) = (
+                previous.id,
+                previous.user_name.clone(),
+                previous.external_id.clone(),
+            );
+            self.unindex(id, name.as_deref(), external_id.as_deref());
+        }
+        if let Some(name) = &user.user_name {
+            self.user_names.insert(name.to_ascii_lowercase(), user.id);
+        }
+        if let Some(external_id) = &user.external_id {
+            self.external_ids.insert(external_id.clone(), user.id);
+        }
+        self.users.insert(user.id, user);
+    }
+
+    /// Removes the user `id`, and its unique values from the indexes.
+    fn take_user(&mut self, id: Uuid) -> Option<User> {
+        let user = self.users.remove(&id)?;
+        self.unindex(id, user.user_name.as_deref(), user.external_id.as_deref());
+        Some(user)
+    }
+
+    fn unindex(&mut self, id: Uuid, name: Option<&str>, external_id: Option<&str>) {
+        if let Some(name) = name {
+            let name = name.to_ascii_lowercase();
+            if self.user_names.get(&name) == Some(&id) {
+                self.user_names.remove(&name);
+            }
+        }
+        if let Some(external_id) = external_id
+            && self.external_ids.get(external_id) == Some(&id)
+        {
+            self.external_ids.remove(external_id);
+        }
     }
 
     /// Refuses a group record whose unique values another group holds, or unknown members.
@@ -198,7 +239,7 @@ impl MemoryStore {
         if let Some(legacy_id) = legacy_id {
             state.adoptions.insert(legacy_id.to_owned(), user.id);
         }
-        state.users.insert(user.id, user.clone());
+        state.put_user(user.clone());
         state.identities.insert(key.clone(), identity.clone());
         self.emit(&mut state, audit.identity(key).user(user.id));
         drop(state);
@@ -376,11 +417,11 @@ impl UserStore for MemoryStore {
     }
 
     async fn find_by_external_id(&self, external_id: &str) -> Result<Option<User>, StoreError> {
-        Ok(self
-            .state()
-            .users
-            .values()
-            .find(|u| u.external_id.as_deref() == Some(external_id))
+        let state = self.state();
+        Ok(state
+            .external_ids
+            .get(external_id)
+            .and_then(|id| state.users.get(id))
             .cloned())
     }
 
@@ -407,15 +448,11 @@ impl UserStore for MemoryStore {
     }
 
     async fn find_by_user_name(&self, user_name: &str) -> Result<Option<User>, StoreError> {
-        Ok(self
-            .state()
-            .users
-            .values()
-            .find(|u| {
-                u.user_name
-                    .as_deref()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
-            })
+        let state = self.state();
+        Ok(state
+            .user_names
+            .get(&user_name.to_ascii_lowercase())
+            .and_then(|id| state.users.get(id))
             .cloned())
     }
 
@@ -423,7 +460,7 @@ impl UserStore for MemoryStore {
         let mut state = self.state();
         let user = User::from_new(user, crate::user::now());
         state.check_unique(&user)?;
-        state.users.insert(user.id, user.clone());
+        state.put_user(user.clone());
         self.emit(&mut state, audit.user(user.id));
         drop(state);
         self.inner.feed.publish(StoreEvent::Changed {
@@ -543,7 +580,7 @@ impl UserStore for MemoryStore {
         let was_active = user.status == UserStatus::Active;
         user.apply(update, crate::user::now());
         state.check_unique(&user)?;
-        state.users.insert(user_id, user.clone());
+        state.put_user(user.clone());
         // An account that may no longer sign in keeps no session.
         let before = state.sessions.len();
         if was_active && user.status != UserStatus::Active {
@@ -589,7 +626,7 @@ impl UserStore for MemoryStore {
 
     async fn delete_user(&self, user_id: Uuid, audit: AuditEvent) -> Result<bool, StoreError> {
         let mut state = self.state();
-        if state.users.remove(&user_id).is_none() {
+        if state.take_user(user_id).is_none() {
             return Ok(false);
         }
         let keys: Vec<IdentityKey> = state
