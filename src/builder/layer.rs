@@ -259,6 +259,10 @@ impl<H> ProvisioningLayerBuilder<H> {
     /// How many verified tokens to remember (by SHA-256), so a repeated token costs a hash and
     /// a lookup instead of a signature check. Entries expire with their token. 0 turns the
     /// cache off. Default [`DEFAULT_TOKEN_CACHE_CAPACITY`].
+    ///
+    /// A JWT is remembered from its second request on: one seen once (a token per request, a
+    /// flood of distinct tokens) costs no entry and pushes no useful one out, and a token in
+    /// use costs one more signature check in all. Introspected tokens are remembered at once.
     pub fn token_cache(mut self, capacity: u64) -> Self {
         self.token_cache_capacity = capacity;
         self

@@ -9,10 +9,12 @@
 //! - [`jwk`]: issuer keys as `openidconnect` key types verified by aws-lc-rs.
 //! - [`fetch`]: the HTTP client for discovery documents and key sets.
 //! - [`jwks`]: each issuer's key set: discovery, caching, rotation, rate-limited refresh.
+//! - [`doorkeeper`]: which verified tokens the cache takes (those seen before).
 //! - [`verify`]: one token, start to finish.
 
 pub(crate) mod answer;
 pub(crate) mod claims;
+pub(crate) mod doorkeeper;
 pub(crate) mod extract;
 pub(crate) mod fetch;
 pub(crate) mod introspect;

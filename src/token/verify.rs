@@ -36,6 +36,7 @@ use super::answer::{
     REFUSAL_TTL, Remembered, TokenAnswerer, Unanswered, UntilDeadline, Verdict, is_jwt_shaped,
 };
 use super::claims::{ClaimRules, RawToken, VerifiedClaims, audiences};
+use super::doorkeeper::Doorkeeper;
 use super::jwk::Jwk;
 use super::jwks::{KeyManager, KeySet};
 use super::{AccessTokenProfile, Algorithm, TokenError, TokenKind};
@@ -564,6 +565,8 @@ pub(crate) struct TokenVerifier<M> {
     /// Issuers added at runtime, asked about an `iss` no configured issuer has.
     runtime: Option<Arc<dyn RuntimeIssuers>>,
     cache: Option<TokenCache<M>>,
+    /// Which verified JWTs the cache takes: those seen before.
+    doorkeeper: Option<Doorkeeper>,
     /// Introspection answers, accepted or refused, when an issuer introspects or a provider
     /// answers for its tokens: one call per token however many requests wait for it.
     introspected: Option<IntrospectionCache<M>>,
@@ -601,6 +604,7 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         Self {
             issuers,
             runtime: None,
+            doorkeeper: cache.as_ref().map(|_| Doorkeeper::new(cache_capacity)),
             cache,
             introspected,
             answerers,
@@ -757,7 +761,14 @@ impl<M: Default + Send + Sync + 'static> TokenVerifier<M> {
         };
         crate::metrics::token_cache(false);
         let verified = Arc::new(self.verify_uncached(token).await?);
-        cache.insert(digest, Arc::clone(&verified));
+        // A JWT costs a signature check again rather than an entry, until it comes back.
+        if self
+            .doorkeeper
+            .as_ref()
+            .is_none_or(|doorkeeper| doorkeeper.seen_before(&digest))
+        {
+            cache.insert(digest, Arc::clone(&verified));
+        }
         Ok(verified)
     }
 
