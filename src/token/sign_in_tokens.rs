@@ -4,10 +4,7 @@
 //!
 //! Stage: the bearer-token source's verifier, lent to the browser sign-in stage.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, TimeDelta, Utc};
-use openidconnect::core::CoreIdToken;
 use openidconnect::{AccessToken, AccessTokenHash, Nonce};
 use serde_json::Value;
 
@@ -57,7 +54,7 @@ impl IssuerVerifier {
             .browser
             .as_ref()
             .ok_or(invalid(TokenError::UntrustedIssuer))?;
-        let parsed = CoreIdToken::from_str(id_token).map_err(|_| invalid(TokenError::Malformed))?;
+        let parsed = super::jwk::parse_signed(id_token).ok_or(invalid(TokenError::Malformed))?;
         let nonce = Nonce::new(nonce.to_owned());
         let claims = parsed
             .claims(verifier, &nonce)

@@ -20,12 +20,10 @@
 //!    maximum token age, `azp`/`client_id` against the allowed clients, RFC 9068's required
 //!    `client_id` and `jti`, and the shape of `sub`.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use openidconnect::core::CoreIdToken;
 use openidconnect::{
     Audience, ClaimsVerificationError, ClientId, IdTokenVerifier, IssuerUrl, JsonWebKeySet,
     JsonWebTokenType, Nonce, SignatureVerificationError,
@@ -297,7 +295,7 @@ fn verify_signed(
         .derived
         .get(kind, audience)
         .ok_or(TokenError::WrongTokenType)?;
-    let id_token = CoreIdToken::from_str(token).map_err(|_| TokenError::Malformed)?;
+    let id_token = super::jwk::parse_signed(token).ok_or(TokenError::Malformed)?;
     // Bearer tokens reach a resource server without the authorization request that set a
     // nonce, so there is none to compare.
     let no_nonce = |_: Option<&Nonce>| Ok(());
