@@ -756,9 +756,9 @@ async fn me(user: ProvisionedUser) -> Response {
         attributes: &'a serde_json::Map<String, Value>,
         status: tower_jit_provisioning::UserStatus,
         external_id: &'a Option<String>,
-        created_at: chrono::DateTime<chrono::Utc>,
-        updated_at: chrono::DateTime<chrono::Utc>,
-        last_login_at: Option<chrono::DateTime<chrono::Utc>>,
+        created_at: Rfc3339,
+        updated_at: Rfc3339,
+        last_login_at: Option<Rfc3339>,
         organization_id: Option<uuid::Uuid>,
         identity: Identity<'a>,
     }
@@ -779,9 +779,9 @@ async fn me(user: ProvisionedUser) -> Response {
         attributes: &u.attributes,
         status: u.status,
         external_id: &u.external_id,
-        created_at: u.created_at,
-        updated_at: u.updated_at,
-        last_login_at: u.last_login_at,
+        created_at: Rfc3339(u.created_at),
+        updated_at: Rfc3339(u.updated_at),
+        last_login_at: u.last_login_at.map(Rfc3339),
         organization_id: u.organization_id,
         identity: Identity {
             issuer: key.issuer(),
@@ -789,6 +789,99 @@ async fn me(user: ProvisionedUser) -> Response {
         },
     })
     .into_response()
+}
+
+/// A time as `chrono` serializes it (RFC 3339, UTC as `Z`, the fraction in 0, 3, 6 or 9
+/// digits), written into a buffer on the stack: `chrono`'s own goes through the formatting
+/// machinery, a microsecond per `/me` for three timestamps.
+struct Rfc3339(chrono::DateTime<chrono::Utc>);
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use chrono::{Datelike as _, Timelike as _};
+        let (time, nanos) = (self.0, self.0.nanosecond());
+        if !(0..=9999).contains(&time.year()) || nanos >= 1_000_000_000 {
+            // Outside four-digit years, or a leap second: chrono's own.
+            return time.serialize(serializer);
+        }
+        /// Fixed-width decimal digits and separators, into a stack buffer.
+        struct Text {
+            buffer: [u8; 30],
+            len: usize,
+        }
+        impl Text {
+            fn byte(&mut self, byte: u8) {
+                self.buffer[self.len] = byte;
+                self.len += 1;
+            }
+            fn digits(&mut self, value: u32, width: u32) {
+                for place in (0..width).rev() {
+                    self.byte(b'0' + (value / 10u32.pow(place) % 10) as u8);
+                }
+            }
+        }
+        let mut text = Text {
+            buffer: [0; 30],
+            len: 0,
+        };
+        text.digits(time.year() as u32, 4);
+        for (separator, value) in [
+            (b'-', time.month()),
+            (b'-', time.day()),
+            (b'T', time.hour()),
+            (b':', time.minute()),
+            (b':', time.second()),
+        ] {
+            text.byte(separator);
+            text.digits(value, 2);
+        }
+        let fraction = if nanos == 0 {
+            None
+        } else if nanos % 1_000_000 == 0 {
+            Some((nanos / 1_000_000, 3))
+        } else if nanos % 1_000 == 0 {
+            Some((nanos / 1_000, 6))
+        } else {
+            Some((nanos, 9))
+        };
+        if let Some((value, width)) = fraction {
+            text.byte(b'.');
+            text.digits(value, width);
+        }
+        text.byte(b'Z');
+        serializer.serialize_str(std::str::from_utf8(&text.buffer[..text.len]).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    use super::Rfc3339;
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        use chrono::TimeZone as _;
+        let base = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        for nanos in [
+            0,
+            7_000_000,
+            7_100_000,
+            123_000,
+            123_456_789,
+            999_999_999,
+            1,
+        ] {
+            let time = base + chrono::TimeDelta::nanoseconds(nanos);
+            assert_eq!(
+                serde_json::to_string(&Rfc3339(time)).unwrap(),
+                serde_json::to_string(&time).unwrap()
+            );
+        }
+        let now = chrono::Utc::now();
+        assert_eq!(
+            serde_json::to_string(&Rfc3339(now)).unwrap(),
+            serde_json::to_string(&now).unwrap()
+        );
+    }
 }
 
 /// `GET /`: who is signed in, or a way to sign in.
