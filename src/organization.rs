@@ -435,7 +435,7 @@ impl Connection {
     /// A SAML 2.0 identity provider, `entity_id`, trusted by the signing certificates of its
     /// metadata: give it with [`saml_metadata`](Self::saml_metadata) or
     /// [`saml_metadata_url`](Self::saml_metadata_url). Its people sign in with a browser at the
-    /// layer's service provider ([`SamlLogin`](crate::login::SamlLogin), feature `saml`); the
+    /// layer's service provider (`login::SamlLogin`, feature `saml`); the
     /// e-mail addresses it sends count as verified in the organisation's domains only.
     pub fn saml(entity_id: impl Into<String>) -> Self {
         Self {

@@ -348,7 +348,7 @@ impl<H> ProvisioningLayerBuilder<H> {
     /// Migration from another system: at a person's first sign-in, after admission let them
     /// in and linking found no account, asks `hook` for their account in the old system and
     /// adopts it instead of creating a new one (see [`migration`](crate::provision::migration)
-    /// and [`SqlLegacyAccounts`](crate::provision::legacy_sql::SqlLegacyAccounts)). Each legacy
+    /// and `SqlLegacyAccounts`, with a SQL store feature). Each legacy
     /// account is adopted at most once; a second identity the hook names it for is refused 403
     /// `legacy_account_claimed`. Adoption is a link, so it happens even where
     /// [`create_accounts(false)`](Self::create_accounts) lets nobody else in. The store must
