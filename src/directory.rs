@@ -21,7 +21,6 @@ use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-#[cfg(feature = "saml")]
 use crate::IssuerPolicy;
 use crate::builder::issuer::Issuer;
 use crate::error::{Error, ErrorChain};
@@ -33,7 +32,7 @@ use crate::login::saml::{
     verify::TrustedIdp,
 };
 use crate::organization::{Connection, Organization, Protocol};
-use crate::provision::{ConnectionProvisioning, ConnectionRules};
+use crate::provision::{ConnectionProvisioning, ConnectionRules, IssuerProvisioning};
 use crate::sign_in::ConnectionRef;
 use crate::store::{DynStore, StoreEvent, Subscription};
 use crate::token::fetch::Fetcher;
@@ -237,13 +236,7 @@ impl Directory {
             None => self.saml_idp(organization, connection).map(Arc::new),
         };
         let built = idp.and_then(|idp| {
-            let mut policy = IssuerPolicy::new()
-                .create_accounts(connection.create_accounts)
-                .require_approval(connection.require_approval);
-            if !organization.domains.is_empty() {
-                policy = policy.trust_email_domains(organization.domains.iter().cloned());
-            }
-            let rules = policy
+            let rules = connection_policy(organization, connection)
                 .validate(&connection.issuer)
                 .map_err(|e| e.to_string())?;
             Ok((idp, rules))
@@ -252,14 +245,7 @@ impl Directory {
             Ok((idp, rules)) => {
                 next.rules.insert(
                     connection.id,
-                    Arc::new(ConnectionProvisioning {
-                        organization: organization.id,
-                        domains: organization.domains.clone(),
-                        rules,
-                        default_roles: connection.default_roles.clone(),
-                        group_roles: connection.group_roles.clone(),
-                        claims: connection.claims.clone(),
-                    }),
+                    Arc::new(provisioning(organization, connection, rules)),
                 );
                 next.saml_ids
                     .insert(connection.id, connection.issuer.clone());
@@ -291,13 +277,11 @@ impl Directory {
                     .map_err(|reason| format!("its metadata {reason}"))?,
             )),
             (None, Some(url)) => {
+                let url = saml::checked_url(url, allow_http)
+                    .map_err(|_| "its metadata URL is not an https URL")?;
                 let policy = UrlPolicy {
                     allow_http_loopback: allow_http,
                 };
-                let url = url::Url::parse(url)
-                    .ok()
-                    .filter(|url| policy.check(url).is_ok())
-                    .ok_or("its metadata URL is not an https URL")?;
                 let fetcher = Fetcher::new(self.client.clone(), policy, saml::MAX_METADATA_BYTES);
                 IdpSource::remote(connection.issuer.clone(), url, fetcher, allow_http, None)
             }
@@ -357,34 +341,21 @@ impl Directory {
         connection: &Connection,
         kept: Option<Arc<RuntimeIssuer>>,
     ) -> Result<(ConnectionProvisioning, Arc<RuntimeIssuer>), crate::ConfigError> {
-        let mut issuer = Issuer::new(&connection.issuer)
+        let issuer = Issuer::new(&connection.issuer)
             .audiences(connection.audiences.iter().cloned())
             .allow_http_loopback(self.settings.allow_http_loopback)
-            .create_accounts(connection.create_accounts)
-            .require_approval(connection.require_approval);
-        if let Some(pin) = &connection.tenant {
-            issuer = issuer.require_claim(&pin.claim, pin.value.as_str());
-        }
-        if !organization.domains.is_empty() {
-            issuer = issuer.trust_email_domains(organization.domains.iter().cloned());
-        }
+            .policy(connection_policy(organization, connection));
         #[cfg(feature = "login")]
-        if let Some(client_id) = &connection.client_id {
-            issuer = issuer.browser_client(client_id, connection.client_secret.clone());
-        }
+        let issuer = match &connection.client_id {
+            Some(client_id) => issuer.browser_client(client_id, connection.client_secret.clone()),
+            None => issuer,
+        };
         let mut valid = issuer.validate()?;
         valid.rules.claims.connection = Some(ConnectionRef {
             organization: organization.id,
             connection: connection.id,
         });
-        let rules = ConnectionProvisioning {
-            organization: organization.id,
-            domains: organization.domains.clone(),
-            rules: valid.provisioning,
-            default_roles: connection.default_roles.clone(),
-            group_roles: connection.group_roles.clone(),
-            claims: connection.claims.clone(),
-        };
+        let rules = provisioning(organization, connection, valid.provisioning);
         let issuer = kept.unwrap_or_else(|| {
             let fetcher = Fetcher::new(
                 self.client.clone(),
@@ -395,6 +366,37 @@ impl Directory {
             Arc::new(RuntimeIssuer::new(verifier, Arc::clone(&self.stale)))
         });
         Ok((rules, issuer))
+    }
+}
+
+/// The rules a connection's sign-ins come under, whatever its protocol: creation and approval
+/// as it says, its tenant pinned, and e-mail addresses trusted in its organisation's domains.
+fn connection_policy(organization: &Organization, connection: &Connection) -> IssuerPolicy {
+    let mut policy = IssuerPolicy::new()
+        .create_accounts(connection.create_accounts)
+        .require_approval(connection.require_approval);
+    if let Some(pin) = &connection.tenant {
+        policy = policy.require_claim(&pin.claim, pin.value.as_str());
+    }
+    if !organization.domains.is_empty() {
+        policy = policy.trust_email_domains(organization.domains.iter().cloned());
+    }
+    policy
+}
+
+/// A connection's provisioning, with its issuer's `rules`.
+fn provisioning(
+    organization: &Organization,
+    connection: &Connection,
+    rules: IssuerProvisioning,
+) -> ConnectionProvisioning {
+    ConnectionProvisioning {
+        organization: organization.id,
+        domains: organization.domains.clone(),
+        rules,
+        default_roles: connection.default_roles.clone(),
+        group_roles: connection.group_roles.clone(),
+        claims: connection.claims.clone(),
     }
 }
 

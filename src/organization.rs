@@ -209,13 +209,7 @@ fn is_https_or_loopback(url: &str) -> bool {
     let Ok(url) = url::Url::parse(url) else {
         return false;
     };
-    let loopback = match url.host() {
-        Some(url::Host::Domain(host)) => host == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    url.scheme() == "https" || url.scheme() == "http" && loopback
+    url.scheme() == "https" || url.scheme() == "http" && crate::token::fetch::is_loopback(&url)
 }
 
 /// What a SAML connection needs: an entity id, its metadata (which must describe that entity

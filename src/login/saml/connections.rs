@@ -11,6 +11,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
+use super::Saml;
 use super::idps::IdpSource;
 use super::verify::TrustedIdp;
 use crate::error::Error;
@@ -55,4 +56,44 @@ pub(crate) trait RuntimeIdps: Send + Sync + 'static {
 
     /// Every SAML connection.
     fn all(&self) -> BoxFuture<'_, Result<Vec<Arc<ConnectionIdp>>, Error>>;
+}
+
+/// The organisations' SAML connections the service provider may use: never one whose entity
+/// id is one of the layer's own IdPs.
+impl Saml {
+    fn is_own(&self, entity_id: &str) -> bool {
+        self.entity_ids().any(|own| own == entity_id)
+    }
+
+    /// The SAML connection `id`.
+    pub(crate) async fn connection(&self, id: Uuid) -> Result<Option<Arc<ConnectionIdp>>, Error> {
+        let Some(runtime) = &self.runtime else {
+            return Ok(None);
+        };
+        Ok(runtime
+            .by_connection(id)
+            .await?
+            .filter(|c| !self.is_own(c.source.entity_id())))
+    }
+
+    /// The SAML connection whose IdP is `entity_id`.
+    pub(crate) async fn connection_of(
+        &self,
+        entity_id: &str,
+    ) -> Result<Option<Arc<ConnectionIdp>>, Error> {
+        match &self.runtime {
+            Some(runtime) if !self.is_own(entity_id) => runtime.by_entity(entity_id).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Every SAML connection.
+    pub(crate) async fn connections(&self) -> Result<Vec<Arc<ConnectionIdp>>, Error> {
+        let Some(runtime) = &self.runtime else {
+            return Ok(Vec::new());
+        };
+        let mut all = runtime.all().await?;
+        all.retain(|c| !self.is_own(c.source.entity_id()));
+        Ok(all)
+    }
 }

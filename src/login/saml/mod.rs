@@ -413,7 +413,7 @@ impl SamlLogin {
 }
 
 /// `url` if metadata may be fetched from it: https, or plain http on loopback when allowed.
-fn checked_url(url: &str, allow_http: bool) -> Result<url::Url, ConfigError> {
+pub(crate) fn checked_url(url: &str, allow_http: bool) -> Result<url::Url, ConfigError> {
     url::Url::parse(url)
         .ok()
         .filter(|u| {

@@ -212,21 +212,14 @@ async fn chosen_idp(saml: &Saml, params: &HashMap<String, String>) -> Result<Cho
     };
     #[cfg(feature = "organizations")]
     if let Some(wanted) = params.get("connection") {
-        let (Some(runtime), Ok(id)) = (&saml.runtime, uuid::Uuid::parse_str(wanted)) else {
+        let Ok(id) = uuid::Uuid::parse_str(wanted) else {
             return Err(unknown());
         };
-        let connection = match runtime.by_connection(id).await {
+        let connection = match saml.connection(id).await {
             Ok(Some(connection)) => connection,
             Ok(None) => return Err(unknown()),
             Err(_) => return Err(store_page()),
         };
-        // A connection naming one of the layer's own IdPs never speaks for it.
-        if saml
-            .entity_ids()
-            .any(|own| own == connection.source.entity_id())
-        {
-            return Err(unknown());
-        }
         let Some(idp) = connection.current().await else {
             return Err(unreachable_page());
         };
@@ -263,16 +256,10 @@ async fn claimed_connection(
     saml: &Saml,
     xml: &str,
 ) -> Result<Option<(Arc<ConnectionIdp>, Arc<TrustedIdp>)>, crate::error::Error> {
-    let Some(runtime) = &saml.runtime else {
-        return Ok(None);
-    };
     let Some(claimed) = verify::claimed_issuer(xml) else {
         return Ok(None);
     };
-    if saml.entity_ids().any(|own| own == claimed) {
-        return Ok(None);
-    }
-    let Some(connection) = runtime.by_entity(&claimed).await? else {
+    let Some(connection) = saml.connection_of(&claimed).await? else {
         return Ok(None);
     };
     Ok(connection.current().await.map(|idp| (connection, idp)))
@@ -557,22 +544,15 @@ async fn single_logout(shared: &Shared, binding: &Binding<'_>) -> Response {
     let (login, saml) = parts(shared);
     #[allow(unused_mut)]
     let mut idps = saml.idps.current().await;
-    // Organisations' SAML IdPs too, each by its own keys; never one naming an IdP of the
-    // layer's own.
+    // Organisations' SAML IdPs too, each by its own keys.
     #[cfg(feature = "organizations")]
-    let connections = match &saml.runtime {
-        Some(runtime) => match runtime.all().await {
-            Ok(all) => all,
-            Err(_) => return store_page(),
-        },
-        None => Vec::new(),
+    let connections = match saml.connections().await {
+        Ok(connections) => connections,
+        Err(_) => return store_page(),
     };
     #[cfg(feature = "organizations")]
     for connection in &connections {
-        let entity_id = connection.source.entity_id();
-        if saml.entity_ids().all(|own| own != entity_id)
-            && let Some(idp) = connection.current().await
-        {
+        if let Some(idp) = connection.current().await {
             idps.push(idp);
         }
     }
@@ -618,10 +598,7 @@ async fn single_logout(shared: &Shared, binding: &Binding<'_>) -> Response {
     // SAML core §3.7.1: SessionIndex names sessions at the IdP; without one, every session of
     // the NameID. The NameID is the identity's subject only when no attribute is.
     #[cfg(feature = "organizations")]
-    let subject_attribute = match connections
-        .iter()
-        .find(|c| c.source.entity_id() == issuer && saml.entity_ids().all(|own| own != issuer))
-    {
+    let subject_attribute = match connections.iter().find(|c| c.source.entity_id() == issuer) {
         Some(connection) => connection.subject_attribute.as_deref(),
         None => saml.subject_attribute.as_deref(),
     };
