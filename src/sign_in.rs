@@ -157,13 +157,12 @@ struct Inner {
     /// The organisation's connection that vouched for it, if one did.
     connection: Option<ConnectionRef>,
     issuer: Arc<str>,
-    subject: Box<str>,
-    email: Option<Box<str>>,
+    /// The subject, the e-mail address and the profile.
+    texts: Texts,
     email_verified: bool,
     groups: Vec<String>,
     groups_asserted: bool,
     expires_at: Option<DateTime<Utc>>,
-    profile: Profile,
     attributes: Attributes,
 }
 
@@ -177,27 +176,73 @@ enum Attributes {
     },
 }
 
-/// The standard profile attributes, when they are strings.
-struct Profile {
-    name: Option<Box<str>>,
-    given_name: Option<Box<str>>,
-    family_name: Option<Box<str>>,
-    preferred_username: Option<Box<str>>,
-    picture: Option<Box<str>>,
-    locale: Option<Box<str>>,
+/// The subject, the e-mail address and the standard profile attributes (when they are strings),
+/// end to end in one buffer: a cached sign-in holds one allocation for them instead of up to
+/// eight.
+struct Texts {
+    buffer: Box<str>,
+    /// Where each field ends in `buffer`; a field starts where the one before it ends.
+    ends: [u32; TEXT_FIELDS],
+    /// Bit `i` set: field `i` is present.
+    present: u8,
 }
 
-impl Profile {
-    fn read(attributes: &Map<String, Value>) -> Self {
-        let text = |name: &str| attributes.get(name).and_then(Value::as_str).map(Box::from);
-        Self {
-            name: text("name"),
-            given_name: text("given_name"),
-            family_name: text("family_name"),
-            preferred_username: text("preferred_username"),
-            picture: text("picture"),
-            locale: text("locale"),
+/// How many fields [`Texts`] holds.
+const TEXT_FIELDS: usize = 8;
+
+impl Texts {
+    const SUBJECT: usize = 0;
+    const EMAIL: usize = 1;
+    const NAME: usize = 2;
+    const GIVEN_NAME: usize = 3;
+    const FAMILY_NAME: usize = 4;
+    const PREFERRED_USERNAME: usize = 5;
+    const PICTURE: usize = 6;
+    const LOCALE: usize = 7;
+
+    /// The fields of a sign-in: its subject and e-mail address, and the profile attributes read
+    /// from `attributes`.
+    fn new(subject: &str, email: Option<&str>, attributes: &Map<String, Value>) -> Self {
+        let text = |name: &str| attributes.get(name).and_then(Value::as_str);
+        let fields: [Option<&str>; TEXT_FIELDS] = [
+            Some(subject),
+            email,
+            text("name"),
+            text("given_name"),
+            text("family_name"),
+            text("preferred_username"),
+            text("picture"),
+            text("locale"),
+        ];
+        let mut buffer = String::with_capacity(fields.iter().flatten().map(|f| f.len()).sum());
+        let mut ends = [0; TEXT_FIELDS];
+        let mut present = 0;
+        for (index, field) in fields.into_iter().enumerate() {
+            // Offsets are 32-bit: a field that would end past 4 GiB is left out, not cut.
+            if let Some(value) = field
+                && u32::try_from(buffer.len() + value.len()).is_ok()
+            {
+                buffer.push_str(value);
+                present |= 1 << index;
+            }
+            ends[index] = u32::try_from(buffer.len()).unwrap_or(u32::MAX);
         }
+        Self {
+            buffer: buffer.into_boxed_str(),
+            ends,
+            present,
+        }
+    }
+
+    fn get(&self, field: usize) -> Option<&str> {
+        if self.present & (1 << field) == 0 {
+            return None;
+        }
+        let start = match field {
+            0 => 0,
+            _ => self.ends[field - 1] as usize,
+        };
+        self.buffer.get(start..self.ends[field] as usize)
     }
 }
 
@@ -298,14 +343,12 @@ impl SignInBuilder {
         Ok(SignIn(Arc::new(Inner {
             source: self.source,
             connection: self.connection,
+            texts: Texts::new(&self.subject, email.as_deref(), &self.attributes),
             issuer: self.issuer,
-            subject: self.subject.into_boxed_str(),
-            email: email.map(String::into_boxed_str),
             email_verified,
             groups,
             groups_asserted,
             expires_at: self.expires_at,
-            profile: Profile::read(&self.attributes),
             attributes: Attributes::Object(self.attributes),
         })))
     }
@@ -316,7 +359,7 @@ pub(crate) struct TokenSignIn<'a> {
     /// A bearer token, or the ID token of a browser sign-in.
     pub(crate) source: SignInSource,
     pub(crate) issuer: Arc<str>,
-    pub(crate) subject: String,
+    pub(crate) subject: &'a str,
     /// The payload, parsed, to read the profile from.
     pub(crate) claims: &'a Map<String, Value>,
     /// The payload as signed, kept instead of the parsed object.
@@ -359,22 +402,16 @@ impl SignIn {
     /// A token's sign-in, from what its verification established. The subject was checked by
     /// the verifier.
     pub(crate) fn from_token(token: TokenSignIn<'_>) -> Self {
-        let email = token
-            .claims
-            .get("email")
-            .and_then(Value::as_str)
-            .map(Box::from);
+        let email = token.claims.get("email").and_then(Value::as_str);
         Self(Arc::new(Inner {
             source: token.source,
             connection: token.connection,
             issuer: token.issuer,
-            subject: token.subject.into_boxed_str(),
-            email,
+            texts: Texts::new(token.subject, email, token.claims),
             email_verified: token.email_verified,
             groups: token.groups,
             groups_asserted: token.groups_asserted,
             expires_at: Some(token.expires_at),
-            profile: Profile::read(token.claims),
             attributes: Attributes::Text {
                 json: token.json.into_boxed_str(),
                 parsed: OnceLock::new(),
@@ -405,53 +442,53 @@ impl SignIn {
 
     /// The source's stable identifier for the person.
     pub fn subject(&self) -> &str {
-        &self.0.subject
+        self.0.texts.get(Texts::SUBJECT).unwrap_or_default()
     }
 
     /// The identity: `(issuer, subject)`.
     pub fn identity(&self) -> IdentityKey {
-        IdentityKey::new(Arc::clone(&self.0.issuer), &*self.0.subject)
+        IdentityKey::new(Arc::clone(&self.0.issuer), self.subject())
     }
 
     /// The e-mail address, as the source gave it. Not an identity, and not proof of anything
     /// unless [`email_verified`](Self::email_verified) is true.
     pub fn email(&self) -> Option<&str> {
-        self.0.email.as_deref()
+        self.0.texts.get(Texts::EMAIL)
     }
 
     /// Whether the source vouches that [`email`](Self::email) is the person's.
     pub fn email_verified(&self) -> bool {
-        self.0.email_verified && self.0.email.is_some()
+        self.0.email_verified && self.email().is_some()
     }
 
     /// The `name` attribute.
     pub fn name(&self) -> Option<&str> {
-        self.0.profile.name.as_deref()
+        self.0.texts.get(Texts::NAME)
     }
 
     /// The `given_name` attribute.
     pub fn given_name(&self) -> Option<&str> {
-        self.0.profile.given_name.as_deref()
+        self.0.texts.get(Texts::GIVEN_NAME)
     }
 
     /// The `family_name` attribute.
     pub fn family_name(&self) -> Option<&str> {
-        self.0.profile.family_name.as_deref()
+        self.0.texts.get(Texts::FAMILY_NAME)
     }
 
     /// The `preferred_username` attribute. Informational only: sources let people change it.
     pub fn preferred_username(&self) -> Option<&str> {
-        self.0.profile.preferred_username.as_deref()
+        self.0.texts.get(Texts::PREFERRED_USERNAME)
     }
 
     /// The `picture` attribute.
     pub fn picture(&self) -> Option<&str> {
-        self.0.profile.picture.as_deref()
+        self.0.texts.get(Texts::PICTURE)
     }
 
     /// The `locale` attribute.
     pub fn locale(&self) -> Option<&str> {
-        self.0.profile.locale.as_deref()
+        self.0.texts.get(Texts::LOCALE)
     }
 
     /// Whether the source asserted the person's groups at all (an empty list included).

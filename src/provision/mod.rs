@@ -766,9 +766,14 @@ impl Provisioner {
             // is synced into it, and it is refused.
             return Err(Failure::Denied(DenyReason::OtherOrganization));
         }
-        let (user, identity) = self
+        let (user, mut identity) = self
             .bring_current(user, identity, &admitted, &sign_in)
             .await?;
+        // The key the store answered for is the one asked: sharing the cache key's strings
+        // saves the cached account a copy of the issuer and the subject.
+        if identity.key == admitted.key {
+            identity.key = admitted.key.clone();
+        }
         Ok(Arc::new(Account {
             user,
             identity,

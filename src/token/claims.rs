@@ -281,7 +281,7 @@ impl VerifiedClaims {
         rules: &ClaimRules,
     ) -> Result<Self, TokenError> {
         let subject = match claims.get(subject_claim) {
-            Some(Value::String(sub)) if is_valid_subject(sub) => sub.clone(),
+            Some(Value::String(sub)) if is_valid_subject(sub) => sub.as_str(),
             _ => return Err(TokenError::InvalidSubject),
         };
         let audiences = audiences(claims);

@@ -8,6 +8,8 @@
 //! Variants, in interleaved rounds with a rotating order:
 //!
 //! - `healthz`: the reference server's `GET /healthz` (same binary, no credential);
+//! - `healthz_bearer`: the same, each request carrying the `me_hot` tokens (`/healthz` is outside
+//!   the layer): what the bytes of a bearer token cost the server before any layer sees them;
 //! - `me_hot`: its `GET /me`, each connection with a token seen before, its user cached;
 //! - `me_new_token`: its `GET /me`, every request a distinct pre-signed token of one cached user,
 //!   on a fresh server each round, so no token is ever seen twice;
@@ -441,14 +443,15 @@ async fn drive(options: Options) {
         );
     }
 
-    const VARIANTS: [&str; 5] = [
+    const VARIANTS: [&str; 6] = [
         "healthz",
         "me_hot",
         "me_session",
         "me_new_token",
         "authorizer",
+        "healthz_bearer",
     ];
-    let mut samples: Vec<[Sample; 5]> = Vec::new();
+    let mut samples: Vec<[Sample; 6]> = Vec::new();
     println!(
         "{} rounds; {} keep-alive connections; {} s per timed variant, {} distinct tokens per \
          new-token variant",
@@ -475,7 +478,7 @@ async fn drive(options: Options) {
             warmed.failures, 0,
             "warm-up of the fresh server answered non-2xx"
         );
-        let mut row = [Sample::default(); 5];
+        let mut row = [Sample::default(); 6];
         for k in 0..VARIANTS.len() {
             let index = (round + k) % VARIANTS.len();
             if options
@@ -496,6 +499,10 @@ async fn drive(options: Options) {
                         seconds,
                     )
                     .await
+                }
+                "healthz_bearer" => {
+                    let tokens = Credentials::PerConnection(Arc::clone(&hot_tokens));
+                    load(&reference, "/healthz", tokens, options.connections, seconds).await
                 }
                 "me_hot" => {
                     let tokens = Credentials::PerConnection(Arc::clone(&hot_tokens));
@@ -555,13 +562,19 @@ async fn drive(options: Options) {
             median(samples.iter().map(|r| r[index].cpu_us()).collect()),
         );
     }
-    let per_round = |f: &dyn Fn(&[Sample; 5]) -> f64| median(samples.iter().map(f).collect());
+    let per_round = |f: &dyn Fn(&[Sample; 6]) -> f64| median(samples.iter().map(f).collect());
     println!("ratios within a round (median over rounds):");
     println!(
         "  me_hot adds {:.2} µs server CPU/request over healthz (target ≤ 3.0), and serves {:.3}× \
          its req/s (target ≥ 0.65)",
         per_round(&|r| r[1].cpu_us() - r[0].cpu_us()),
         per_round(&|r| r[1].rps() / r[0].rps()),
+    );
+    println!(
+        "  of which the token's bytes (healthz_bearer over healthz): {:.2} µs; me_hot over \
+         healthz_bearer, the layer and the /me handler: {:.2} µs",
+        per_round(&|r| r[5].cpu_us() - r[0].cpu_us()),
+        per_round(&|r| r[1].cpu_us() - r[5].cpu_us()),
     );
     println!(
         "  me_session costs {:+.2} µs server CPU/request against me_hot (target ≤ +0.5)",
