@@ -1,6 +1,9 @@
 //! First logins: the cost of one, the throughput with 1 and 32 concurrent new users, on SQLite
-//! and PostgreSQL (when `JIT_TEST_POSTGRES_URL` is set); and a thundering herd of 1,000
-//! concurrent first requests for one subject, counting store lookups and inserts.
+//! and PostgreSQL (when `JIT_TEST_POSTGRES_URL` is set), beside the same tokens through a layer
+//! that only verifies them (`verify_only`: the signature check and claims, no store), so that
+//! a first login's cost beyond the signature check is a difference within one run; and a
+//! thundering herd of 1,000 concurrent first requests for one subject, counting store lookups
+//! and inserts.
 //!
 //! Run with `cargo bench --bench provision`.
 
@@ -84,7 +87,20 @@ fn first_login(c: &mut Criterion) {
         store.migrate().await.unwrap();
         store
     });
-    let mut apps = vec![("sqlite", app(&rt, &idp, sqlite))];
+    // The same tokens through a layer that only verifies: what a first login costs beyond the
+    // signature check is each store's figure minus this one.
+    let verify_only = {
+        let layer = ProvisioningLayer::builder()
+            .issuer(idp.issuer())
+            .build()
+            .unwrap();
+        rt.block_on(layer.fetch_keys()).unwrap();
+        support::hello_claims().layer(layer)
+    };
+    let mut apps = vec![
+        ("verify_only", verify_only),
+        ("sqlite", app(&rt, &idp, sqlite)),
+    ];
     if let Some(url) = rt.block_on(support::postgres_database("first_login")) {
         let store = rt.block_on(async {
             let store = PostgresStore::connect(&url).await.unwrap();
