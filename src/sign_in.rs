@@ -632,6 +632,37 @@ mod tests {
     }
 
     #[test]
+    fn profile_fields_read_back_as_given_present_empty_or_absent() {
+        let sign_in = SignIn::builder(SignInSource::Custom("proxy"), "https://proxy", "u-1")
+            .attribute("name", "Ada Lovelace")
+            .attribute("given_name", "")
+            .attribute("family_name", 42)
+            .attribute("picture", "https://example.com/ada.png")
+            .attribute("locale", "en-GB")
+            .email("ada@example.com", true)
+            .build()
+            .unwrap();
+        assert_eq!(sign_in.subject(), "u-1");
+        assert_eq!(sign_in.email(), Some("ada@example.com"));
+        assert!(sign_in.email_verified());
+        assert_eq!(sign_in.name(), Some("Ada Lovelace"));
+        // Present but empty is not absent; a number is not a string.
+        assert_eq!(sign_in.given_name(), Some(""));
+        assert_eq!(sign_in.family_name(), None);
+        assert_eq!(sign_in.preferred_username(), None);
+        assert_eq!(sign_in.picture(), Some("https://example.com/ada.png"));
+        assert_eq!(sign_in.locale(), Some("en-GB"));
+
+        let bare = build(SignInSource::Custom("proxy"), "https://proxy", "u-2").unwrap();
+        assert_eq!(bare.subject(), "u-2");
+        assert_eq!(
+            (bare.email(), bare.name(), bare.locale()),
+            (None, None, None)
+        );
+        assert!(!bare.email_verified());
+    }
+
+    #[test]
     fn identities_are_checked() {
         let custom = SignInSource::Custom("proxy");
         assert!(build(custom, "https://proxy", "42").is_ok());
