@@ -349,6 +349,40 @@ impl JsonWebKey for Jwk {
     }
 }
 
+/// The content-encryption algorithm of a JWE header, which a signed token never has: it never
+/// parses. `openidconnect` reads a header's `alg` by trying the encryption algorithms first, and
+/// its stock type answers a signature algorithm with an error listing every one it knows, built
+/// for every token; this one fails without building anything.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) enum NoEncryption {}
+
+impl<'de> serde::Deserialize<'de> for NoEncryption {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("not an encrypted token"))
+    }
+}
+
+impl openidconnect::JweContentEncryptionAlgorithm for NoEncryption {
+    type KeyType = CoreJsonWebKeyType;
+
+    fn key_type(&self) -> Result<CoreJsonWebKeyType, String> {
+        match *self {}
+    }
+}
+
+/// A signed ID token (or JWT access token) as `openidconnect` verifies it.
+pub(crate) type SignedIdToken = openidconnect::IdToken<
+    openidconnect::EmptyAdditionalClaims,
+    openidconnect::core::CoreGenderClaim,
+    NoEncryption,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// `token` parsed by `openidconnect`.
+pub(crate) fn parse_signed(token: &str) -> Option<SignedIdToken> {
+    <SignedIdToken as std::str::FromStr>::from_str(token).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,38 +453,4 @@ mod tests {
             JsonWebKeyAlgorithm::Unsupported
         ));
     }
-}
-
-/// The content-encryption algorithm of a JWE header, which a signed token never has: it never
-/// parses. `openidconnect` reads a header's `alg` by trying the encryption algorithms first, and
-/// its stock type answers a signature algorithm with an error listing every one it knows, built
-/// for every token; this one fails without building anything.
-#[derive(Clone, Debug, serde::Serialize)]
-pub(crate) enum NoEncryption {}
-
-impl<'de> serde::Deserialize<'de> for NoEncryption {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(serde::de::Error::custom("not an encrypted token"))
-    }
-}
-
-impl openidconnect::JweContentEncryptionAlgorithm for NoEncryption {
-    type KeyType = CoreJsonWebKeyType;
-
-    fn key_type(&self) -> Result<CoreJsonWebKeyType, String> {
-        match *self {}
-    }
-}
-
-/// A signed ID token (or JWT access token) as `openidconnect` verifies it.
-pub(crate) type SignedIdToken = openidconnect::IdToken<
-    openidconnect::EmptyAdditionalClaims,
-    openidconnect::core::CoreGenderClaim,
-    NoEncryption,
-    CoreJwsSigningAlgorithm,
->;
-
-/// `token` parsed by `openidconnect`.
-pub(crate) fn parse_signed(token: &str) -> Option<SignedIdToken> {
-    <SignedIdToken as std::str::FromStr>::from_str(token).ok()
 }
