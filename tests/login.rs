@@ -333,6 +333,8 @@ async fn return_to_accepts_only_paths_of_this_site(backend: Backend) {
         "/%2F%2Fevil.example",
         "/%5Cevil.example",
         "/%252F%252Fevil.example",
+        "/..//evil.example",
+        "/%2e%2e//evil.example",
         "evil.example",
     ] {
         let url = format!("{}?return_to={}", app.url("/login"), urlencode(bad));

@@ -124,8 +124,8 @@ pub(crate) fn return_to(
 
 /// `path` if it is a path on this same site, safe to redirect to after a sign-in; `None` for
 /// anything that could leave it: other hosts (`//host`, `/\host`), schemes (`https:`,
-/// `javascript:`), backslashes, control characters, and the same again percent-encoded, once
-/// or twice.
+/// `javascript:`), backslashes, control characters, dot segments (`/..//host` resolves to
+/// `//host` in some clients), and the same again percent-encoded, once or twice.
 pub(crate) fn safe_return_to(path: &str) -> Option<String> {
     if path.len() > 2048 || !is_local_path(path) {
         return None;
@@ -141,6 +141,16 @@ fn is_local_path(path: &str) -> bool {
         && !path.starts_with("//")
         && !path.contains('\\')
         && !path.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !has_dot_segment(path)
+}
+
+/// Whether the path part (before `?` or `#`) has a `.` or `..` segment: removing it can leave a
+/// path that starts with `//`, which a client may read as another host.
+fn has_dot_segment(path: &str) -> bool {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    path[..end]
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
 }
 
 /// `text` with `%XX` escapes decoded; `None` when the result is not UTF-8.
@@ -179,6 +189,9 @@ mod tests {
             "/a/b#frag",
             "/search?q=https://example.com",
             "/%7Euser",
+            "/file.tar.gz",
+            "/a/...",
+            "/search?path=../x",
         ] {
             assert_eq!(safe_return_to(good).as_deref(), Some(good), "{good}");
         }
@@ -204,6 +217,13 @@ mod tests {
             "/ a",
             "/%0d%0aSet-Cookie:x=y",
             "/%FF%FE",
+            "/..//evil.example",
+            "/a/../..//evil.example",
+            "/./",
+            "/a/..",
+            "/%2e%2e//evil.example",
+            "/%2E/%2E%2E//evil.example",
+            "/%252e%252e//evil.example",
         ] {
             assert_eq!(safe_return_to(bad), None, "{bad:?}");
         }
