@@ -325,6 +325,11 @@ impl PgDialect {
 /// change broadcast; one row per creation gives the flags [`Created::from_flags`] reads. Values
 /// taken per the statement's snapshot are skipped rather than tried; one taken in a race makes
 /// the statement fail, and the core then writes the creations one by one.
+///
+/// The checks are scalar subqueries with `LIMIT 1`, not `EXISTS`: PostgreSQL may plan an
+/// `EXISTS` in a select list as a hashed subplan, reading the whole table for every batch, and
+/// does so while a table grows faster than its statistics (a first sign-in storm); a scalar
+/// subquery is always one index probe per creation.
 const CREATE_BATCH: &str = r"
 WITH job AS (
     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -338,14 +343,17 @@ WITH job AS (
         audit_reason, audit_fields, audit_source, organization_id, n)
 ), checked AS (
     SELECT job.*,
-        EXISTS (SELECT 1 FROM jit_identity_tombstones t
-                WHERE t.issuer = job.issuer AND t.subject = job.subject) AS tombstoned,
-        EXISTS (SELECT 1 FROM jit_identities i
-                WHERE i.issuer = job.issuer AND i.subject = job.subject) AS taken,
-        job.user_name IS NOT NULL AND EXISTS (SELECT 1 FROM jit_users u
-                WHERE lower(u.user_name) = lower(job.user_name)) AS user_name_taken,
-        job.external_id IS NOT NULL AND EXISTS (SELECT 1 FROM jit_users u
-                WHERE u.external_id = job.external_id) AS external_id_taken
+        (SELECT true FROM jit_identity_tombstones t
+                WHERE t.issuer = job.issuer AND t.subject = job.subject LIMIT 1)
+            IS NOT NULL AS tombstoned,
+        (SELECT true FROM jit_identities i
+                WHERE i.issuer = job.issuer AND i.subject = job.subject LIMIT 1)
+            IS NOT NULL AS taken,
+        job.user_name IS NOT NULL AND (SELECT true FROM jit_users u
+                WHERE lower(u.user_name) = lower(job.user_name) LIMIT 1) IS NOT NULL
+            AS user_name_taken,
+        job.external_id IS NOT NULL AND (SELECT true FROM jit_users u
+                WHERE u.external_id = job.external_id LIMIT 1) IS NOT NULL AS external_id_taken
     FROM job
 ), claimed AS (
     INSERT INTO jit_identities (issuer, subject, user_id, claims_fingerprint, created_at,
