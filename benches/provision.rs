@@ -101,9 +101,10 @@ fn first_login(c: &mut Criterion) {
         ("verify_only", verify_only),
         ("sqlite", app(&rt, &idp, sqlite)),
     ];
-    if let Some(url) = rt.block_on(support::postgres_database("first_login")) {
+    let postgres = rt.block_on(support::postgres_database("first_login"));
+    if let Some(url) = &postgres {
         let store = rt.block_on(async {
-            let store = PostgresStore::connect(&url).await.unwrap();
+            let store = PostgresStore::connect(url).await.unwrap();
             store.migrate().await.unwrap();
             store
         });
@@ -125,6 +126,10 @@ fn first_login(c: &mut Criterion) {
         }
     }
     group.finish();
+    drop(apps);
+    if let Some(url) = postgres {
+        rt.block_on(support::drop_postgres_database(&url));
+    }
 }
 
 fn thundering_herd(c: &mut Criterion) {

@@ -66,3 +66,22 @@ pub async fn postgres_database(name: &str) -> Option<String> {
     url.set_path(&database);
     Some(url.to_string())
 }
+
+/// Drops a database [`postgres_database`] made, so benchmark runs leave nothing behind.
+pub async fn drop_postgres_database(url: &str) {
+    let (Ok(admin_url), Ok(url)) = (std::env::var("JIT_TEST_POSTGRES_URL"), url::Url::parse(url))
+    else {
+        return;
+    };
+    let database = url.path().trim_start_matches('/');
+    if !database.starts_with("jit_bench_") {
+        return;
+    }
+    if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+        let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+        if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await {
+            eprintln!("*** could not drop {database}: {err} ***");
+        }
+        admin.close().await;
+    }
+}
