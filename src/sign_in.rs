@@ -442,6 +442,8 @@ impl SignIn {
 
     /// The source's stable identifier for the person.
     pub fn subject(&self) -> &str {
+        // Always present: the subject is the buffer's first field and at most
+        // `MAX_SUBJECT_BYTES`, so the 32-bit offsets never leave it out.
         self.0.texts.get(Texts::SUBJECT).unwrap_or_default()
     }
 
